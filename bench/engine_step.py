@@ -1,0 +1,300 @@
+"""Engine seconds per step against a bare diffusers-style loop. Run: ``python bench/engine_step.py``.
+
+What is measured: the seconds per optimizer step of loratui's real training engine
+(``engine.train.Trainer``, run in this process on a copy of ``sample_project/img``, its ``step``
+events read from an in-memory stream) and of a bare loop written below in the manner of diffusers'
+``train_text_to_image_lora.py`` example. The result is the ratio engine / baseline of the median
+seconds per step; the goal is 1.05 or less, i.e. the engine's bookkeeping (events, progress,
+checks, accelerate) costs at most 5 % on top of the training itself.
+
+Why the comparison is fair: both sides do the same work per step.
+- Same model: the built-in tiny SD1.5-shaped model (``ensure_tiny_model()``); the baseline loads
+  it with diffusers/transformers ``from_pretrained``.
+- Same LoRA: the baseline attaches it with the engine's own ``find_targets`` + ``attach_lora``
+  (UNet and text encoder, rank 8, alpha 4), and the trainable parameter counts are asserted equal.
+- Same data and shapes: the 8 sample images x 10 repeats at 128 px, batch size 4, fp32. Buckets
+  are off, so every batch of both sides is 4 x 128 x 128 (latents 4 x 4 x 16 x 16).
+- Same step: latents sampled from VAE posteriors computed once (as the engine's memory cache
+  does), noise, random timesteps, ``DDPMScheduler.add_noise``, captions tokenized and run through
+  the trained text encoder, UNet forward, MSE, backward, gradient clipping at 1.0, AdamW step,
+  cosine LR scheduler step, ``zero_grad``, and the loss read back with ``.item()``.
+- Same clock: both count a step from the end of the previous one (``perf_counter``), as the
+  engine's ``s_per_step`` does, and both drop the first ``--warmup`` steps.
+- Same conditions: they run in one process with the same torch thread count, alternating
+  (engine, baseline, baseline, engine, ...) so background load hits both alike, each run after
+  ``torch.manual_seed``. Medians are reported because the machine may be shared.
+
+The baseline uses plain torch, not ``accelerate``: it is the least a training loop can do, so
+anything the engine adds (accelerate's wrappers included) shows up in the ratio.
+
+Options: ``--steps`` (measured steps per run, after warm-up), ``--rounds`` (engine/baseline
+pairs), ``--quick`` (a short smoke run). Exit status is always 0: this is a measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import io
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from engine.lora import TEXT_ENCODER_BLOCKS, UNET_ATTENTION_BLOCKS, attach_lora, find_targets, lora_parameters
+
+REPO = Path(__file__).resolve().parent.parent
+SAMPLE_IMAGES = REPO / "sample_project" / "img"
+
+SEED = 42
+RESOLUTION = 128
+BATCH_SIZE = 4
+RANK, ALPHA = 8, 4.0
+UNET_LR, TEXT_ENCODER_LR = 1e-4, 5e-5
+MAX_GRAD_NORM = 1.0
+SCHEDULER = "cosine"
+
+
+# ----------------------------------------------------------------------------- the engine
+def engine_config(total_steps: int) -> dict:
+    """The run's config: the sample dataset at 128 px, nothing saved but the final file."""
+    return {
+        "model": {"path": "loratui:tiny-sd"},
+        "dataset": {"image_dir": "img", "reg_dir": "", "resolution": RESOLUTION, "enable_buckets": False,
+                    "cache_latents": "memory"},
+        "network": {"rank": RANK, "alpha": ALPHA},
+        "training": {"batch_size": BATCH_SIZE, "epochs": 1000, "max_train_steps": total_steps,
+                     "mixed_precision": "no", "seed": SEED, "max_grad_norm": MAX_GRAD_NORM},
+        "optimizer": {"name": "AdamW", "unet_lr": UNET_LR, "text_encoder_lr": TEXT_ENCODER_LR,
+                      "scheduler": SCHEDULER, "warmup_steps": 0},
+        "output": {"name": "bench", "output_dir": "model", "log_dir": "log",
+                   "save_every_n_epochs": 0, "save_state": False},
+    }
+
+
+def run_engine(total_steps: int, warmup: int) -> tuple[list[float], int]:
+    """Train with the real Trainer; return the post-warm-up ``s_per_step`` values and the
+    number of trainable LoRA parameters."""
+    from engine.events import EventWriter
+    from engine.train import StopFlag, Trainer
+    from loratui.config import config_from_dict
+
+    with tempfile.TemporaryDirectory(prefix="loratui-bench-") as temp:
+        project = Path(temp)
+        shutil.copytree(SAMPLE_IMAGES, project / "img")
+        cfg = config_from_dict(engine_config(total_steps), base_dir=project)
+        stream = io.StringIO()
+        torch.manual_seed(SEED)
+        trainer = Trainer(cfg, EventWriter(stream), StopFlag())
+        trainer.run()
+        params = lora_parameters(trainer.model.unet) + lora_parameters(trainer.model.text_encoder)
+        trainable = sum(p.numel() for p in params)
+        del trainer, params
+    events = [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
+    seconds = [e["s_per_step"] for e in events if e["type"] == "step"]
+    assert len(seconds) == total_steps, f"the engine ran {len(seconds)} steps, expected {total_steps}"
+    return seconds[warmup:], trainable
+
+
+# --------------------------------------------------------------------------- the baseline
+def load_tiny_model():
+    """The tiny model's parts, loaded the way the diffusers examples load a model."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    from engine.tiny_model import ensure_tiny_model
+
+    folder = ensure_tiny_model()
+    tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer")
+    text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder")
+    vae = AutoencoderKL.from_pretrained(folder, subfolder="vae")
+    unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet")
+    noise_scheduler = DDPMScheduler.from_pretrained(folder, subfolder="scheduler")
+    return tokenizer, text_encoder, vae, unet, noise_scheduler
+
+
+def add_lora(unet, text_encoder) -> list[torch.nn.Parameter]:
+    """The engine's LoRA modules on both models; returns UNet params then text-encoder params."""
+    for model in (unet, text_encoder):
+        model.requires_grad_(False)
+    attach_lora(unet, find_targets(unet, UNET_ATTENTION_BLOCKS, RANK, ALPHA))
+    attach_lora(text_encoder, find_targets(text_encoder, TEXT_ENCODER_BLOCKS, RANK, ALPHA))
+    unet.train()
+    text_encoder.train()
+    return lora_parameters(unet) + lora_parameters(text_encoder)
+
+
+def sample_images() -> list[tuple[torch.Tensor, str]]:
+    """Each sample image resized (shorter side to 128) and centre-cropped, in [-1, 1], with its caption."""
+    from PIL import Image
+
+    items = []
+    for path in sorted(SAMPLE_IMAGES.glob("*/*.png")):
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+            scale = RESOLUTION / min(image.size)
+            width, height = max(RESOLUTION, round(image.width * scale)), max(RESOLUTION, round(image.height * scale))
+            image = image.resize((width, height), Image.Resampling.LANCZOS)
+            left, top = (width - RESOLUTION) // 2, (height - RESOLUTION) // 2
+            image = image.crop((left, top, left + RESOLUTION, top + RESOLUTION))
+            pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
+        pixels = pixels.view(RESOLUTION, RESOLUTION, 3).permute(2, 0, 1).float() / 127.5 - 1.0
+        items.append((pixels, path.with_suffix(".txt").read_text().strip()))
+    return items
+
+
+def repeats_of(folder_name: str) -> int:
+    return int(folder_name.split("_", 1)[0])
+
+
+def run_baseline(total_steps: int, warmup: int) -> tuple[list[float], int]:
+    """The bare loop; returns post-warm-up seconds per step and the trainable parameter count."""
+    from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+    from diffusers.optimization import get_scheduler
+
+    from engine.train import pick_device  # the device the engine would train on: the same here
+
+    device = pick_device()
+    torch.manual_seed(SEED)
+    tokenizer, text_encoder, vae, unet, noise_scheduler = load_tiny_model()
+    for model in (text_encoder, vae, unet):
+        model.to(device)
+    vae.requires_grad_(False).eval()
+    params = add_lora(unet, text_encoder)
+    optimizer = torch.optim.AdamW([
+        {"params": lora_parameters(unet), "lr": UNET_LR},
+        {"params": lora_parameters(text_encoder), "lr": TEXT_ENCODER_LR},
+    ])
+    lr_scheduler = get_scheduler(SCHEDULER, optimizer=optimizer, num_warmup_steps=0, num_training_steps=total_steps)
+
+    # Latents precomputed once: the VAE posterior (mean, logvar) of each image, sampled each step.
+    images = sample_images()
+    with torch.no_grad():
+        posteriors = vae.encode(torch.stack([pixels for pixels, _ in images]).to(device)).latent_dist.parameters
+    captions = [caption for _, caption in images]
+    repeats = repeats_of(next(SAMPLE_IMAGES.iterdir()).name)
+    items_per_epoch = len(images) * repeats
+
+    seconds: list[float] = []
+    order: list[int] = []
+    last_tick = time.perf_counter()
+    for _ in range(total_steps):
+        if len(order) < BATCH_SIZE:  # a new epoch: every image `repeats` times, shuffled
+            order = (torch.randperm(items_per_epoch) % len(images)).tolist()
+        batch, order = order[:BATCH_SIZE], order[BATCH_SIZE:]
+
+        latents = DiagonalGaussianDistribution(posteriors[batch]).sample() * vae.config.scaling_factor
+        noise = torch.randn_like(latents)
+        timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (BATCH_SIZE,), device=device).long()
+        noisy_latents = noise_scheduler.add_noise(latents, noise, timesteps)
+        input_ids = tokenizer([captions[i] for i in batch], padding="max_length", max_length=tokenizer.model_max_length,
+                              truncation=True, return_tensors="pt").input_ids.to(device)
+        encoder_hidden_states = text_encoder(input_ids)[0]
+        model_pred = unet(noisy_latents, timesteps, encoder_hidden_states).sample
+        loss = F.mse_loss(model_pred.float(), noise.float(), reduction="mean")
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
+        optimizer.step()
+        lr_scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss.item()  # read back for logging, as every loop does (on a GPU: waits for the step)
+
+        now = time.perf_counter()
+        seconds.append(now - last_tick)
+        last_tick = now
+    return seconds[warmup:], sum(p.numel() for p in params)
+
+
+# ----------------------------------------------------------------------------- reporting
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def describe(name: str, seconds: list[float]) -> str:
+    median = statistics.median(seconds)
+    return (f"{name:<9} {median * 1000:>9.1f} {percentile(seconds, 0.9) * 1000:>9.1f} "
+            f"{BATCH_SIZE / median:>10.1f} {len(seconds):>6}")
+
+
+def quiet_libraries() -> None:
+    """No progress bars or load-time warnings from diffusers/transformers between the table's lines."""
+    import diffusers
+    import transformers
+
+    for library in (diffusers, transformers):
+        library.utils.logging.set_verbosity_error()
+        library.utils.logging.disable_progress_bar()
+
+
+def print_environment() -> None:
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs, "
+          f"Python {platform.python_version()}, {platform.machine()}")
+    try:
+        print(f"load average at start: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    except OSError:
+        pass
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=50, help="measured steps per run, after warm-up (default 50)")
+    parser.add_argument("--warmup", type=int, default=10, help="steps dropped at the start of each run (default 10)")
+    parser.add_argument("--rounds", type=int, default=3, help="engine/baseline pairs, alternated (default 3)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads for both sides (default: torch's own choice, usually one per core)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 2 rounds of 3 warm-up + 5 measured steps")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.steps, args.warmup, args.rounds = 5, 3, 2
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    quiet_libraries()
+    total = args.warmup + max(1, args.steps)
+
+    print_environment()
+    print(f"tiny SD1.5-shaped model, {RESOLUTION} px, batch {BATCH_SIZE}, LoRA rank {RANK} on UNet + text encoder, "
+          f"fp32; {args.rounds} rounds x {total} steps, first {args.warmup} of each dropped")
+    runs = {"engine": run_engine, "baseline": run_baseline}
+    seconds: dict[str, list[float]] = {"engine": [], "baseline": []}
+    per_round: dict[str, list[float]] = {"engine": [], "baseline": []}
+    trainable: dict[str, int] = {}
+    for index in range(args.rounds):
+        # engine, baseline | baseline, engine | ...: neither side always runs first.
+        for name in ("engine", "baseline") if index % 2 == 0 else ("baseline", "engine"):
+            start = time.perf_counter()
+            values, trainable[name] = runs[name](total, args.warmup)
+            seconds[name] += values
+            per_round[name].append(statistics.median(values))
+            print(f"  round {index + 1} {name:<9} median {per_round[name][-1] * 1000:7.1f} ms/step "
+                  f"({time.perf_counter() - start:.1f} s with set-up)", flush=True)
+            gc.collect()
+        assert trainable["engine"] == trainable["baseline"], f"trainable parameters differ: {trainable}"
+
+    print(f"\ntrainable LoRA parameters: {trainable['engine']:,} in both")
+    print(f"{'':<9} {'median ms':>9} {'p90 ms':>9} {'samples/s':>10} {'steps':>6}")
+    for name in ("engine", "baseline"):
+        print(describe(name, seconds[name]))
+    ratio = statistics.median(seconds["engine"]) / statistics.median(seconds["baseline"])
+    paired = [e / b for e, b in zip(per_round["engine"], per_round["baseline"])]
+    print(f"\nengine / baseline (median s/step): {ratio:.3f}  (goal: 1.05 or less)")
+    print(f"per-round ratios: {', '.join(f'{r:.3f}' for r in paired)}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except Exception:  # a measurement: report what went wrong, never fail a pipeline
+        traceback.print_exc()
+        print("benchmark failed (see above); no figures", file=sys.stderr)
+    sys.exit(0)

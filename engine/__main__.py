@@ -1,0 +1,71 @@
+"""``python -m engine CONFIG``: the training engine, JSON-lines events on stdout.
+
+Exit status: 0 finished, 3 stopped on request (resumable), 2 a problem the user can fix (an
+``error`` event says which), 1 a bug in loratui (the traceback is in the log on stderr).
+SIGTERM and SIGINT ask for a graceful stop: the engine finishes the step, saves a LoRA file and a
+resumable state, emits ``stopped`` and exits. SIGHUP is ignored: a closed terminal never stops a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import traceback
+
+EXIT_FINISHED, EXIT_BUG, EXIT_USER_ERROR, EXIT_STOPPED = 0, 1, 2, 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engine", description="loratui's training engine (JSON lines on stdout)")
+    parser.add_argument("config", help="the run's TOML config")
+    parser.add_argument("--run-id", help="id for this run (default: a new random one)")
+    parser.add_argument("--resume", metavar="STATE_DIR", help="continue from a saved state folder (overrides training.resume_from)")
+    args = parser.parse_args(argv)
+
+    from engine.events import claim_stdout
+
+    events = claim_stdout()
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from engine.train import StopFlag
+
+    stop = StopFlag()
+    signal.signal(signal.SIGTERM, lambda *_: stop.request("signal"))
+    signal.signal(signal.SIGINT, lambda *_: stop.request("signal"))
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    from loratui.errors import UserError
+
+    step = 0
+    try:
+        from loratui.config import load_config
+
+        cfg = load_config(args.config)
+        if args.resume:
+            cfg.training.resume_from = args.resume
+        from engine.train import Trainer
+
+        trainer = Trainer(cfg, events, stop, run_id=args.run_id)
+        try:
+            trainer.run()
+        finally:
+            step = getattr(getattr(trainer, "progress", None), "step", 0)
+        return EXIT_STOPPED if trainer.outcome == "stopped" else EXIT_FINISHED
+    except UserError as exc:
+        where = f"{exc.where}: " if exc.where else ""
+        logging.getLogger("engine").error("%s%s", where, exc.message)
+        events.emit("error", kind=exc.kind, message=where + exc.message, hint=exc.fix)
+        events.emit("failed", step=step, message=where + exc.message)
+        return EXIT_USER_ERROR
+    except Exception as exc:  # a bug: keep the traceback for the log, tell the watcher plainly
+        traceback.print_exc()
+        message = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        events.emit("error", kind="internal", message=message,
+                    hint="this is a bug in loratui; the traceback is in the engine log (stderr)")
+        events.emit("failed", step=step, message=message)
+        return EXIT_BUG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

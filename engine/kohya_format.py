@@ -1,0 +1,102 @@
+"""Writing the LoRA file that ComfyUI, A1111/Forge and diffusers load as it is (kohya format).
+
+Per trained module ``<key>`` three tensors: ``<key>.lora_down.weight`` (rank x in),
+``<key>.lora_up.weight`` (out x rank) and a scalar ``<key>.alpha``. ``<key>`` is ``lora_unet_`` or
+``lora_te_`` followed by the module's dotted path with dots replaced by underscores.
+
+The alpha is the network alpha the run was trained with: loaders scale each update by
+alpha / rank. (diffusers' ``convert_state_dict_to_kohya`` writes alpha = rank everywhere, which
+silently changes the strength of every file trained with alpha != rank; we do not use it.)
+
+Metadata: the ``ss_*`` keys that A1111 and the LoRA browsers read, all values strings, plus
+``sshs_model_hash``: sha256 of the file's bytes after the safetensors header, as A1111 computes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import save as safetensors_save
+
+from engine.lora import LoraTarget
+
+UNET_PREFIX = "lora_unet"
+TEXT_ENCODER_PREFIX = "lora_te"
+
+SAVE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "float": torch.float32}
+
+
+def kohya_key(prefix: str, module_path: str) -> str:
+    if prefix == TEXT_ENCODER_PREFIX and not module_path.startswith("text_model."):
+        # transformers 5 dropped the ``text_model`` level of CLIPTextModel; the file format keeps
+        # the original paths (``lora_te_text_model_encoder_layers_0_...``) that every loader expects.
+        module_path = f"text_model.{module_path}"
+    return f"{prefix}_{module_path.replace('.', '_')}"
+
+
+def to_kohya_tensors(
+    weights: dict[str, torch.Tensor], targets: list[LoraTarget], prefix: str, dtype: torch.dtype
+) -> dict[str, torch.Tensor]:
+    """Rename ``<module>.lora_down.weight``-style weights of one model to kohya keys, and add the
+    alpha of each module."""
+    alphas = {t.name: t.alpha for t in targets}
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in weights.items():
+        module, part = name.split(".lora_", 1)
+        out[f"{kohya_key(prefix, module)}.lora_{part}"] = tensor.detach().to("cpu", dtype).contiguous()
+    for module, alpha in alphas.items():
+        out[f"{kohya_key(prefix, module)}.alpha"] = torch.tensor(float(alpha), dtype=dtype)
+    return out
+
+
+def _data_hash(serialized: bytes) -> str:
+    header_len = struct.unpack("<Q", serialized[:8])[0]
+    return hashlib.sha256(serialized[8 + header_len :]).hexdigest()
+
+
+def file_model_hash(path: Path) -> str:
+    """sha256 of a safetensors file's bytes after the header (A1111's ``sshs_model_hash``)."""
+    with open(path, "rb") as handle:
+        header_len = struct.unpack("<Q", handle.read(8))[0]
+        handle.seek(8 + header_len)
+        digest = hashlib.sha256()
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_lora_file(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> int:
+    """Write ``tensors`` with ``metadata`` atomically (temp file + rename); return the size.
+
+    The data section of a safetensors file does not depend on its metadata, so the hash taken
+    from a metadata-free serialisation is the hash of the final file.
+    """
+    metadata = dict(metadata)
+    metadata["sshs_model_hash"] = _data_hash(safetensors_save(tensors))
+    payload = safetensors_save(tensors, metadata={k: str(v) for k, v in metadata.items()})
+    write_atomic(path, payload)
+    return len(payload)
+
+
+def write_atomic(path: Path, payload: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+
+
+def json_string(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)

@@ -1,0 +1,132 @@
+"""Where LoRA goes in an SD 1.x/2.x model, and how it is attached (with peft).
+
+The modules are chosen as kohya's sd-scripts chooses them, so a file trained here has the same
+keys, shapes and meaning as one trained there:
+- UNet: every Linear and 1x1 Conv2d inside the cross-attention transformer blocks
+  (``Transformer2DModel``: proj_in/out, attention q/k/v/out, feed-forward).
+- UNet with a conv rank (LoCon): also the layers of ResnetBlock2D, Downsample2D and Upsample2D,
+  3x3 convolutions at the conv rank and their Linear/1x1 layers at the network rank.
+- Text encoder: every Linear in the CLIP encoder layers (q/k/v/out projections and the MLP).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+UNET_ATTENTION_BLOCKS = ("Transformer2DModel",)
+UNET_CONV_BLOCKS = ("ResnetBlock2D", "Downsample2D", "Upsample2D")
+TEXT_ENCODER_BLOCKS = ("CLIPAttention", "CLIPSdpaAttention", "CLIPMLP")
+
+
+@dataclass(frozen=True)
+class LoraTarget:
+    """One module that gets a LoRA, with the rank and alpha it is trained with."""
+
+    name: str  # dotted path inside its model, e.g. "down_blocks.0.attentions.0.proj_in"
+    rank: int
+    alpha: float
+
+
+def _is_1x1_conv(module: nn.Module) -> bool:
+    return isinstance(module, nn.Conv2d) and tuple(module.kernel_size) == (1, 1)
+
+
+def find_targets(
+    model: nn.Module,
+    block_types: tuple[str, ...],
+    rank: int,
+    alpha: float,
+    conv_block_types: tuple[str, ...] = (),
+    conv_rank: int = 0,
+    conv_alpha: float = 1.0,
+) -> list[LoraTarget]:
+    """Walk ``model`` and list the layers a kohya LoRA of this shape trains."""
+    targets: dict[str, LoraTarget] = {}
+    for block_name, block in model.named_modules():
+        kind = type(block).__name__
+        in_attention = kind in block_types
+        in_conv_block = conv_rank > 0 and kind in conv_block_types
+        if not (in_attention or in_conv_block):
+            continue
+        for child_name, child in block.named_modules():
+            if not child_name:
+                continue
+            full = f"{block_name}.{child_name}" if block_name else child_name
+            if isinstance(child, nn.Linear) or _is_1x1_conv(child):
+                targets[full] = LoraTarget(full, rank, alpha)
+            elif in_conv_block and isinstance(child, nn.Conv2d):
+                targets[full] = LoraTarget(full, conv_rank, conv_alpha)
+    return sorted(targets.values(), key=lambda t: t.name)
+
+
+def attach_lora(model: nn.Module, targets: list[LoraTarget], adapter_name: str = "default") -> None:
+    """Add peft LoRA layers for ``targets`` to ``model`` (frozen base, trainable A/B).
+
+    peft scales each update by alpha / rank, as kohya, A1111 and ComfyUI do, so the alpha kept
+    in the file means the same thing everywhere.
+    """
+    from peft import LoraConfig, inject_adapter_in_model
+
+    if not targets:
+        raise ValueError("no LoRA targets found in the model")
+    default = targets[0]
+    config = LoraConfig(
+        r=default.rank,
+        lora_alpha=default.alpha,
+        init_lora_weights=True,  # A random (kaiming), B zero: training starts at the base model
+        target_modules=[t.name for t in targets],
+        # Exact-name patterns for the modules whose rank or alpha differ from the first one.
+        rank_pattern={_exact(t.name): t.rank for t in targets if t.rank != default.rank},
+        alpha_pattern={_exact(t.name): t.alpha for t in targets if t.alpha != default.alpha},
+    )
+    model.requires_grad_(False)
+    inject_adapter_in_model(config, model, adapter_name=adapter_name)
+    for name, param in model.named_parameters():
+        if ".lora_A." in name or ".lora_B." in name:
+            param.requires_grad_(True)
+
+
+def _exact(name: str) -> str:
+    # peft matches these keys as regexes against the end of a module path; anchor the full path.
+    return "^" + name.replace(".", r"\.") + "$"
+
+
+def lora_parameters(model: nn.Module) -> list[nn.Parameter]:
+    return [p for n, p in model.named_parameters() if p.requires_grad and (".lora_A." in n or ".lora_B." in n)]
+
+
+def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The LoRA weights as ``{module_path: {"down": A, "up": B}}``-style flat dict:
+    ``<module>.lora_down.weight`` / ``<module>.lora_up.weight`` keyed by the model's module path."""
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in model.state_dict().items():
+        for peft_part, kohya_part in ((".lora_A.default.", ".lora_down."), (".lora_B.default.", ".lora_up.")):
+            if peft_part in name:
+                module, rest = name.split(peft_part, 1)
+                out[f"{module}{kohya_part}{rest}"] = tensor
+    return out
+
+
+def load_lora_state_dict(model: nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    """Inverse of :func:`lora_state_dict`, used when resuming a run."""
+    mapped = {}
+    for key, tensor in weights.items():
+        for kohya_part, peft_part in ((".lora_down.", ".lora_A.default."), (".lora_up.", ".lora_B.default.")):
+            if kohya_part in key:
+                module, rest = key.split(kohya_part, 1)
+                mapped[f"{module}{peft_part}{rest}"] = tensor
+    missing, unexpected = _load_partial(model, mapped)
+    if unexpected or missing:
+        raise ValueError(f"LoRA state does not fit this model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+
+
+def _load_partial(model: nn.Module, mapped: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
+    own = {n for n in model.state_dict() if ".lora_A." in n or ".lora_B." in n}
+    unexpected = sorted(set(mapped) - own)
+    missing = sorted(own - set(mapped))
+    if not unexpected:
+        model.load_state_dict(mapped, strict=False)
+    return missing, unexpected

@@ -1,0 +1,186 @@
+"""Loading an SD 1.x/2.x base model from local files, never from a hub.
+
+Three forms are accepted for ``model.path``:
+- ``loratui:tiny-sd``: the built-in test model (built on first use, see ``engine.tiny_model``);
+- a diffusers folder (``model_index.json``, ``unet/``, ``vae/``, ``text_encoder/``, ``tokenizer/``);
+- a single checkpoint file, ``.safetensors`` (or a ``.ckpt`` that loads without pickle).
+
+Every failure becomes a :class:`UserError` that names the file and the fix.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from engine.tiny_model import BUILTIN_NAME, ensure_tiny_model
+from loratui.errors import UserError
+
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")
+FOLDER_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+
+
+@dataclass
+class BaseModel:
+    tokenizer: object
+    text_encoder: torch.nn.Module
+    vae: torch.nn.Module
+    unet: torch.nn.Module
+    noise_scheduler: object
+    source: Path  # the folder or file it came from
+    name: str  # for the ss_sd_model_name metadata: the file or folder name
+
+
+def load_base_model(path_setting: str, resolved: Path, family: str, v_prediction: bool, tokenizer_dir: Path | None) -> BaseModel:
+    # Nothing in here may reach for a hub: a missing file must fail here, not hang on a network.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if path_setting == BUILTIN_NAME:
+        model = _load_folder(ensure_tiny_model())
+        model.name = BUILTIN_NAME
+    elif path_setting.startswith("loratui:"):
+        raise UserError(f"unknown built-in model {path_setting!r}", "model.path", f"the built-in test model is {BUILTIN_NAME!r}", "model")
+    elif resolved.is_dir():
+        model = _load_folder(resolved)
+    elif resolved.is_file():
+        model = _load_single_file(resolved, family, tokenizer_dir)
+    else:
+        raise UserError(f"no such file or folder: {resolved}", "model.path", "point it at a diffusers folder or a .safetensors checkpoint", "model")
+    _set_prediction_type(model, v_prediction)
+    return model
+
+
+def _set_prediction_type(model: BaseModel, v_prediction: bool) -> None:
+    from diffusers import DDPMScheduler
+
+    wanted = "v_prediction" if v_prediction else "epsilon"
+    if model.noise_scheduler.config.prediction_type != wanted:
+        model.noise_scheduler = DDPMScheduler.from_config(model.noise_scheduler.config, prediction_type=wanted)
+
+
+def _load_folder(folder: Path) -> BaseModel:
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    missing = [part for part in FOLDER_PARTS if not (folder / part).is_dir()]
+    if missing:
+        raise UserError(
+            f"{folder} is not a diffusers model folder: it has no {', '.join(p + '/' for p in missing)}",
+            "model.path",
+            "point model.path at the folder that holds model_index.json, or at a .safetensors checkpoint",
+            "model",
+        )
+    try:
+        return BaseModel(
+            tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True),
+            text_encoder=CLIPTextModel.from_pretrained(folder / "text_encoder", local_files_only=True),
+            vae=AutoencoderKL.from_pretrained(folder / "vae", local_files_only=True),
+            unet=UNet2DConditionModel.from_pretrained(folder / "unet", local_files_only=True),
+            # DDPM's training schedule (betas, prediction type) comes from the model's own config.
+            noise_scheduler=DDPMScheduler.from_pretrained(folder / "scheduler", local_files_only=True),
+            source=folder,
+            name=folder.name,
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        raise UserError(f"cannot load the model in {folder}: {_first_line(exc)}", "model.path",
+                        "check that the folder is a complete SD 1.x/2.x diffusers model", "model") from exc
+
+
+def _load_single_file(path: Path, family: str, tokenizer_dir: Path | None) -> BaseModel:
+    from diffusers import StableDiffusionPipeline
+
+    if path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
+        raise UserError(f"{path.name} is not a model checkpoint (expected .safetensors or .ckpt)", "model.path",
+                        "point model.path at a .safetensors checkpoint or a diffusers folder", "model")
+    if path.stat().st_size == 0:
+        raise UserError(f"{path} is empty (zero bytes)", "model.path", "download or copy the checkpoint again", "model")
+    if path.suffix.lower() == ".safetensors":
+        _check_safetensors(path)
+    else:
+        _refuse_pickle(path)
+    config_dir = _single_file_config(family, tokenizer_dir)
+    try:
+        pipe = StableDiffusionPipeline.from_single_file(
+            str(path), config=str(config_dir), local_files_only=True, safety_checker=None, requires_safety_checker=False
+        )
+    except Exception as exc:  # diffusers raises many kinds here; all mean "this file does not load"
+        raise UserError(f"cannot load {path.name} as an SD {family} checkpoint: {_first_line(exc)}", "model.path",
+                        "check model.family (sd1 or sd2) and that the file is a complete checkpoint", "model") from exc
+    from diffusers import DDPMScheduler
+
+    return BaseModel(
+        tokenizer=pipe.tokenizer,
+        text_encoder=pipe.text_encoder,
+        vae=pipe.vae,
+        unet=pipe.unet,
+        noise_scheduler=DDPMScheduler.from_config(pipe.scheduler.config),
+        source=path,
+        name=path.name,
+    )
+
+
+def _check_safetensors(path: Path) -> None:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            if not list(handle.keys()):
+                raise ValueError("it holds no tensors")
+    except Exception as exc:
+        raise UserError(f"{path.name} is not a readable safetensors file ({_first_line(exc)})", "model.path",
+                        "the file is damaged or incomplete: download or copy it again", "model") from exc
+
+
+def _refuse_pickle(path: Path) -> None:
+    """A .ckpt is a pickle, and unpickling runs code. Load it only if torch's weights-only
+    unpickler accepts it (plain tensors and containers)."""
+    import pickle
+
+    try:
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+        raise UserError(
+            f"{path.name} cannot be loaded without pickle, which can run arbitrary code",
+            "model.path",
+            "use the .safetensors version of this model, or convert it with a tool you trust",
+            "model",
+        ) from exc
+
+
+def _single_file_config(family: str, tokenizer_dir: Path | None) -> Path:
+    """A single checkpoint holds weights only: the layouts come from a diffusers config folder.
+
+    loratui ships none (the CLIP tokenizer's vocabulary is not ours to ship), so the folder is
+    ``model.tokenizer``'s parent when it is a full diffusers model, or one found in the local
+    Hugging Face cache.
+    """
+    if tokenizer_dir is not None:
+        candidate = tokenizer_dir.parent if tokenizer_dir.name == "tokenizer" else tokenizer_dir
+        if (candidate / "model_index.json").is_file():
+            return candidate
+        raise UserError(
+            f"{tokenizer_dir} is not inside a diffusers model folder (no model_index.json beside it)",
+            "model.tokenizer",
+            "set model.tokenizer to the tokenizer/ folder of a local SD diffusers model of the same family",
+            "model",
+        )
+    repo = {"sd1": "stable-diffusion-v1-5/stable-diffusion-v1-5", "sd2": "stabilityai/stable-diffusion-2-1"}[family]
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo, local_files_only=True, allow_patterns=["*.json", "*.txt"]))
+    except Exception as exc:
+        raise UserError(
+            "a single-file checkpoint needs the model's configs and CLIP tokenizer, and none are on this machine",
+            "model.path",
+            f"set model.tokenizer to the tokenizer/ folder of a local SD {family} diffusers model, "
+            f"or fetch the configs once with network: hf download {repo} --include '*.json' '*.txt'",
+            "model",
+        ) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]

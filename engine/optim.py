@@ -1,0 +1,113 @@
+"""Optimizers and learning-rate schedules, by the names kohya users know.
+
+Each optimizer takes the user's extra arguments (``optimizer.args``) as keyword arguments.
+Parameter groups carry their own LR: ``unet`` and, when it is trained, ``text_encoder``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from loratui.errors import UserError
+
+
+def _adamw(groups, kwargs):
+    return torch.optim.AdamW(groups, **kwargs)
+
+
+def _adamw8bit(groups, kwargs):
+    import bitsandbytes as bnb
+
+    return bnb.optim.AdamW8bit(groups, **kwargs)
+
+
+def _lion(groups, kwargs):
+    from lion_pytorch import Lion
+
+    return Lion(groups, **kwargs)
+
+
+def _lion8bit(groups, kwargs):
+    import bitsandbytes as bnb
+
+    return bnb.optim.Lion8bit(groups, **kwargs)
+
+
+def _adafactor(groups, kwargs):
+    from transformers.optimization import Adafactor
+
+    kwargs = {"scale_parameter": False, "relative_step": False, "warmup_init": False, **kwargs}
+    if kwargs["relative_step"]:
+        # Adafactor then computes its own step size and refuses an explicit lr.
+        for group in groups:
+            group["lr"] = None
+    return Adafactor(groups, **kwargs)
+
+
+def _dadapt_adam(groups, kwargs):
+    from dadaptation import DAdaptAdam
+
+    return DAdaptAdam(groups, **kwargs)
+
+
+def _prodigy(groups, kwargs):
+    from prodigyopt import Prodigy
+
+    return Prodigy(groups, **kwargs)
+
+
+OPTIMIZERS: dict[str, Callable[[list[dict], dict], torch.optim.Optimizer]] = {
+    "AdamW": _adamw,
+    "AdamW8bit": _adamw8bit,
+    "Adafactor": _adafactor,
+    "DAdaptAdam": _dadapt_adam,
+    "Prodigy": _prodigy,
+    "Lion": _lion,
+    "Lion8bit": _lion8bit,
+}
+
+
+def make_optimizer(name: str, groups: list[dict[str, Any]], kwargs: dict[str, Any]) -> torch.optim.Optimizer:
+    """The 8-bit optimizers come from bitsandbytes, which (since 0.45) also runs them on CPU."""
+    try:
+        return OPTIMIZERS[name](groups, dict(kwargs))
+    except TypeError as exc:  # an extra argument the optimizer does not take
+        raise UserError(f"{name} does not accept these arguments: {exc}", "optimizer.args",
+                        f"remove or rename the argument; see the documentation of {name}", "config") from exc
+    except ImportError as exc:
+        raise UserError(f"{name} needs a package that is not installed: {exc}", "optimizer.name",
+                        "reinstall loratui (pip install -e .) or choose another optimizer", "config") from exc
+
+
+def make_scheduler(optimizer, name: str, warmup_steps: int, total_steps: int, cycles: int, power: float):
+    from diffusers.optimization import get_scheduler
+
+    if getattr(optimizer, "param_groups", [{}])[0].get("lr") is None:
+        # Adafactor with relative_step sets its own step size; there is no LR to schedule.
+        from transformers.optimization import AdafactorSchedule
+
+        return AdafactorSchedule(optimizer)
+    return get_scheduler(
+        name,
+        optimizer=optimizer,
+        num_warmup_steps=warmup_steps,
+        num_training_steps=total_steps,
+        num_cycles=cycles,
+        power=power,
+    )
+
+
+def current_lrs(optimizer, scheduler) -> dict[str, float]:
+    """The LR each group runs with now. Adaptive optimizers (DAdapt, Prodigy) report lr x d,
+    the step size they actually use, as kohya's logs do."""
+    if type(scheduler).__name__ == "AdafactorSchedule":
+        values = scheduler.get_lr()
+    else:
+        values = [g["lr"] for g in optimizer.param_groups]
+    out = {}
+    for group, lr in zip(optimizer.param_groups, values):
+        d = group.get("d")
+        out[group.get("name", "unet")] = float(lr * d if d is not None else lr)
+    return out

@@ -1,0 +1,467 @@
+"""The training run: load, prepare, loop, save. Read it top to bottom.
+
+One step: take a batch of latents (cached or freshly encoded), add noise at random timesteps,
+let the UNet (with LoRA) predict the noise (or the velocity, for v-prediction models), and
+minimise the mean squared error, optionally weighted by min-SNR. The LoRA on the text encoder
+trains too when its learning rate is above zero.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+import uuid
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from engine import data as data_mod
+from engine.events import EventWriter
+from engine.kohya_format import SAVE_DTYPES, TEXT_ENCODER_PREFIX, UNET_PREFIX, save_lora_file, to_kohya_tensors
+from engine.lora import (TEXT_ENCODER_BLOCKS, UNET_ATTENTION_BLOCKS, UNET_CONV_BLOCKS, LoraTarget, attach_lora,
+                         find_targets, load_lora_state_dict, lora_parameters, lora_state_dict)
+from engine.metadata import RunFacts, build_metadata, new_session_id
+from engine.model_loading import BaseModel, load_base_model
+from engine.optim import current_lrs, make_optimizer, make_scheduler
+from engine.state import Progress, load_training_state, read_progress, save_state
+from loratui.check import CheckResult, check_run
+from loratui.config import RunConfig, config_to_dict, parse_optimizer_args
+from loratui.dataset import ImageEntry
+from loratui.errors import UserError
+
+log = logging.getLogger("engine.train")
+
+MEMORY_EVERY_STEPS = 20
+EVAL_IMAGES = 4
+EVAL_TIMESTEPS = (100, 300, 500, 700, 900)
+
+
+class StopFlag:
+    """Set by a signal handler (or, later, a control command); checked after every step."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+    def request(self, reason: str) -> None:
+        self.reason = reason
+
+
+def pick_device() -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return {"mps": "Apple GPU (MPS)", "cpu": "CPU"}.get(device.type, device.type)
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, events: EventWriter, stop: StopFlag, run_id: str | None = None) -> None:
+        self.cfg = cfg
+        self.events = events
+        self.stop = stop
+        self.run_id = run_id or uuid.uuid4().hex[:12]
+        self.outcome: str | None = None  # "finished" or "stopped" once the run has ended
+
+    # ----------------------------------------------------------------- set-up
+    def run(self) -> None:
+        check = self._check()
+        self.dataset, self.schedule = check.dataset, check.schedule
+        self._prepare_accelerator()
+        self._status("loading_model", f"loading {self.cfg.model.path}")
+        self.model = self._load_model()
+        self._add_lora()
+        self._make_optimizer()
+        self.progress = self._fresh_or_resumed_progress()
+        self._prepare_text_and_latents()
+        self._train()
+
+    def _check(self) -> CheckResult:
+        check = check_run(self.cfg)
+        for problem in check.problems:
+            if problem.severity == "warning":
+                self.events.emit("warning", code="check", message=f"{problem.where}: {problem.message}", hint=problem.fix)
+        if check.errors:
+            first = check.errors[0]
+            more = f" (and {len(check.errors) - 1} more problems: run `loratui check`)" if len(check.errors) > 1 else ""
+            kind = "dataset" if first.where.startswith("dataset") or "/" in first.where else "config"
+            raise UserError(first.message + more, first.where, first.fix, kind)
+        assert check.dataset is not None and check.schedule is not None
+        return check
+
+    def _prepare_accelerator(self) -> None:
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+
+        device = pick_device()
+        precision = self.cfg.training.mixed_precision
+        if precision == "fp16" and device.type != "cuda":
+            raise UserError(f"fp16 mixed precision needs a CUDA GPU; this run is on {device.type}",
+                            "training.mixed_precision", "use bf16 or no on this machine", "config")
+        # Gradient accumulation is done by hand (see _train) so that an epoch's last, partial
+        # group of batches still makes an update, as the step count shown to the user assumes.
+        self.accelerator = Accelerator(mixed_precision=precision, cpu=device.type == "cpu")
+        self.device = self.accelerator.device
+        self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
+        set_seed(self.cfg.training.seed)
+
+    def _load_model(self) -> BaseModel:
+        settings = self.cfg.model
+        tokenizer = self.cfg.resolve(settings.tokenizer) if settings.tokenizer else None
+        resolved = self.cfg.resolve(settings.path) if not settings.is_builtin else Path(settings.path)
+        model = load_base_model(settings.path, resolved, settings.family, settings.v_prediction, tokenizer)
+        # The base weights are frozen and held in the training precision (half the memory);
+        # the LoRA weights added next stay in float32 so small updates are not rounded away.
+        model.vae.requires_grad_(False).to(self.device, dtype=torch.float32).eval()
+        model.text_encoder.requires_grad_(False).to(self.device, dtype=self.weight_dtype)
+        model.unet.requires_grad_(False).to(self.device, dtype=self.weight_dtype)
+        if self.cfg.training.attention == "xformers":
+            try:
+                model.unet.enable_xformers_memory_efficient_attention()
+            except Exception as exc:
+                raise UserError(f"xformers is not usable here: {str(exc).splitlines()[0]}", "training.attention",
+                                "set it to sdpa (PyTorch's built-in attention, as fast on recent PyTorch)", "config") from exc
+        return model
+
+    def _add_lora(self) -> None:
+        net = self.cfg.network
+        self.train_text_encoder = self.cfg.optimizer.text_encoder_lr > 0
+        unet, te = self.model.unet, self.model.text_encoder
+        self.unet_targets = find_targets(unet, UNET_ATTENTION_BLOCKS, net.rank, net.alpha,
+                                         UNET_CONV_BLOCKS, net.conv_rank, net.conv_alpha)
+        attach_lora(unet, self.unet_targets)
+        self.te_targets: list[LoraTarget] = []
+        if self.train_text_encoder:
+            self.te_targets = find_targets(te, TEXT_ENCODER_BLOCKS, net.rank, net.alpha)
+            attach_lora(te, self.te_targets)
+        for param in lora_parameters(unet) + lora_parameters(te):
+            param.data = param.data.float()
+        if self.cfg.training.gradient_checkpointing:
+            unet.enable_gradient_checkpointing()
+            if self.train_text_encoder:
+                te.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        unet.train()
+        te.train(self.train_text_encoder)
+
+    def _make_optimizer(self) -> None:
+        opt = self.cfg.optimizer
+        groups = [{"params": lora_parameters(self.model.unet), "lr": opt.unet_lr, "name": "unet"}]
+        if self.train_text_encoder:
+            groups.append({"params": lora_parameters(self.model.text_encoder), "lr": opt.text_encoder_lr, "name": "text_encoder"})
+        kwargs = parse_optimizer_args(opt.args)
+        self.optimizer = make_optimizer(opt.name, groups, kwargs)
+        self.lr_scheduler = make_scheduler(self.optimizer, opt.scheduler, opt.warmup_steps, self.schedule.total_steps,
+                                           opt.scheduler_cycles, opt.scheduler_power)
+        self.optimizer_repr = f"{type(self.optimizer).__module__}.{type(self.optimizer).__name__}" + (
+            f"({','.join(f'{k}={v}' for k, v in kwargs.items())})" if kwargs else "")
+        self.model.unet, self.model.text_encoder, self.optimizer = self.accelerator.prepare(
+            self.model.unet, self.model.text_encoder, self.optimizer)
+
+    def _network_signature(self) -> dict:
+        net = self.cfg.network
+        return {"rank": net.rank, "alpha": net.alpha, "conv_rank": net.conv_rank, "conv_alpha": net.conv_alpha,
+                "unet_modules": len(self.unet_targets), "te_modules": len(self.te_targets)}
+
+    def _fresh_or_resumed_progress(self) -> Progress:
+        source = self.cfg.training.resume_from
+        if not source:
+            self.resumed_from = None
+            return Progress(run_id=self.run_id, network=self._network_signature())
+        folder = self.cfg.resolve(source)
+        progress = read_progress(folder)
+        if progress.network != self._network_signature():
+            raise UserError(f"{folder} was trained with another network ({progress.network}); this config has "
+                            f"{self._network_signature()}", "training.resume_from",
+                            "resume with the network settings the state was saved with", "config")
+        weights = load_training_state(folder, self.optimizer, self.lr_scheduler, self.accelerator.scaler)
+        unet_weights = {k[len("unet."):]: v for k, v in weights.items() if k.startswith("unet.")}
+        te_weights = {k[len("te."):]: v for k, v in weights.items() if k.startswith("te.")}
+        load_lora_state_dict(self._unwrapped("unet"), unet_weights)
+        if self.train_text_encoder:
+            load_lora_state_dict(self._unwrapped("te"), te_weights)
+        self.run_id = progress.run_id
+        self.resumed_from = str(folder)
+        log.info("resuming %s at step %d, epoch %d", folder, progress.step, progress.epoch + 1)
+        return progress
+
+    def _unwrapped(self, which: str) -> torch.nn.Module:
+        model = self.model.unet if which == "unet" else self.model.text_encoder
+        return self.accelerator.unwrap_model(model)
+
+    # ------------------------------------------------------- text and latents
+    def _prepare_text_and_latents(self) -> None:
+        self.all_entries = self._entries_in_plan()
+        self._text_cache: dict[str, torch.Tensor] = {}
+        mode = self.cfg.dataset.cache_latents
+        self.latents: data_mod.LatentCache | None = None
+        if mode != "off":
+            folder = self.cfg.resolve(self.cfg.output.output_dir) / ".latent-cache" if mode == "disk" else None
+            self.latents = data_mod.LatentCache(mode, folder, vae_id=f"{self.model.name}:{self.model.source}")
+            self.latents.fill(self.all_entries, self._encode_pixels, max(1, self.cfg.training.batch_size),
+                              lambda done, total: self._status("caching_latents", f"caching latents {done}/{total}", done, total))
+        self._eval_set = self._make_eval_set()
+
+    def _entries_in_plan(self) -> list[ImageEntry]:
+        batches = self.dataset.epoch_batches(self.cfg.training.batch_size, self.cfg.training.seed, 0)
+        return sorted({e.path: e for b in batches for e in b}.values(), key=lambda e: str(e.path))
+
+    @torch.no_grad()
+    def _encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The VAE posterior's (mean, logvar) channels for a batch of images."""
+        return self.model.vae.encode(pixels.to(self.device, torch.float32)).latent_dist.parameters
+
+    def _latents_for(self, batch: list[ImageEntry], generator: torch.Generator | None = None) -> torch.Tensor:
+        params = self.latents.get(batch) if self.latents else self._encode_pixels(data_mod.stack_pixels(batch))
+        sample = data_mod.sample_latents(params.to(self.device), generator)
+        return sample * self.model.vae.config.scaling_factor
+
+    def _text_embeddings(self, captions: list[str]) -> torch.Tensor:
+        if self.train_text_encoder:
+            return self._run_text_encoder(captions)
+        # A frozen text encoder gives the same output for a caption every time: compute it once.
+        missing = [c for c in dict.fromkeys(captions) if c not in self._text_cache]
+        if missing:
+            with torch.no_grad():
+                for caption, row in zip(missing, self._run_text_encoder(missing)):
+                    self._text_cache[caption] = row.to("cpu")
+        return torch.stack([self._text_cache[c] for c in captions]).to(self.device)
+
+    def _run_text_encoder(self, captions: list[str]) -> torch.Tensor:
+        ids = data_mod.tokenize(self.model.tokenizer, captions).to(self.device)
+        skip = self.cfg.model.clip_skip
+        encoder = self.model.text_encoder
+        if skip <= 1:
+            return encoder(ids)[0]
+        # clip skip N: the output of the N-th layer from the end, through the final layer norm,
+        # as A1111 and sd-scripts compute it.
+        hidden = encoder(ids, output_hidden_states=True).hidden_states[-skip]
+        text_model = self.accelerator.unwrap_model(encoder)
+        final_norm = getattr(getattr(text_model, "text_model", text_model), "final_layer_norm")
+        return final_norm(hidden)
+
+    # --------------------------------------------------------------- the loss
+    def _loss(self, latents: torch.Tensor, captions: list[str], timesteps: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        scheduler = self.model.noise_scheduler
+        noisy = scheduler.add_noise(latents, noise, timesteps)
+        if scheduler.config.prediction_type == "v_prediction":
+            target = scheduler.get_velocity(latents, noise, timesteps)
+        else:
+            target = noise
+        with self.accelerator.autocast():
+            hidden = self._text_embeddings(captions)
+            prediction = self.model.unet(noisy.to(self.weight_dtype), timesteps, hidden.to(self.weight_dtype)).sample
+        loss = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+        gamma = self.cfg.training.min_snr_gamma
+        if gamma > 0:
+            loss = loss * self._min_snr_weights(timesteps, gamma)
+        return loss.mean()
+
+    def _min_snr_weights(self, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
+        from diffusers.training_utils import compute_snr
+
+        snr = compute_snr(self.model.noise_scheduler, timesteps)
+        weights = torch.clamp(snr, max=gamma) / snr
+        if self.model.noise_scheduler.config.prediction_type == "v_prediction":
+            weights = torch.clamp(snr, max=gamma) / (snr + 1)
+        return weights.float()
+
+    def _training_loss(self, batch: list[ImageEntry]) -> torch.Tensor:
+        latents = self._latents_for(batch)
+        noise = torch.randn_like(latents)
+        if self.cfg.training.noise_offset:
+            # Offset noise: a per-channel constant lets the model learn very dark/bright images.
+            noise += self.cfg.training.noise_offset * torch.randn(latents.shape[0], latents.shape[1], 1, 1, device=latents.device)
+        steps = self.model.noise_scheduler.config.num_train_timesteps
+        timesteps = torch.randint(0, steps, (latents.shape[0],), device=latents.device).long()
+        return self._loss(latents, [e.caption for e in batch], timesteps, noise)
+
+    def _make_eval_set(self) -> list[tuple[ImageEntry, torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """A few training images at fixed timesteps with fixed noise: its loss is comparable
+        between measurements, unlike the training loss, whose noise and timesteps are random."""
+        generator = torch.Generator().manual_seed(1234)
+        entries = [e for e in self.all_entries if not e.is_reg][:EVAL_IMAGES]
+        items = []
+        for index, entry in enumerate(entries):
+            params = self.latents.get([entry]) if self.latents else self._encode_pixels(data_mod.stack_pixels([entry]))
+            latents = data_mod.sample_latents(params.float().cpu(), generator) * self.model.vae.config.scaling_factor
+            noise = torch.randn(latents.shape, generator=generator)
+            timestep = torch.tensor([EVAL_TIMESTEPS[index % len(EVAL_TIMESTEPS)]])
+            items.append((entry, latents, noise, timestep))
+        return items
+
+    @torch.no_grad()
+    def _eval_loss(self) -> float:
+        losses = [
+            self._loss(latents.to(self.device), [entry.caption], timestep.to(self.device), noise.to(self.device)).item()
+            for entry, latents, noise, timestep in self._eval_set
+        ]
+        return sum(losses) / max(1, len(losses))
+
+    # --------------------------------------------------------------- the loop
+    def _train(self) -> None:
+        cfg, progress, schedule = self.cfg, self.progress, self.schedule
+        accumulation = cfg.training.gradient_accumulation_steps
+        batch_size = cfg.training.batch_size
+        self.facts = RunFacts(new_session_id(), time.time(), self.model.name, self.optimizer_repr, self.train_text_encoder)
+        self._emit_started()
+        self._emit_memory()
+        if progress.step == 0:
+            self.events.emit("eval", step=0, epoch=0, loss=self._eval_loss())
+        self._status("training", "training")
+        params = lora_parameters(self.model.unet) + lora_parameters(self.model.text_encoder)
+        last_tick = time.perf_counter()
+
+        for epoch in range(progress.epoch, schedule.epochs):
+            batches = self.dataset.epoch_batches(batch_size, cfg.training.seed, epoch)
+            # Resuming mid-epoch: the epoch's running mean continues from the steps already done.
+            done_in_epoch = math.ceil(progress.batches_in_epoch / accumulation)
+            epoch_losses = progress.loss_history[len(progress.loss_history) - done_in_epoch:] if done_in_epoch else []
+            pending_loss, pending_samples, pending_batches = 0.0, 0, 0
+            for index in range(progress.batches_in_epoch, len(batches)):
+                batch = batches[index]
+                loss = self._training_loss(batch)
+                self.accelerator.backward(loss / accumulation)
+                pending_loss += loss.item()
+                pending_samples += len(batch)
+                pending_batches += 1
+                progress.batches_in_epoch = index + 1
+                last_of_epoch = index + 1 == len(batches)
+                if pending_batches < accumulation and not last_of_epoch:
+                    continue
+                # ---- one optimizer update
+                if cfg.training.max_grad_norm > 0:
+                    self.accelerator.clip_grad_norm_(params, cfg.training.max_grad_norm)
+                self.optimizer.step()
+                lrs = current_lrs(self.optimizer, self.lr_scheduler)
+                self.lr_scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+
+                step_loss = pending_loss / pending_batches
+                if not math.isfinite(step_loss):
+                    raise UserError(f"the loss became {step_loss} at step {progress.step + 1}", "optimizer.unet_lr",
+                                    "lower the learning rate; with fp16 try bf16; resume from the last good state", "runtime")
+                now = time.perf_counter()
+                seconds = now - last_tick
+                last_tick = now
+                progress.step += 1
+                progress.elapsed_s += seconds
+                progress.loss_history.append(round(step_loss, 6))
+                epoch_losses.append(step_loss)
+                self.events.emit("step", step=progress.step, epoch=epoch + 1, loss=step_loss,
+                                 loss_avg=sum(epoch_losses) / len(epoch_losses), lr=lrs, s_per_step=seconds,
+                                 samples_per_s=pending_samples / seconds if seconds > 0 else 0.0,
+                                 elapsed_s=progress.elapsed_s)
+                pending_loss, pending_samples, pending_batches = 0.0, 0, 0
+                if progress.step % MEMORY_EVERY_STEPS == 0:
+                    self._emit_memory()
+                if progress.step >= schedule.total_steps:
+                    break
+                if self.stop.reason:
+                    self._stop(epoch)
+                    return
+            # ---- end of an epoch (or of the run, when max_train_steps ends it early)
+            progress.epoch, progress.batches_in_epoch = epoch + 1, 0
+            self.events.emit("epoch_end", epoch=epoch + 1, step=progress.step,
+                             loss_avg=sum(epoch_losses) / max(1, len(epoch_losses)), elapsed_s=progress.elapsed_s)
+            self.events.emit("eval", step=progress.step, epoch=epoch + 1, loss=self._eval_loss())
+            done = progress.step >= schedule.total_steps or epoch + 1 == schedule.epochs
+            every = cfg.output.save_every_n_epochs
+            if not done and every and (epoch + 1) % every == 0:
+                self._save(f"{cfg.output.name}-{epoch + 1:06d}", "epoch", with_state=cfg.output.save_state)
+            if self.stop.reason and not done:
+                self._stop(epoch + 1)
+                return
+            if done:
+                break
+            last_tick = time.perf_counter()
+
+        path = self._save(cfg.output.name, "final", with_state=cfg.output.save_state, state_name=f"{cfg.output.name}-state")
+        self.outcome = "finished"
+        self.events.emit("finished", step=progress.step, epoch=progress.epoch, path=str(path), elapsed_s=progress.elapsed_s)
+
+    def _stop(self, epoch: int) -> None:
+        name = f"{self.cfg.output.name}-step{self.progress.step:08d}"
+        path = self._save(name, "stop", with_state=True)
+        self.outcome = "stopped"
+        self.events.emit("stopped", step=self.progress.step, epoch=epoch + (1 if self.progress.batches_in_epoch else 0),
+                         path=str(path), state=str(path.with_name(f"{name}-state")), reason=self.stop.reason or "request",
+                         elapsed_s=self.progress.elapsed_s)
+
+    # ------------------------------------------------------------------ saving
+    def _save(self, name: str, kind: str, with_state: bool, state_name: str | None = None) -> Path:
+        self._status("saving", f"saving {name}")
+        out_dir = self.cfg.resolve(self.cfg.output.output_dir)
+        path = out_dir / f"{name}.safetensors"
+        unet, te = self._unwrapped("unet"), self._unwrapped("te")
+        dtype = SAVE_DTYPES[self.cfg.output.save_precision]
+        tensors = to_kohya_tensors(lora_state_dict(unet), self.unet_targets, UNET_PREFIX, dtype)
+        if self.train_text_encoder:
+            tensors.update(to_kohya_tensors(lora_state_dict(te), self.te_targets, TEXT_ENCODER_PREFIX, dtype))
+        metadata = build_metadata(self.cfg, self.dataset, self.schedule, self.facts, self.progress.step, self.progress.epoch)
+        try:
+            size = save_lora_file(path, tensors, metadata)
+            self.events.emit("checkpoint", path=str(path), bytes=size, epoch=self.progress.epoch, step=self.progress.step, kind=kind)
+            if with_state:
+                state_dir = out_dir / (state_name or f"{name}-state")
+                weights = {f"unet.{k}": v for k, v in lora_state_dict(unet).items()}
+                weights.update({f"te.{k}": v for k, v in lora_state_dict(te).items()})
+                size = save_state(state_dir, self.progress, weights, self.optimizer, self.lr_scheduler, self.accelerator.scaler)
+                self.events.emit("checkpoint", path=str(state_dir), bytes=size, epoch=self.progress.epoch,
+                                 step=self.progress.step, kind="state")
+        except OSError as exc:
+            raise UserError(f"cannot write {path}: {exc.strerror or exc}", "output.output_dir",
+                            "free disk space or choose a writable output folder; the last saved files are intact", "output") from exc
+        if kind == "epoch":
+            self._status("training", "training")
+        return path
+
+    # ------------------------------------------------------------------ events
+    def _status(self, phase: str, message: str, current: int | None = None, total: int | None = None) -> None:
+        fields = {"current": current, "total": total} if total is not None else {}
+        self.events.emit("status", phase=phase, message=message, **fields)
+
+    def _emit_started(self) -> None:
+        dataset = self.dataset
+        summary = {
+            "images": dataset.num_images,
+            "reg_images": dataset.num_reg_images,
+            "items_per_epoch": dataset.num_items_per_epoch,
+            "concepts": [{"folder": c.folder.name, "repeats": c.repeats, "images": len(c.images)} for c in dataset.concepts],
+            "buckets": {f"{w}x{h}": n for (w, h), n in sorted(_bucket_totals(dataset).items())},
+        }
+        config = config_to_dict(self.cfg)
+        self.events.emit(
+            "run_started", run_id=self.run_id, config=config, config_dir=str(self.cfg.base_dir), dataset=summary,
+            total_steps=self.schedule.total_steps, total_epochs=self.schedule.epochs,
+            steps_per_epoch=self.schedule.steps_per_epoch, start_step=self.progress.step,
+            start_epoch=self.progress.epoch, device=self.device.type, device_name=device_name(self.device),
+            mixed_precision=self.cfg.training.mixed_precision, pid=os.getpid(), resumed_from=self.resumed_from,
+            elapsed_s=self.progress.elapsed_s, loss_history=list(self.progress.loss_history),
+        )
+
+    def _emit_memory(self) -> None:
+        if self.device.type == "cuda":
+            index = self.device.index or 0
+            self.events.emit("memory", device="cuda", allocated=torch.cuda.memory_allocated(index),
+                             reserved=torch.cuda.memory_reserved(index),
+                             peak_allocated=torch.cuda.max_memory_allocated(index),
+                             total=torch.cuda.get_device_properties(index).total_memory)
+        else:
+            self.events.emit("memory", device=self.device.type, allocated=None, reserved=None, peak_allocated=None, total=None)
+
+
+def _bucket_totals(dataset) -> dict[tuple[int, int], int]:
+    totals: dict[tuple[int, int], int] = {}
+    for concept in dataset.concepts:
+        for bucket, count in concept.bucket_counts.items():
+            totals[bucket] = totals.get(bucket, 0) + count
+    return totals
+

@@ -1,0 +1,117 @@
+"""Aspect-ratio buckets, the way kohya's trainers make them.
+
+A diffusion model trains on a batch of equally sized images, so every image is resized and cropped
+to one of a fixed set of "buckets": (width, height) pairs of about the same pixel area as
+``resolution`` squared but of different shapes. Each image goes to the bucket whose shape is nearest
+its own, which keeps a portrait a portrait instead of cutting its head off to make it square.
+
+All sizes here are ``(width, height)`` tuples of ints. This module is pure arithmetic (no Pillow),
+so the dataset scan and the training engine share exactly the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+
+Bucket = tuple[int, int]
+
+
+def make_buckets(resolution: int, min_reso: int, max_reso: int, step: int) -> list[Bucket]:
+    """Every bucket with area at most ``resolution**2``, sides in ``[min_reso, max_reso]``.
+
+    For each width (a multiple of ``step``) the tallest height that keeps the area within budget is
+    taken, and so is the same bucket turned sideways. The square ``(resolution, resolution)`` is
+    always present, even when ``resolution`` is off the step grid, so square images are never cropped.
+
+    Raises ``ValueError`` for settings that cannot make buckets; checking the user's config is the
+    config module's job, so reaching this with bad numbers is a bug in the caller.
+    """
+    _check_bucket_settings(resolution, min_reso, max_reso, step)
+    max_area = resolution * resolution
+    buckets = {(resolution, resolution)}
+    for width in range(min_reso, max_reso + 1, step):
+        # Round the height down to the step so the area never exceeds the budget.
+        height = min(max_reso, (max_area // width) // step * step)
+        if height >= min_reso:
+            buckets.add((width, height))
+            buckets.add((height, width))
+    return sorted(buckets)
+
+
+def no_buckets(resolution: int) -> list[Bucket]:
+    """The single square bucket used when bucketing is turned off."""
+    if resolution <= 0:
+        raise ValueError(f"resolution must be positive, got {resolution}")
+    return [(resolution, resolution)]
+
+
+def assign_bucket(width: int, height: int, buckets: list[Bucket] | tuple[Bucket, ...]) -> Bucket:
+    """The bucket whose aspect ratio is nearest the image's.
+
+    Distance is measured between log aspect ratios, so 2:1 and 1:2 are equally far from 1:1.
+    Ties go to the larger bucket (less upscaling); a remaining tie (same area, e.g. 4:3 and 3:4
+    for a square image with no square bucket) goes to the first in sorted order, so the choice is
+    always deterministic.
+    """
+    if width <= 0 or height <= 0:
+        raise ValueError(f"image size must be positive, got {width}x{height}")
+    if not buckets:
+        raise ValueError("no buckets to choose from")
+    # log(w) - log(h) rather than log(w / h): the two spellings differ in the last bit, and this
+    # one makes mirrored ratios exact negatives of each other so their distances tie exactly.
+    image_log_ratio = math.log(width) - math.log(height)
+
+    def preference(bucket: Bucket) -> tuple[float, int, Bucket]:
+        bucket_width, bucket_height = bucket
+        distance = abs(image_log_ratio - (math.log(bucket_width) - math.log(bucket_height)))
+        return (distance, -bucket_width * bucket_height, bucket)
+
+    return min(buckets, key=preference)
+
+
+def crop_geometry(width: int, height: int, bucket: Bucket) -> tuple[int, int, int, int]:
+    """How to fit an image of ``width`` x ``height`` into ``bucket``: ``(scaled_w, scaled_h, left, top)``.
+
+    Resize the image (uniformly) to ``scaled_w`` x ``scaled_h``, then crop the box
+    ``(left, top, left + bucket_w, top + bucket_h)``. The scaled image covers the bucket: the side
+    that limits the scale matches the bucket exactly, the other is rounded up so it is never short
+    by a pixel, and the crop is centred on the overflow.
+
+    Integer arithmetic throughout: a float scale factor could land one pixel off either way.
+    """
+    bucket_width, bucket_height = bucket
+    if width <= 0 or height <= 0 or bucket_width <= 0 or bucket_height <= 0:
+        raise ValueError(f"sizes must be positive, got image {width}x{height}, bucket {bucket}")
+    # Compare width/height with bucket_width/bucket_height by cross-multiplying.
+    if bucket_width * height >= bucket_height * width:
+        # The image is relatively taller than the bucket: fit the width, overflow the height.
+        scaled_width = bucket_width
+        scaled_height = _ceil_div(height * bucket_width, width)
+    else:
+        # Relatively wider: fit the height, overflow the width.
+        scaled_height = bucket_height
+        scaled_width = _ceil_div(width * bucket_height, height)
+    left = (scaled_width - bucket_width) // 2
+    top = (scaled_height - bucket_height) // 2
+    return scaled_width, scaled_height, left, top
+
+
+def _ceil_div(numerator: int, denominator: int) -> int:
+    return -(-numerator // denominator)
+
+
+def _check_bucket_settings(resolution: int, min_reso: int, max_reso: int, step: int) -> None:
+    if step <= 0:
+        raise ValueError(f"bucket step must be positive, got {step}")
+    if min_reso <= 0:
+        raise ValueError(f"min bucket resolution must be positive, got {min_reso}")
+    if not min_reso <= resolution <= max_reso:
+        raise ValueError(
+            f"resolution {resolution} must lie between the min and max bucket resolutions "
+            f"({min_reso}..{max_reso})"
+        )
+    # Bucket sides are multiples of the step (the VAE and UNet need multiples of 8). The square
+    # (resolution, resolution) is the one exception allowed, as in kohya's trainers.
+    for name, value in (("min", min_reso), ("max", max_reso)):
+        if value % step:
+            raise ValueError(f"{name} bucket resolution {value} is not a multiple of the step {step}")

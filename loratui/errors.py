@@ -1,0 +1,48 @@
+"""The one error type for a user's mistake: what went wrong, where, and how to fix it.
+
+Both sides raise it. The CLI prints it as one plain line and exits non-zero; the engine turns it
+into an ``error`` event. Anything else that escapes is a bug in loratui, not the user's doing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class UserError(Exception):
+    """A problem the user can fix. ``where`` names the file or config field."""
+
+    message: str
+    where: str = ""
+    fix: str = ""
+    kind: str = "config"  # config | dataset | model | output | runtime
+
+    def __post_init__(self) -> None:
+        super().__init__(self.message)
+
+    def __str__(self) -> str:
+        text = f"{self.where}: {self.message}" if self.where else self.message
+        if self.fix:
+            text += f" (fix: {self.fix})"
+        return text
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding of a check. Checks collect every problem at once rather than stopping at the first.
+
+    severity: ``error`` blocks training, ``warning`` is worth reading, ``note`` explains a choice
+    loratui made for the user (e.g. how max_train_steps and epochs were reconciled).
+    """
+
+    where: str  # a config field ("network.rank") or a path
+    message: str
+    fix: str = ""
+    severity: str = "error"  # error | warning | note
+
+    def __str__(self) -> str:
+        text = f"{self.where}: {self.message}" if self.where else self.message
+        if self.fix:
+            text += f" (fix: {self.fix})"
+        return text

@@ -1,0 +1,132 @@
+"""Human-readable progress for ``loratui train --no-tui``: one event in, a line (or none) out.
+
+On a terminal the step line is redrawn in place; in a log file or a pipe a step line is written
+every few percent of the run, so the log stays readable.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def format_bytes(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+class PlainProgress:
+    def __init__(self, out: TextIO = sys.stdout, interactive: bool | None = None) -> None:
+        self.out = out
+        self.interactive = out.isatty() if interactive is None else interactive
+        self.total_steps = 0
+        self.total_epochs = 0
+        self.start_step = 0
+        self.start_elapsed = 0.0
+        self._line_open = False
+        self._last_printed_step = 0
+        self.last_eval: float | None = None
+        self.first_eval: float | None = None
+
+    def handle(self, event: dict) -> None:
+        handler = getattr(self, f"_on_{event.get('type')}", None)
+        if handler is not None:
+            handler(event)
+
+    # ------------------------------------------------------------------ output
+    def _print(self, text: str) -> None:
+        if self._line_open:
+            self.out.write("\n")
+            self._line_open = False
+        self.out.write(text + "\n")
+        self.out.flush()
+
+    def _redraw(self, text: str) -> None:
+        self.out.write("\r" + text + "\x1b[K")
+        self.out.flush()
+        self._line_open = True
+
+    # ------------------------------------------------------------------ events
+    def _on_run_started(self, e: dict) -> None:
+        self.total_steps, self.total_epochs = e["total_steps"], e["total_epochs"]
+        self.start_step, self.start_elapsed = e["start_step"], e["elapsed_s"]
+        data = e["dataset"]
+        reg = f" + {data['reg_images']} reg images" if data["reg_images"] else ""
+        self._print(f"Training on {e['device_name']} (mixed precision: {e['mixed_precision']}): {e['total_steps']} steps, "
+                    f"{e['total_epochs']} epochs of {e['steps_per_epoch']} steps; {data['images']} images{reg}, "
+                    f"{data['items_per_epoch']} items per epoch")
+        if e["resumed_from"]:
+            self._print(f"Resumed from {e['resumed_from']} at step {e['start_step']}")
+
+    def _on_status(self, e: dict) -> None:
+        if e["phase"] == "training":
+            return
+        if e.get("total") is not None and self.interactive:
+            self._redraw(e["message"])
+        elif e.get("total") is None or e.get("current") == e.get("total"):
+            self._print(e["message"])
+
+    def _on_step(self, e: dict) -> None:
+        step, total = e["step"], self.total_steps
+        rate = (e["elapsed_s"] - self.start_elapsed) / max(1, step - self.start_step)
+        eta = format_duration(rate * (total - step))
+        lrs = " ".join(f"{name} {value:.2e}" for name, value in e["lr"].items())
+        line = (f"step {step}/{total}  epoch {e['epoch']}/{self.total_epochs}  loss {e['loss']:.4f} "
+                f"(avg {e['loss_avg']:.4f})  lr {lrs}  {e['s_per_step']:.2f} s/step  "
+                f"elapsed {format_duration(e['elapsed_s'])}  ETA {eta}")
+        if self.interactive:
+            self._redraw(line)
+        elif step - self._last_printed_step >= max(1, total // 20) or step == total:
+            self._print(line)
+            self._last_printed_step = step
+
+    def _on_epoch_end(self, e: dict) -> None:
+        self._print(f"epoch {e['epoch']}/{self.total_epochs} done at step {e['step']}: mean loss {e['loss_avg']:.4f}")
+
+    def _on_eval(self, e: dict) -> None:
+        if self.first_eval is None:
+            self.first_eval = e["loss"]
+        self.last_eval = e["loss"]
+        if e["step"] == 0:
+            self._print(f"eval loss before training: {e['loss']:.4f}")
+        else:
+            self._print(f"eval loss: {e['loss']:.4f} (started at {self.first_eval:.4f})")
+
+    def _on_checkpoint(self, e: dict) -> None:
+        what = "state" if e["kind"] == "state" else "LoRA"
+        self._print(f"saved {what} {e['path']} ({format_bytes(e['bytes'])})")
+
+    def _on_memory(self, e: dict) -> None:
+        if e.get("total"):
+            self._print(f"GPU memory: {format_bytes(e['allocated'])} allocated, {format_bytes(e['reserved'])} reserved "
+                        f"of {format_bytes(e['total'])}")
+
+    def _on_warning(self, e: dict) -> None:
+        hint = f" ({e['hint']})" if e["hint"] else ""
+        self._print(f"warning: {e['message']}{hint}")
+
+    def _on_error(self, e: dict) -> None:
+        hint = f"\n  fix: {e['hint']}" if e["hint"] else ""
+        self._print(f"error: {e['message']}{hint}")
+
+    def _on_finished(self, e: dict) -> None:
+        self._print(f"Finished: {e['path']} ({e['step']} steps, {e['epoch']} epochs, {format_duration(e['elapsed_s'])} of training)")
+
+    def _on_stopped(self, e: dict) -> None:
+        self._print(f"Stopped at step {e['step']}: saved {e['path']}")
+        if e.get("state"):
+            self._print(f"Resume with: loratui train CONFIG --resume \"{e['state']}\"")
+
+    def _on_failed(self, e: dict) -> None:
+        self._print(f"Failed at step {e['step']}: {e['message']}")

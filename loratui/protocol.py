@@ -1,0 +1,205 @@
+"""The JSON-lines protocol between the training engine and everything that watches it.
+
+The engine writes one JSON object per line on its stdout and nothing else there. Every object
+has ``v`` (the protocol version), ``type`` (one of :data:`EVENTS`) and ``t`` (unix time, seconds,
+when it was written), plus the fields listed for its type. ``docs/protocol.md`` is the
+human-readable version of this module; a test keeps the two in step.
+
+Versioning: adding an event type or an optional field keeps the version; removing or changing
+the meaning of a field bumps it. Readers accept events of a newer version but should say so, and
+skip event types they do not know.
+
+This module is torch-free: the engine and the terminal side both import it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+PROTOCOL_VERSION = 1
+
+# Field types, as Python types. ``None`` in a tuple means the field may be null.
+Int = (int,)
+Float = (int, float)
+Str = (str,)
+Dict = (dict,)
+List = (list,)
+OptInt = (int, type(None))
+OptFloat = (int, float, type(None))
+OptStr = (str, type(None))
+
+
+@dataclass(frozen=True)
+class Field:
+    types: tuple[type, ...]
+    doc: str
+    required: bool = True
+
+
+EVENTS: dict[str, dict[str, Field]] = {
+    "run_started": {
+        "run_id": Field(Str, "unique id of this run (stable across resumes of the same run)"),
+        "config": Field(Dict, "the configuration as in the TOML file (relative paths are relative to config_dir)"),
+        "config_dir": Field(Str, "absolute folder of the config file, against which its relative paths resolve", required=False),
+        "dataset": Field(Dict, "dataset summary: images, reg_images, items_per_epoch, concepts, buckets"),
+        "total_steps": Field(Int, "optimizer steps the run will take in all"),
+        "total_epochs": Field(Int, "epochs the run will take in all (the last may be partial)"),
+        "steps_per_epoch": Field(Int, "optimizer steps per epoch"),
+        "start_step": Field(Int, "steps already done (non-zero when resuming)"),
+        "start_epoch": Field(Int, "epochs already completed"),
+        "device": Field(Str, "torch device the run trains on: cuda, cpu, mps"),
+        "device_name": Field(Str, "a person-readable device name"),
+        "mixed_precision": Field(Str, "no | fp16 | bf16"),
+        "pid": Field(Int, "process id of the engine"),
+        "resumed_from": Field(OptStr, "the state folder this run resumed from, or null"),
+        "elapsed_s": Field(Float, "training seconds already spent before this start (resume)"),
+        "loss_history": Field(List, "per-step losses of the steps already done (resume), else []"),
+    },
+    "status": {
+        "phase": Field(Str, "loading_model | caching_latents | training | saving"),
+        "message": Field(Str, "what the engine is doing, for people"),
+        "current": Field(OptInt, "progress within the phase, when known", required=False),
+        "total": Field(OptInt, "size of the phase, when known", required=False),
+    },
+    "step": {
+        "step": Field(Int, "optimizer steps done, counting from 1"),
+        "epoch": Field(Int, "the epoch this step belongs to, counting from 1"),
+        "loss": Field(Float, "this step's loss (mean over its batches)"),
+        "loss_avg": Field(Float, "running mean of the loss over the current epoch"),
+        "lr": Field(Dict, "learning rate per parameter group: {'unet': x, 'text_encoder': y}"),
+        "s_per_step": Field(Float, "wall seconds this step took"),
+        "samples_per_s": Field(Float, "images per second over this step"),
+        "elapsed_s": Field(Float, "training seconds so far, without time spent saving"),
+    },
+    "epoch_end": {
+        "epoch": Field(Int, "the epoch that ended, counting from 1"),
+        "step": Field(Int, "optimizer steps done"),
+        "loss_avg": Field(Float, "mean loss over the epoch"),
+        "elapsed_s": Field(Float, "training seconds so far"),
+    },
+    "eval": {
+        "step": Field(Int, "optimizer steps done when measured (0 = before training)"),
+        "epoch": Field(Int, "epochs completed when measured"),
+        "loss": Field(Float, "loss on a fixed set of training images, timesteps and noise; "
+                      "unlike the training loss it is comparable from one measurement to the next"),
+    },
+    "checkpoint": {
+        "path": Field(Str, "absolute path of the file (or state folder) written"),
+        "bytes": Field(Int, "its size"),
+        "epoch": Field(Int, "epochs completed when it was written"),
+        "step": Field(Int, "steps done when it was written"),
+        "kind": Field(Str, "epoch | final | stop | state"),
+    },
+    "memory": {
+        "device": Field(Str, "torch device"),
+        "allocated": Field(OptInt, "bytes held by tensors (null off CUDA)"),
+        "reserved": Field(OptInt, "bytes reserved by the caching allocator (null off CUDA)"),
+        "peak_allocated": Field(OptInt, "peak bytes held by tensors so far (null off CUDA)"),
+        "total": Field(OptInt, "device memory in all (null off CUDA)"),
+    },
+    "warning": {
+        "code": Field(Str, "stable short name, e.g. missing_captions"),
+        "message": Field(Str, "what is wrong"),
+        "hint": Field(Str, "what to do about it"),
+    },
+    "error": {
+        "kind": Field(Str, "config | dataset | model | output | runtime | internal"),
+        "message": Field(Str, "what went wrong"),
+        "hint": Field(Str, "how to fix it"),
+    },
+    "finished": {
+        "step": Field(Int, "steps done"),
+        "epoch": Field(Int, "epochs done"),
+        "path": Field(Str, "the final LoRA file"),
+        "elapsed_s": Field(Float, "training seconds in all"),
+    },
+    "stopped": {
+        "step": Field(Int, "steps done"),
+        "epoch": Field(Int, "epoch the run stopped in"),
+        "path": Field(OptStr, "the LoRA file saved on stopping, or null"),
+        "state": Field(OptStr, "the state folder to resume from, or null"),
+        "reason": Field(Str, "why: signal, request"),
+        "elapsed_s": Field(Float, "training seconds in all"),
+    },
+    "failed": {
+        "step": Field(Int, "steps done before the failure"),
+        "message": Field(Str, "what went wrong (the error event before it has the details)"),
+    },
+}
+
+# A run ends with exactly one of these, and nothing follows it.
+FINAL_EVENTS = frozenset({"finished", "stopped", "failed"})
+
+
+class ProtocolError(ValueError):
+    """A line that is not a valid event of this protocol."""
+
+
+def make_event(event_type: str, **fields: Any) -> dict[str, Any]:
+    """Build and check one event. Raises ProtocolError on a wrong type or field."""
+    event = {"v": PROTOCOL_VERSION, "type": event_type, "t": round(time.time(), 3), **fields}
+    validate_event(event)
+    return event
+
+
+def encode(event: dict[str, Any]) -> str:
+    """One line of JSON (no newline inside). Non-finite floats are not valid JSON: refuse them."""
+    try:
+        return json.dumps(event, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError as exc:
+        raise ProtocolError(f"{event.get('type')}: {exc}") from exc
+
+
+def decode(line: str) -> dict[str, Any]:
+    """Parse and check one line. Unknown event types of a newer version pass unchecked."""
+    try:
+        event = json.loads(line, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:  # bad JSON, NaN/Infinity, absurd numbers or nesting
+        raise ProtocolError(f"not JSON: {str(exc)[:200]}") from exc
+    validate_event(event)
+    return event
+
+
+def _refuse_constant(name: str) -> float:
+    # Python's json accepts NaN and Infinity, which are not JSON and which encode() never writes.
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def validate_event(event: Any) -> None:
+    if not isinstance(event, dict):
+        raise ProtocolError("an event must be a JSON object")
+    version, event_type, stamp = event.get("v"), event.get("type"), event.get("t")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ProtocolError(f"bad protocol version {version!r}")
+    if not isinstance(event_type, str):
+        raise ProtocolError(f"'type' must be a string, got {event_type!r}")
+    if not isinstance(stamp, (int, float)) or isinstance(stamp, bool) or not math.isfinite(stamp):
+        raise ProtocolError(f"{event_type}: 't' must be a finite number")
+    if event_type not in EVENTS:
+        if version > PROTOCOL_VERSION:
+            return  # a newer engine's event: readers skip it
+        raise ProtocolError(f"unknown event type {event_type!r}")
+    fields = EVENTS[event_type]
+    for name, field in fields.items():
+        if name not in event:
+            if field.required:
+                raise ProtocolError(f"{event_type}: missing field {name!r}")
+            continue
+        value = event[name]
+        if isinstance(value, bool) or not isinstance(value, field.types):
+            raise ProtocolError(f"{event_type}.{name}: expected {_type_names(field.types)}, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ProtocolError(f"{event_type}.{name}: not a finite number")
+    if version == PROTOCOL_VERSION:
+        extra = set(event) - set(fields) - {"v", "type", "t"}
+        if extra:
+            raise ProtocolError(f"{event_type}: unknown field(s) {sorted(extra)}")
+
+
+def _type_names(types: tuple[type, ...]) -> str:
+    names = {int: "integer", float: "number", str: "string", dict: "object", list: "array", type(None): "null"}
+    return " or ".join(dict.fromkeys(names[t] for t in types))

@@ -1,0 +1,67 @@
+"""The text ``loratui check`` prints: what will be trained, then every problem found."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TextIO
+
+from loratui.check import CheckResult
+from loratui.dataset import DatasetReport
+from loratui.errors import Problem
+
+_LABEL = {"error": "error  ", "warning": "warning", "note": "note   "}
+_ORDER = {"error": 0, "warning": 1, "note": 2}
+
+
+def print_problems(problems: list[Problem], out: TextIO) -> None:
+    for problem in sorted(problems, key=lambda p: _ORDER.get(p.severity, 3)):
+        out.write(f"  {_LABEL.get(problem.severity, problem.severity)}  {problem}\n")
+
+
+def _concept_lines(dataset: DatasetReport, batch_size: int) -> list[str]:
+    lines = []
+    for concept in (*dataset.concepts, *dataset.reg_concepts):
+        label = ("reg " if concept.is_reg else "") + concept.folder.name
+        captions = len(concept.images) - len(concept.missing_captions) - len(concept.empty_captions)
+        buckets = ", ".join(f"{w}x{h}: {n}" for (w, h), n in sorted(concept.bucket_counts.items()))
+        lines.append(
+            f"  {label:<26} {len(concept.images):>4} images x {concept.repeats:>3} repeats"
+            f" = {len(concept.images) * concept.repeats:>5}   captions {captions}/{len(concept.images)}   buckets {buckets}"
+        )
+    return lines
+
+
+def print_check_report(config_path: Path, result: CheckResult, out: TextIO) -> None:
+    cfg = result.config
+    out.write(f"Config   {config_path}\n")
+    out.write(f"Model    {cfg.model.path} ({cfg.model.family})\n")
+    net = cfg.network
+    conv = f", conv rank {net.conv_rank} alpha {net.conv_alpha:g}" if net.conv_rank else ""
+    out.write(f"Network  LoRA rank {net.rank}, alpha {net.alpha:g} (scale {net.alpha / max(net.rank, 1):.3g}){conv}\n")
+    te = f"text encoder LR {cfg.optimizer.text_encoder_lr:g}" if cfg.optimizer.text_encoder_lr > 0 else "text encoder frozen"
+    out.write(f"Optim    {cfg.optimizer.name}, UNet LR {cfg.optimizer.unet_lr:g}, {te}, {cfg.optimizer.scheduler} schedule\n")
+    dataset = result.dataset
+    if dataset is not None:
+        out.write(f"Dataset  {dataset.image_dir}" + (f" (reg: {dataset.reg_dir})" if dataset.reg_dir else "") + "\n")
+        for line in _concept_lines(dataset, cfg.training.batch_size):
+            out.write(line + "\n")
+    if result.schedule is not None:
+        s = result.schedule
+        reg = f" (+{dataset.num_items_per_epoch - _train_items(dataset)} reg)" if dataset and dataset.num_reg_images else ""
+        out.write(
+            f"Steps    {_train_items(dataset)} images x repeats{reg} per epoch, batch {cfg.training.batch_size}"
+            + (f", accumulation {cfg.training.gradient_accumulation_steps}" if cfg.training.gradient_accumulation_steps > 1 else "")
+            + f" -> {s.steps_per_epoch} steps per epoch x {s.epochs} epochs = {s.total_steps} steps\n"
+        )
+    out.write(f"Output   {cfg.resolve(cfg.output.output_dir) / cfg.output.name}.safetensors"
+              + (f", every {cfg.output.save_every_n_epochs} epoch(s)" if cfg.output.save_every_n_epochs else "") + "\n")
+    if result.problems:
+        out.write("\nProblems:\n")
+        print_problems(result.problems, out)
+    errors = len(result.errors)
+    out.write("\n" + (f"{errors} error(s): training would fail. Fix them and run `loratui check` again.\n" if errors
+                      else "OK: ready to train.\n"))
+
+
+def _train_items(dataset: DatasetReport | None) -> int:
+    return sum(len(c.images) * c.repeats for c in dataset.concepts) if dataset else 0
