@@ -237,12 +237,52 @@ def quiet_libraries() -> None:
 
 
 def print_environment() -> None:
+    from engine.train import device_name, pick_device
+
     print(f"torch {torch.__version__}, {torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs, "
-          f"Python {platform.python_version()}, {platform.machine()}")
-    try:
-        print(f"load average at start: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    except OSError:
-        pass
+          f"device {device_name(pick_device())}, Python {platform.python_version()}, {platform.machine()}")
+    print_load("at start")
+
+
+def print_load(when: str) -> None:
+    if hasattr(os, "getloadavg"):
+        print(f"load average {when}: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+def measure(rounds: int, total: int, warmup: int) -> tuple[dict[str, list[float]], dict[str, list[float]], int]:
+    """Alternate the two sides; return all post-warm-up step times, each run's median, and the
+    (asserted equal) trainable parameter count."""
+    runs = {"engine": run_engine, "baseline": run_baseline}
+    seconds: dict[str, list[float]] = {"engine": [], "baseline": []}
+    per_run: dict[str, list[float]] = {"engine": [], "baseline": []}
+    trainable: dict[str, int] = {}
+    for index in range(rounds):
+        # engine, baseline | baseline, engine | ...: neither side always runs first.
+        for name in ("engine", "baseline") if index % 2 == 0 else ("baseline", "engine"):
+            start = time.perf_counter()
+            values, trainable[name] = runs[name](total, warmup)
+            seconds[name] += values
+            per_run[name].append(statistics.median(values))
+            print(f"  round {index + 1} {name:<9} median {per_run[name][-1] * 1000:7.1f} ms/step "
+                  f"({time.perf_counter() - start:.1f} s with set-up)", flush=True)
+            gc.collect()
+        assert trainable["engine"] == trainable["baseline"], f"trainable parameters differ: {trainable}"
+    return seconds, per_run, trainable["engine"]
+
+
+def report(seconds: dict[str, list[float]], per_run: dict[str, list[float]], trainable: int) -> None:
+    print(f"\ntrainable LoRA parameters: {trainable:,} on both sides")
+    print(f"{'':<9} {'median ms':>9} {'p90 ms':>9} {'samples/s':>10} {'steps':>6}")
+    for name in ("engine", "baseline"):
+        print(describe(name, seconds[name]))
+    ratio = statistics.median(seconds["engine"]) / statistics.median(seconds["baseline"])
+    paired = [e / b for e, b in zip(per_run["engine"], per_run["baseline"])]
+    print(f"\nengine / baseline, median s/step: {ratio:.3f}  (goal: 1.05 or less)")
+    print(f"per-round ratios: {', '.join(f'{r:.3f}' for r in paired)}  (median {statistics.median(paired):.3f})")
+    if max(paired) / min(paired) > 1.15:
+        print("note: the rounds disagree by more than 15 %: the background load changed during the run. "
+              "Trust the median of the per-round ratios, or run again (--threads 1 suffers less from a busy core).")
+    print_load("at end")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -251,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=10, help="steps dropped at the start of each run (default 10)")
     parser.add_argument("--rounds", type=int, default=3, help="engine/baseline pairs, alternated (default 3)")
     parser.add_argument("--threads", type=int, default=0,
-                        help="torch threads for both sides (default: torch's own choice, usually one per core)")
+                        help="torch threads for both sides (default: torch's own choice, one per core)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 rounds of 3 warm-up + 5 measured steps")
     args = parser.parse_args(argv)
     if args.quick:
@@ -259,35 +299,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     quiet_libraries()
-    total = args.warmup + max(1, args.steps)
+    total = max(0, args.warmup) + max(1, args.steps)
 
     print_environment()
     print(f"tiny SD1.5-shaped model, {RESOLUTION} px, batch {BATCH_SIZE}, LoRA rank {RANK} on UNet + text encoder, "
-          f"fp32; {args.rounds} rounds x {total} steps, first {args.warmup} of each dropped")
-    runs = {"engine": run_engine, "baseline": run_baseline}
-    seconds: dict[str, list[float]] = {"engine": [], "baseline": []}
-    per_round: dict[str, list[float]] = {"engine": [], "baseline": []}
-    trainable: dict[str, int] = {}
-    for index in range(args.rounds):
-        # engine, baseline | baseline, engine | ...: neither side always runs first.
-        for name in ("engine", "baseline") if index % 2 == 0 else ("baseline", "engine"):
-            start = time.perf_counter()
-            values, trainable[name] = runs[name](total, args.warmup)
-            seconds[name] += values
-            per_round[name].append(statistics.median(values))
-            print(f"  round {index + 1} {name:<9} median {per_round[name][-1] * 1000:7.1f} ms/step "
-                  f"({time.perf_counter() - start:.1f} s with set-up)", flush=True)
-            gc.collect()
-        assert trainable["engine"] == trainable["baseline"], f"trainable parameters differ: {trainable}"
-
-    print(f"\ntrainable LoRA parameters: {trainable['engine']:,} in both")
-    print(f"{'':<9} {'median ms':>9} {'p90 ms':>9} {'samples/s':>10} {'steps':>6}")
-    for name in ("engine", "baseline"):
-        print(describe(name, seconds[name]))
-    ratio = statistics.median(seconds["engine"]) / statistics.median(seconds["baseline"])
-    paired = [e / b for e, b in zip(per_round["engine"], per_round["baseline"])]
-    print(f"\nengine / baseline (median s/step): {ratio:.3f}  (goal: 1.05 or less)")
-    print(f"per-round ratios: {', '.join(f'{r:.3f}' for r in paired)}")
+          f"fp32; {max(1, args.rounds)} rounds x {total} steps, the first {args.warmup} of each dropped")
+    report(*measure(max(1, args.rounds), total, max(0, args.warmup)))
     return 0
 
 

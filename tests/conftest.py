@@ -80,6 +80,11 @@ def train_in_process(config_path: Path, on_event=None, resume: str | None = None
     from engine.train import StopFlag, Trainer
     from loratui.config import load_config
 
+    from accelerate.state import AcceleratorState
+
+    # accelerate keeps one state per process; the engine runs one training per process, but
+    # these tests run many (with different precisions) in one, so start each from a clean state.
+    AcceleratorState._reset_state(reset_partial_state=True)
     cfg = load_config(config_path)
     if resume:
         cfg.training.resume_from = resume

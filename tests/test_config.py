@@ -759,3 +759,10 @@ def test_config_module_imports_no_engine_libraries():
     code = f"import sys, loratui.config; print([m for m in {heavy!r} if m in sys.modules])"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_prodigy_refuses_different_lrs_for_unet_and_text_encoder():
+    cfg = config_from_dict({"optimizer": {"name": "Prodigy", "unet_lr": 1.0, "text_encoder_lr": 0.5}})
+    assert any(p.where == "optimizer.text_encoder_lr" and p.severity == "error" for p in validate(cfg))
+    same = config_from_dict({"optimizer": {"name": "Prodigy", "unet_lr": 1.0, "text_encoder_lr": 1.0}})
+    assert not any(p.where == "optimizer.text_encoder_lr" for p in validate(same))
