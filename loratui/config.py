@@ -968,10 +968,10 @@ def _check_optimizer(optimizer: OptimizerSettings) -> list[Problem]:
     name = canonical_optimizer(optimizer.name)
     if name is None:
         problems.extend(_choice("optimizer.name", optimizer.name, OPTIMIZERS))
-    if name == "Prodigy" and 0 < optimizer.text_encoder_lr != optimizer.unet_lr:
-        # Prodigy estimates one step size for all parameters; it refuses per-group LRs other than 0.
+    if name in ("Prodigy", "DAdaptAdam") and 0 < optimizer.text_encoder_lr != optimizer.unet_lr:
+        # Both estimate one step size for all parameters and refuse per-group LRs other than 0.
         problems.append(_error("optimizer.text_encoder_lr",
-                               "Prodigy needs the same LR for the UNet and the text encoder (or 0 to freeze it)",
+                               f"{name} needs the same LR for the UNet and the text encoder (or 0 to freeze it)",
                                f"set optimizer.text_encoder_lr to {optimizer.unet_lr:g} or to 0"))
     try:
         args = parse_optimizer_args(optimizer.args)

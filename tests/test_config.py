@@ -761,8 +761,9 @@ def test_config_module_imports_no_engine_libraries():
     assert result.stdout.strip() == "[]"
 
 
-def test_prodigy_refuses_different_lrs_for_unet_and_text_encoder():
-    cfg = config_from_dict({"optimizer": {"name": "Prodigy", "unet_lr": 1.0, "text_encoder_lr": 0.5}})
+@pytest.mark.parametrize("name", ["Prodigy", "DAdaptAdam"])
+def test_adaptive_optimizers_refuse_different_lrs_for_unet_and_text_encoder(name):
+    cfg = config_from_dict({"optimizer": {"name": name, "unet_lr": 1.0, "text_encoder_lr": 0.5}})
     assert any(p.where == "optimizer.text_encoder_lr" and p.severity == "error" for p in validate(cfg))
-    same = config_from_dict({"optimizer": {"name": "Prodigy", "unet_lr": 1.0, "text_encoder_lr": 1.0}})
+    same = config_from_dict({"optimizer": {"name": name, "unet_lr": 1.0, "text_encoder_lr": 1.0}})
     assert not any(p.where == "optimizer.text_encoder_lr" for p in validate(same))

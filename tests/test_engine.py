@@ -229,7 +229,7 @@ def test_training_options(project, options):
     ("Adafactor", ["relative_step=True", "scale_parameter=True", "warmup_init=True"], 1e-3),
 ])
 def test_every_optimizer_trains(project, name, args, lr):
-    te_lr = lr if name == "Prodigy" else lr / 2  # Prodigy takes one LR for all parameter groups
+    te_lr = lr if name in ("Prodigy", "DAdaptAdam") else lr / 2  # these take one LR for all groups
     data = small_config(optimizer={"name": name, "args": args, "unet_lr": lr, "text_encoder_lr": te_lr,
                                    "scheduler": "cosine_with_restarts", "scheduler_cycles": 2})
     data["training"].update({"max_train_steps": 4})
