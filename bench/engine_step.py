@@ -27,8 +27,10 @@ Why the comparison is fair: both sides do the same work per step.
 The baseline uses plain torch, not ``accelerate``: it is the least a training loop can do, so
 anything the engine adds (accelerate's wrappers included) shows up in the ratio.
 
-Options: ``--steps`` (measured steps per run, after warm-up), ``--rounds`` (engine/baseline
-pairs), ``--quick`` (a short smoke run). Exit status is always 0: this is a measurement.
+Options: ``--steps`` (measured steps per run, after warm-up), ``--warmup`` (steps dropped per
+run), ``--rounds`` (engine/baseline pairs), ``--threads`` (torch threads for both sides; 1 is
+steadier on a busy machine), ``--quick`` (a short smoke run). Results: docs/benchmarks.md.
+Exit status is always 0: this is a measurement, not a test.
 """
 
 from __future__ import annotations
@@ -84,10 +86,15 @@ def engine_config(total_steps: int) -> dict:
 def run_engine(total_steps: int, warmup: int) -> tuple[list[float], int]:
     """Train with the real Trainer; return the post-warm-up ``s_per_step`` values and the
     number of trainable LoRA parameters."""
+    from accelerate.state import AcceleratorState
+
     from engine.events import EventWriter
     from engine.train import StopFlag, Trainer
     from loratui.config import config_from_dict
 
+    # The engine runs one training per process; accelerate keeps its state per process, so each
+    # run here starts from a clean one, as a fresh engine process would.
+    AcceleratorState._reset_state(reset_partial_state=True)
     with tempfile.TemporaryDirectory(prefix="loratui-bench-") as temp:
         project = Path(temp)
         shutil.copytree(SAMPLE_IMAGES, project / "img")
