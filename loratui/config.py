@@ -968,7 +968,7 @@ def _check_optimizer(optimizer: OptimizerSettings) -> list[Problem]:
     name = canonical_optimizer(optimizer.name)
     if name is None:
         problems.extend(_choice("optimizer.name", optimizer.name, OPTIMIZERS))
-    if name in ("Prodigy", "DAdaptAdam") and 0 < optimizer.text_encoder_lr != optimizer.unet_lr:
+    if name in ADAPTIVE_OPTIMIZERS and 0 < optimizer.text_encoder_lr != optimizer.unet_lr:
         # Both estimate one step size for all parameters and refuse per-group LRs other than 0.
         problems.append(_error("optimizer.text_encoder_lr",
                                f"{name} needs the same LR for the UNet and the text encoder (or 0 to freeze it)",
