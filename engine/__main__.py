@@ -13,6 +13,7 @@ import logging
 import signal
 import sys
 import traceback
+from pathlib import Path
 
 EXIT_FINISHED, EXIT_BUG, EXIT_USER_ERROR, EXIT_STOPPED = 0, 1, 2, 3
 
@@ -22,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("config", help="the run's TOML config")
     parser.add_argument("--run-id", help="id for this run (default: a new random one)")
     parser.add_argument("--resume", metavar="STATE_DIR", help="continue from a saved state folder (overrides training.resume_from)")
+    parser.add_argument("--control", metavar="FIFO", help="read control commands (stop, save, pause, resume) from this FIFO")
     args = parser.parse_args(argv)
 
     from engine.events import claim_stdout
@@ -31,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     from engine.train import StopFlag
 
     stop = StopFlag()
+    events.on_broken = lambda: stop.request("disk")  # events cannot be written: save what we can and stop
     signal.signal(signal.SIGTERM, lambda *_: stop.request("signal"))
     signal.signal(signal.SIGINT, lambda *_: stop.request("signal"))
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -44,9 +47,11 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config)
         if args.resume:
             cfg.training.resume_from = args.resume
+        from engine.control import ControlChannel
         from engine.train import Trainer
 
-        trainer = Trainer(cfg, events, stop, run_id=args.run_id)
+        control = ControlChannel(Path(args.control) if args.control else None)
+        trainer = Trainer(cfg, events, stop, run_id=args.run_id, control=control)
         try:
             trainer.run()
         finally:

@@ -7,27 +7,44 @@ private file descriptor for events and points fd 1 at stderr, where human logs b
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import threading
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
 from loratui.protocol import encode, make_event
 
 
 class EventWriter:
-    """Writes validated events, one per line, flushed at once so a follower sees them live."""
+    """Writes validated events, one per line, flushed at once so a follower sees them live.
+
+    When the events file cannot be written (a full disk, a removed mount) training must not die
+    with an unsaved LoRA: the writer logs the error once, stops writing, and calls ``on_broken``,
+    which asks the trainer for a graceful stop (it saves to the output folder, which may well be
+    on another disk).
+    """
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
         self._lock = threading.Lock()
+        self.broken: OSError | None = None
+        self.on_broken: Callable[[], None] | None = None
 
     def emit(self, event_type: str, **fields: Any) -> dict[str, Any]:
         event = make_event(event_type, **fields)
         line = encode(event) + "\n"
         with self._lock:
-            self._stream.write(line)
-            self._stream.flush()
+            if self.broken is not None:
+                return event
+            try:
+                self._stream.write(line)
+                self._stream.flush()
+            except OSError as exc:
+                self.broken = exc
+                logging.getLogger("engine.events").error("cannot write events any more (%s): stopping the run", exc)
+                if self.on_broken is not None:
+                    self.on_broken()
         return event
 
 

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from engine import data as data_mod
+from engine.control import ControlChannel
 from engine.events import EventWriter
 from engine.kohya_format import SAVE_DTYPES, TEXT_ENCODER_PREFIX, UNET_PREFIX, save_lora_file, to_kohya_tensors
 from engine.lora import (TEXT_ENCODER_BLOCKS, UNET_ATTENTION_BLOCKS, UNET_CONV_BLOCKS, LoraTarget, attach_lora,
@@ -40,7 +41,7 @@ EVAL_TIMESTEPS = (100, 300, 500, 700, 900)
 
 
 class StopFlag:
-    """Set by a signal handler (or, later, a control command); checked after every step."""
+    """Set by a signal handler or a ``stop`` command; checked after every step."""
 
     def __init__(self) -> None:
         self.reason: str | None = None
@@ -64,12 +65,15 @@ def device_name(device: torch.device) -> str:
 
 
 class Trainer:
-    def __init__(self, cfg: RunConfig, events: EventWriter, stop: StopFlag, run_id: str | None = None) -> None:
+    def __init__(self, cfg: RunConfig, events: EventWriter, stop: StopFlag, run_id: str | None = None,
+                 control: ControlChannel | None = None) -> None:
         self.cfg = cfg
         self.events = events
         self.stop = stop
+        self.control = control or ControlChannel(None)
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self.outcome: str | None = None  # "finished" or "stopped" once the run has ended
+        self._paused_at: float | None = None  # monotonic time of the pause, while paused
 
     # ----------------------------------------------------------------- set-up
     def run(self) -> None:
@@ -364,6 +368,8 @@ class Trainer:
                     self._emit_memory()
                 if progress.step >= schedule.total_steps:
                     break
+                if self._between_steps(epoch + 1):
+                    last_tick = time.perf_counter()  # a save or a pause is not part of any step's time
                 if self.stop.reason:
                     self._stop(epoch)
                     return
@@ -394,6 +400,64 @@ class Trainer:
         self.events.emit("stopped", step=self.progress.step, epoch=epoch + (1 if self.progress.batches_in_epoch else 0),
                          path=str(path), state=str(path.with_name(f"{name}-state")), reason=self.stop.reason or "request",
                          elapsed_s=self.progress.elapsed_s)
+
+    # ---------------------------------------------------------------- control
+    def _between_steps(self, epoch: int) -> bool:
+        """Act on the commands that arrived during the step; block here while paused.
+        Returns True when that took time worth leaving out of the step timings."""
+        commands = self.control.poll()
+        for command in commands:
+            self._on_command(command, epoch)
+        if self._paused_at is None:
+            return bool(commands)
+        while self._paused_at is not None and not self.stop.reason:
+            for command in self.control.wait(0.5):
+                self._on_command(command, epoch)
+        if self._paused_at is not None:  # a SIGTERM during the pause: resume, then stop
+            self._end_pause()
+        return True
+
+    def _on_command(self, command: dict, epoch: int) -> None:
+        name, command_id = command["cmd"], command["id"]
+
+        def answer(ok: bool, message: str) -> None:
+            self.events.emit("control", command=name, id=command_id, ok=ok, message=message)
+
+        step = self.progress.step
+        if name == "stop":
+            self.stop.request("request")
+            answer(True, f"stopping after step {step}: saving a LoRA file and a resumable state")
+        elif name == "save":
+            path = self._save(f"{self.cfg.output.name}-step{step:08d}", "manual", with_state=True)
+            answer(True, f"saved {path} and its resumable state at step {step}")  # answered once it is on disk
+            self._status("paused" if self._paused_at is not None else "training", f"saved {path.name}")
+        elif name == "pause":
+            if self._paused_at is not None:
+                answer(False, f"already paused at step {step}")
+                return
+            self._paused_at = time.monotonic()
+            answer(True, f"paused after step {step}")
+            self.events.emit("paused", step=step, epoch=epoch)
+            self._status("paused", f"paused after step {step}")
+        elif name == "resume":
+            if self._paused_at is None:
+                answer(False, "not paused")
+                return
+            answer(True, f"resuming at step {step + 1}")
+            self._end_pause()
+        elif name == "sample":
+            ok, message = self._sample_now()
+            answer(ok, message)
+
+    def _end_pause(self) -> None:
+        paused_s = time.monotonic() - (self._paused_at or time.monotonic())
+        self._paused_at = None
+        self.events.emit("resumed", step=self.progress.step, paused_s=paused_s)
+        self._status("training", "training")
+
+    def _sample_now(self) -> tuple[bool, str]:
+        """The hook for "sample now"; sample rendering is a later feature, so refuse plainly."""
+        return False, "sampling is not available in this version of loratui"
 
     # ------------------------------------------------------------------ saving
     def _save(self, name: str, kind: str, with_state: bool, state_name: str | None = None) -> Path:

@@ -4,15 +4,17 @@ terminal-side modules are imported inside the command that needs them."""
 from __future__ import annotations
 
 import argparse
-import os
+import json
 import signal
 import sys
+import time
 from pathlib import Path
 
 from loratui import __version__
 from loratui.errors import UserError
 
 EXIT_OK, EXIT_TRAINING_FAILED, EXIT_USER_ERROR, EXIT_STOPPED = 0, 1, 2, 3
+CONTROL_COMMANDS = ("stop", "pause", "resume", "save")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,10 +25,36 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate a config and scan its dataset; exit 1 if training would fail")
     check.add_argument("config", type=Path, help="the run's TOML config (e.g. loratui.toml)")
 
-    train = commands.add_parser("train", help="train a LoRA from a config")
+    train = commands.add_parser("train", help="start a training job from a config")
     train.add_argument("config", type=Path, help="the run's TOML config (e.g. loratui.toml)")
-    train.add_argument("--no-tui", action="store_true", help="print plain progress instead of the dashboard")
+    mode = train.add_mutually_exclusive_group()
+    mode.add_argument("--no-tui", action="store_true", help="follow the job with plain progress lines (Ctrl+C detaches)")
+    mode.add_argument("--detach", action="store_true", help="start the job, print its id and return at once")
     train.add_argument("--resume", metavar="STATE_DIR", help="continue from a saved '<name>-...-state' folder")
+
+    jobs = commands.add_parser("jobs", help="list your jobs (from any folder) with their state")
+    jobs.add_argument("--json", action="store_true", help="one JSON object per job, for scripts")
+
+    attach = commands.add_parser("attach", help="follow a job again: its whole history, then live")
+    attach.add_argument("job", nargs="?", help="job id or unique prefix (default: the one running job)")
+    attach.add_argument("--no-tui", action="store_true", help="plain progress lines instead of the dashboard")
+
+    logs = commands.add_parser("logs", help="print a job's events (plain text, or raw JSON lines)")
+    logs.add_argument("job", nargs="?", help="job id or unique prefix (default: the one running job)")
+    logs.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
+    logs.add_argument("--json", action="store_true", help="the raw JSON-lines events (see docs/protocol.md)")
+
+    for name, text in (("stop", "stop a job: it finishes the step, saves a LoRA and a resumable state, and exits"),
+                       ("pause", "pause a job after the current step (it keeps its GPU memory)"),
+                       ("resume", "go on with a paused job"),
+                       ("save", "save a LoRA and a resumable state now, and go on training")):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("job", nargs="?", help="job id or unique prefix (default: the one running job)")
+        command.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the engine's answer")
+        if name == "stop":
+            command.add_argument("--wait", action="store_true", help="return only when the job has saved and exited")
+
+    commands.add_parser("gpu", help="show the NVIDIA GPUs: memory, utilisation, temperature, power, processes")
     return parser
 
 
@@ -37,12 +65,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_OK
     try:
-        if args.command == "check":
-            return cmd_check(args.config)
-        return cmd_train(args.config, resume=args.resume)
+        handler = {"check": cmd_check, "train": cmd_train, "jobs": cmd_jobs, "attach": cmd_attach, "logs": cmd_logs,
+                   "gpu": cmd_gpu}.get(args.command, cmd_control)
+        return handler(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except BrokenPipeError:  # `loratui logs JOB | head`: the reader left, which is fine
+        return EXIT_OK
 
 
 def _load(path: Path):
@@ -51,72 +81,203 @@ def _load(path: Path):
     return load_config(path)
 
 
-def cmd_check(config_path: Path) -> int:
+# ------------------------------------------------------------------------- check and train
+def cmd_check(args) -> int:
     from loratui.check import check_run
     from loratui.report import print_check_report
 
-    cfg = _load(config_path)
+    cfg = _load(args.config)
     result = check_run(cfg)
-    print_check_report(config_path, result, sys.stdout)
+    print_check_report(args.config, result, sys.stdout)
     return EXIT_OK if result.ok else 1
 
 
-def cmd_train(config_path: Path, resume: str | None) -> int:
+def cmd_train(args) -> int:
     from loratui.check import check_run
-    from loratui.follow import follow
-    from loratui.launch import start_run
-    from loratui.plain_progress import PlainProgress
+    from loratui.jobs.launch import start_job
     from loratui.report import print_problems
 
-    cfg = _load(config_path)
-    if resume:
-        cfg.training.resume_from = resume
+    cfg = _load(args.config)
+    if args.resume:
+        cfg.training.resume_from = args.resume
     result = check_run(cfg)
     if not result.ok:
         print_problems(result.problems, sys.stderr)
-        print(f"\n{len(result.errors)} error(s): fix them, then run `loratui check {config_path}` again.", file=sys.stderr)
+        print(f"\n{len(result.errors)} error(s): fix them, then run `loratui check {args.config}` again.", file=sys.stderr)
         return EXIT_USER_ERROR
-    # The dashboard (TUI) is not part of this version yet: every run prints plain progress.
-    run = start_run(config_path, cfg, resume=resume)
-    print(f"Run {run.run_id}: engine pid {run.process.pid}, events {run.events_path}, log {run.log_path}")
+    job = start_job(args.config, cfg, resume=args.resume)
+    if args.detach:
+        print(job.job_id)
+        print(f"Started job {job.job_id} (engine pid {job.record.pid}); it runs on when you log out.\n"
+              f"  follow it:  loratui attach {job.job_id}     stop it: loratui stop {job.job_id}\n"
+              f"  events:     {job.events_path}\n  log:        {job.log_path}", file=sys.stderr)
+        return EXIT_OK
+    # The dashboard (TUI) is not part of this version yet: every followed job prints plain progress.
+    print(f"Job {job.job_id}: engine pid {job.record.pid}, events {job.events_path}, log {job.log_path}")
+    return _follow_plain(job.record, rebuild_first=False)
+
+
+def _follow_plain(record, rebuild_first: bool) -> int:
+    """Print a job's progress until it ends. Ctrl+C detaches: the job goes on."""
+    from loratui.jobs.follow import follow
+    from loratui.jobs.process import is_running
+    from loratui.plain_progress import PlainProgress
+
     progress = PlainProgress(sys.stdout)
-    final: dict | None = None
-    interrupted = False
+    offset = 0
+    if rebuild_first:
+        from loratui.jobs.rebuild import rebuild
 
-    def ask_to_stop(*_: object) -> None:
-        nonlocal interrupted
-        if interrupted:  # second Ctrl+C: stop watching; the engine still saves and exits by itself
-            raise KeyboardInterrupt
-        interrupted = True
-        print("\nStopping: the engine finishes this step and saves a resumable state (Ctrl+C again to stop watching).",
-              file=sys.stderr)
-        os.kill(run.process.pid, signal.SIGTERM)
-
-    previous = signal.signal(signal.SIGINT, ask_to_stop)
+        summary, offset = rebuild(record.events_path)
+        _print_summary(record, summary)
+        progress.prime(summary)
+        if summary.ended:
+            return _exit_code(summary.final, record, summary.error)
+    final = error = None
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        for event in follow(run.events_path, lambda: run.process.poll() is None):
+        for event in follow(record.events_path, lambda: is_running(record.identity), offset=offset):
             progress.handle(event)
-            final = event
+            if event.get("type") in ("finished", "stopped", "failed"):
+                final = event
+            elif event.get("type") == "error":
+                error = event
     except KeyboardInterrupt:
-        print(f"Stopped watching; the engine (pid {run.process.pid}) is saving and will exit. Log: {run.log_path}",
-              file=sys.stderr)
-        return EXIT_STOPPED
+        print(f"\nDetached; job {record.job_id} goes on. Re-attach: loratui attach {record.job_id}   "
+              f"stop it: loratui stop {record.job_id}", file=sys.stderr)
+        return EXIT_OK
     finally:
         signal.signal(signal.SIGINT, previous)
-    return _exit_code(final, run)
+    return _exit_code(final, record, error)
 
 
-def _exit_code(final: dict | None, run) -> int:
+def _print_summary(record, summary) -> None:
+    from loratui.plain_progress import format_duration
+
+    total = summary.total_steps or "?"
+    eta = summary.eta_s()
+    parts = [f"Job {record.job_id}: {summary.state}, step {summary.step}/{total}, epoch {summary.epoch}/{summary.total_epochs or '?'}"]
+    if summary.loss_last is not None:
+        parts.append(f"loss {summary.loss_last:.4f} (smoothed {summary.loss_smoothed:.4f}, min {summary.loss_min:.4f} "
+                     f"at step {summary.history.min_step})")
+    parts.append(f"elapsed {format_duration(summary.elapsed_s)}" + (f", ETA {format_duration(eta)}" if eta else ""))
+    print("; ".join(parts))
+    for checkpoint in summary.checkpoints[-3:]:
+        print(f"  saved {checkpoint.path} (step {checkpoint.step})")
+    if summary.spill_warning:
+        print(f"  warning: {summary.spill_warning['message']}")
+
+
+def _exit_code(final: dict | None, record, error: dict | None = None) -> int:
     kind = final.get("type") if final else None
     if kind == "finished":
         return EXIT_OK
     if kind == "stopped":
         return EXIT_STOPPED
-    if kind == "failed":
-        return EXIT_USER_ERROR if run.process.wait() == EXIT_USER_ERROR else EXIT_TRAINING_FAILED
-    code = run.process.wait()
-    print(f"error: the engine exited (status {code}) without finishing; see {run.log_path}", file=sys.stderr)
+    if kind == "failed":  # a mistake the user can fix (exit 2, like the engine's) or a bug (1)
+        return EXIT_USER_ERROR if error and error.get("kind") != "internal" else EXIT_TRAINING_FAILED
+    print(f"error: the engine ended without finishing (killed or crashed); see {record.log_path}", file=sys.stderr)
     return EXIT_TRAINING_FAILED
+
+
+# --------------------------------------------------------------------------------- jobs
+def cmd_jobs(args) -> int:
+    from loratui.jobs.registry import all_records
+    from loratui.jobs.status import job_status
+
+    rows = [(record, job_status(record)) for record in all_records()]
+    if args.json:
+        for record, status in rows:
+            print(json.dumps({"id": record.job_id, "state": status.state, "reason": status.reason, "step": status.step,
+                              "total_steps": status.total_steps, "epoch": status.epoch, "pid": record.pid,
+                              "host": record.host, "config": record.config, "run_folder": record.run_folder,
+                              "started_at": record.started_at}))
+        return EXIT_OK
+    if not rows:
+        print("No jobs yet. Start one with: loratui train CONFIG --detach")
+        return EXIT_OK
+    width = max(len(record.job_id) for record, _ in rows)
+    print(f"{'JOB':<{width}}  {'STATE':<8}  {'STEP':>13}  {'STARTED':<16}  CONFIG")
+    for record, status in rows:
+        steps = f"{status.step}/{status.total_steps}" if status.total_steps else str(status.step)
+        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(record.started_at))
+        print(f"{record.job_id:<{width}}  {status.state:<8}  {steps:>13}  {started:<16}  {record.config}")
+    return EXIT_OK
+
+
+def cmd_attach(args) -> int:
+    from loratui.jobs.registry import find_job
+
+    record = find_job(args.job, running_only_default=False)
+    return _follow_plain(record, rebuild_first=True)
+
+
+def cmd_logs(args) -> int:
+    from loratui.jobs.follow import EventFileReader, follow
+    from loratui.jobs.process import is_running
+    from loratui.jobs.registry import find_job
+    from loratui.plain_progress import PlainProgress
+
+    record = find_job(args.job, running_only_default=False)
+    if args.json:
+        if args.follow:
+            for event in follow(record.events_path, lambda: is_running(record.identity)):
+                print(json.dumps(event, separators=(",", ":"), ensure_ascii=False), flush=True)
+        else:
+            with open(record.events_path, "rb") as handle:
+                sys.stdout.buffer.write(handle.read())
+        return EXIT_OK
+    progress = PlainProgress(sys.stdout, interactive=False)
+    try:
+        if args.follow:
+            for event in follow(record.events_path, lambda: is_running(record.identity)):
+                progress.handle(event)
+        else:
+            for event in EventFileReader(record.events_path).read_new():
+                progress.handle(event)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    return EXIT_OK
+
+
+def cmd_control(args) -> int:
+    from loratui.jobs.control import send_command
+    from loratui.jobs.registry import find_job
+
+    record = find_job(args.job)
+    answer = send_command(record, args.command, timeout_s=args.timeout)
+    if answer is None:
+        print(f"Sent {args.command} to job {record.job_id}; no answer within {args.timeout:.0f} s. The engine acts on "
+              f"commands between steps (and after loading the model): `loratui logs {record.job_id}` shows when.")
+        return EXIT_OK
+    if not answer.ok:
+        print(f"error: job {record.job_id} refused {args.command}: {answer.message}", file=sys.stderr)
+        return EXIT_TRAINING_FAILED
+    print(f"{record.job_id}: {answer.message}")
+    if args.command == "stop" and getattr(args, "wait", False):
+        return _wait_for_end(record)
+    return EXIT_OK
+
+
+def _wait_for_end(record) -> int:
+    from loratui.jobs.follow import follow
+    from loratui.jobs.process import is_running
+
+    final = None
+    for event in follow(record.events_path, lambda: is_running(record.identity)):
+        if event.get("type") in ("finished", "stopped", "failed"):
+            final = event
+    if final and final["type"] == "stopped":
+        print(f"Stopped at step {final['step']}; resume with: loratui train {record.config} --resume \"{final['state']}\"")
+    return _exit_code(final, record)
+
+
+def cmd_gpu(args) -> int:
+    from loratui.gpu import describe, read_gpus
+
+    for line in describe(read_gpus()):
+        print(line)
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -72,9 +72,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-import os
 import re
-import secrets
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -82,6 +80,7 @@ from pathlib import Path
 
 import tomli_w
 
+from loratui.atomic import write_text_atomic
 from loratui.errors import Problem, UserError
 
 # ---------------------------------------------------------------------------------------------
@@ -93,6 +92,7 @@ BUILTIN_PREFIX = "loratui:"
 BUILTIN_MODELS = ("loratui:tiny-sd",)
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
 TOKENIZER_FILES = ("vocab.json", "merges.txt")
+FAST_TOKENIZER_FILE = "tokenizer.json"
 CACHE_LATENTS_CHOICES = ("off", "memory", "disk")
 MIXED_PRECISION_CHOICES = ("no", "fp16", "bf16")
 ATTENTION_CHOICES = ("sdpa", "xformers")
@@ -627,43 +627,11 @@ def save_config(cfg: RunConfig, path: str | Path) -> None:
     """
     path = Path(path).expanduser()
     try:
-        _atomic_write_text(path, to_toml(cfg))
+        write_text_atomic(path, to_toml(cfg))
     except OSError as err:
         message = f"cannot write the config file: {err.strerror or err}"
         fix = "check that the folder exists and you may write to it"
         raise UserError(message, str(path), fix) from err
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    # The temp file sits beside the target so os.replace stays on one file system (atomic).
-    # O_EXCL with a random name avoids clashing with a concurrent save; mode 0o666 lets the
-    # umask decide permissions, as for any newly created file.
-    temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself survive a power cut; not possible on every OS, so best effort."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -822,9 +790,11 @@ def _family_problems(family: str) -> list[Problem]:
 
 def _tokenizer_problems(cfg: RunConfig) -> list[Problem]:
     folder = cfg.resolve(cfg.model.tokenizer)
-    fix = "point tokenizer at a CLIP tokenizer folder with vocab.json and merges.txt, or set it to \"\""
+    fix = "point tokenizer at a CLIP tokenizer folder (vocab.json and merges.txt, or tokenizer.json), or set it to \"\""
     if not folder.is_dir():
         return [_error("model.tokenizer", f"tokenizer folder not found: {folder}", fix)]
+    if (folder / FAST_TOKENIZER_FILE).is_file():  # transformers 5 saves only this one
+        return []
     missing = [name for name in TOKENIZER_FILES if not (folder / name).is_file()]
     if missing:
         return [_error("model.tokenizer", f"{folder} has no {' or '.join(missing)}", fix)]

@@ -9,6 +9,8 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
+from loratui.jobs.eta import EtaEstimator
+
 
 def format_duration(seconds: float) -> str:
     seconds = max(0, int(round(seconds)))
@@ -38,6 +40,16 @@ class PlainProgress:
         self._last_printed_step = 0
         self.last_eval: float | None = None
         self.first_eval: float | None = None
+        self.eta = EtaEstimator()
+
+    def prime(self, summary) -> None:
+        """Continue from a RunSummary rebuilt on re-attach instead of from the first event."""
+        self.total_steps, self.total_epochs = summary.total_steps or 0, summary.total_epochs or 0
+        self.start_step, self.start_elapsed = summary.start_step, summary.elapsed_s
+        self.eta = summary.eta
+        self._last_printed_step = summary.step
+        if summary.evals:
+            self.first_eval, self.last_eval = summary.evals[0][1], summary.evals[-1][1]
 
     def handle(self, event: dict) -> None:
         handler = getattr(self, f"_on_{event.get('type')}", None)
@@ -61,6 +73,7 @@ class PlainProgress:
     def _on_run_started(self, e: dict) -> None:
         self.total_steps, self.total_epochs = e["total_steps"], e["total_epochs"]
         self.start_step, self.start_elapsed = e["start_step"], e["elapsed_s"]
+        self.eta.set_prior(e["elapsed_s"], e["start_step"])
         data = e["dataset"]
         reg = f" + {data['reg_images']} reg images" if data["reg_images"] else ""
         self._print(f"Training on {e['device_name']} (mixed precision: {e['mixed_precision']}): {e['total_steps']} steps, "
@@ -79,8 +92,9 @@ class PlainProgress:
 
     def _on_step(self, e: dict) -> None:
         step, total = e["step"], self.total_steps
-        rate = (e["elapsed_s"] - self.start_elapsed) / max(1, step - self.start_step)
-        eta = format_duration(rate * (total - step))
+        self.eta.observe(e["s_per_step"])
+        seconds_left = self.eta.eta(total - step)
+        eta = format_duration(seconds_left) if seconds_left is not None else "?"
         lrs = " ".join(f"{name} {value:.2e}" for name, value in e["lr"].items())
         line = (f"step {step}/{total}  epoch {e['epoch']}/{self.total_epochs}  loss {e['loss']:.4f} "
                 f"(avg {e['loss_avg']:.4f})  lr {lrs}  {e['s_per_step']:.2f} s/step  "
@@ -111,6 +125,15 @@ class PlainProgress:
         if e.get("total"):
             self._print(f"GPU memory: {format_bytes(e['allocated'])} allocated, {format_bytes(e['reserved'])} reserved "
                         f"of {format_bytes(e['total'])}")
+
+    def _on_control(self, e: dict) -> None:
+        self._print(f"{e['command']}: {e['message']}" if e["ok"] else f"{e['command']} refused: {e['message']}")
+
+    def _on_paused(self, e: dict) -> None:
+        self._print(f"paused after step {e['step']} (resume: loratui resume JOB)")
+
+    def _on_resumed(self, e: dict) -> None:
+        self._print(f"resumed at step {e['step']} after a pause of {format_duration(e['paused_s'])}")
 
     def _on_warning(self, e: dict) -> None:
         hint = f" ({e['hint']})" if e["hint"] else ""

@@ -31,6 +31,7 @@ List = (list,)
 OptInt = (int, type(None))
 OptFloat = (int, float, type(None))
 OptStr = (str, type(None))
+Bool = (bool,)
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ EVENTS: dict[str, dict[str, Field]] = {
         "loss_history": Field(List, "per-step losses of the steps already done (resume), else []"),
     },
     "status": {
-        "phase": Field(Str, "loading_model | caching_latents | training | saving"),
+        "phase": Field(Str, "loading_model | caching_latents | training | saving | paused"),
         "message": Field(Str, "what the engine is doing, for people"),
         "current": Field(OptInt, "progress within the phase, when known", required=False),
         "total": Field(OptInt, "size of the phase, when known", required=False),
@@ -92,7 +93,7 @@ EVENTS: dict[str, dict[str, Field]] = {
         "bytes": Field(Int, "its size"),
         "epoch": Field(Int, "epochs completed when it was written"),
         "step": Field(Int, "steps done when it was written"),
-        "kind": Field(Str, "epoch | final | stop | state"),
+        "kind": Field(Str, "epoch | final | stop | manual (a save command) | state"),
     },
     "memory": {
         "device": Field(Str, "torch device"),
@@ -100,6 +101,20 @@ EVENTS: dict[str, dict[str, Field]] = {
         "reserved": Field(OptInt, "bytes reserved by the caching allocator (null off CUDA)"),
         "peak_allocated": Field(OptInt, "peak bytes held by tensors so far (null off CUDA)"),
         "total": Field(OptInt, "device memory in all (null off CUDA)"),
+    },
+    "control": {
+        "command": Field(Str, "the command received: stop | save | pause | resume | sample"),
+        "id": Field(Str, "the id the client gave the command, so it can find this answer"),
+        "ok": Field(Bool, "true when the engine carries it out, false when it refuses it"),
+        "message": Field(Str, "what the engine does about it, or why it refuses, for people"),
+    },
+    "paused": {
+        "step": Field(Int, "steps done when the run paused"),
+        "epoch": Field(Int, "the epoch it paused in, counting from 1"),
+    },
+    "resumed": {
+        "step": Field(Int, "steps done (unchanged since the pause)"),
+        "paused_s": Field(Float, "wall seconds the pause lasted (not counted in elapsed_s or the ETA)"),
     },
     "warning": {
         "code": Field(Str, "stable short name, e.g. missing_captions"),
@@ -122,7 +137,7 @@ EVENTS: dict[str, dict[str, Field]] = {
         "epoch": Field(Int, "epoch the run stopped in"),
         "path": Field(OptStr, "the LoRA file saved on stopping, or null"),
         "state": Field(OptStr, "the state folder to resume from, or null"),
-        "reason": Field(Str, "why: signal, request"),
+        "reason": Field(Str, "why: signal (SIGTERM/SIGINT), request (a stop command), disk (events could not be written)"),
         "elapsed_s": Field(Float, "training seconds in all"),
     },
     "failed": {
@@ -190,7 +205,7 @@ def validate_event(event: Any) -> None:
                 raise ProtocolError(f"{event_type}: missing field {name!r}")
             continue
         value = event[name]
-        if isinstance(value, bool) or not isinstance(value, field.types):
+        if (isinstance(value, bool) and bool not in field.types) or not isinstance(value, field.types):
             raise ProtocolError(f"{event_type}.{name}: expected {_type_names(field.types)}, got {value!r}")
         if isinstance(value, float) and not math.isfinite(value):
             raise ProtocolError(f"{event_type}.{name}: not a finite number")
@@ -201,5 +216,49 @@ def validate_event(event: Any) -> None:
 
 
 def _type_names(types: tuple[type, ...]) -> str:
-    names = {int: "integer", float: "number", str: "string", dict: "object", list: "array", type(None): "null"}
+    names = {bool: "boolean", int: "integer", float: "number", str: "string", dict: "object", list: "array",
+             type(None): "null"}
     return " or ".join(dict.fromkeys(names[t] for t in types))
+
+
+# ---------------------------------------------------------------------------------------------
+# Control commands: client -> engine, one JSON object per line written to the run's control FIFO.
+
+COMMANDS = {
+    "stop": "finish the step, save a LoRA file and a resumable state, emit `stopped`, exit",
+    "save": "save a LoRA file and a resumable state now, then go on training",
+    "pause": "stop training after the current step until `resume` (the process stays, memory stays allocated)",
+    "resume": "go on after a pause",
+    "sample": "render sample images now (not available in this version: the engine refuses it)",
+}
+
+# A FIFO write of at most PIPE_BUF bytes (4096 on Linux, 512 by POSIX) is atomic, so commands from
+# several clients never interleave. Commands are far shorter than that.
+MAX_COMMAND_BYTES = 512
+
+
+def make_command(name: str, command_id: str) -> dict[str, Any]:
+    if name not in COMMANDS:
+        raise ProtocolError(f"unknown command {name!r}; known: {', '.join(COMMANDS)}")
+    return {"v": PROTOCOL_VERSION, "cmd": name, "id": command_id, "t": round(time.time(), 3)}
+
+
+def encode_command(command: dict[str, Any]) -> bytes:
+    data = (json.dumps(command, separators=(",", ":")) + "\n").encode("utf-8")
+    if len(data) > MAX_COMMAND_BYTES:
+        raise ProtocolError(f"command longer than {MAX_COMMAND_BYTES} bytes")
+    return data
+
+
+def decode_command(line: str | bytes) -> dict[str, Any]:
+    try:
+        command = json.loads(line, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as exc:
+        raise ProtocolError(f"not JSON: {str(exc)[:200]}") from exc
+    if not isinstance(command, dict):
+        raise ProtocolError("a command must be a JSON object")
+    if command.get("cmd") not in COMMANDS:
+        raise ProtocolError(f"unknown command {command.get('cmd')!r}")
+    if not isinstance(command.get("id"), str) or not command["id"]:
+        raise ProtocolError("a command needs a non-empty string 'id'")
+    return command

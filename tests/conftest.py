@@ -19,6 +19,7 @@ SAMPLE = REPO / "sample_project"
 def _private_cache(tmp_path_factory):
     """Build the tiny model once per test session in a private cache, never in the user's."""
     os.environ["LORATUI_CACHE_DIR"] = str(tmp_path_factory.mktemp("loratui-cache"))
+    os.environ["LORATUI_STATE_DIR"] = str(tmp_path_factory.mktemp("loratui-state"))  # the job registry
     yield
 
 

@@ -30,8 +30,8 @@ def assert_clean_failure(result: subprocess.CompletedProcess, *needles: str) -> 
 
 
 def test_terminal_side_never_imports_torch():
-    code = ("import sys, loratui, loratui.cli, loratui.config, loratui.dataset, loratui.check, loratui.launch, "
-            "loratui.follow, loratui.protocol, loratui.report, loratui.plain_progress; "
+    code = ("import sys, loratui, loratui.cli, loratui.config, loratui.dataset, loratui.check, loratui.jobs.launch, "
+            "loratui.jobs.follow, loratui.protocol, loratui.report, loratui.plain_progress; "
             "heavy = {'torch', 'diffusers', 'transformers', 'peft', 'accelerate', 'bitsandbytes'} & set(sys.modules); "
             "print(sorted(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)

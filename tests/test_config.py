@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from loratui import atomic as atomic_module
 from loratui import config as config_module
 from loratui.config import (
     DatasetSettings,
@@ -411,7 +412,7 @@ def test_failed_save_keeps_the_old_file_and_cleans_up(tmp_path, monkeypatch):
     def broken_replace(src, dst):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(config_module.os, "replace", broken_replace)
+    monkeypatch.setattr(atomic_module.os, "replace", broken_replace)
     changed = RunConfig()
     changed.network.rank = 4
     with pytest.raises(UserError) as caught:
@@ -580,6 +581,11 @@ def test_tokenizer_folder_needs_vocab_and_merges(tmp_path):
     assert problem.where == "model.tokenizer" and "merges.txt" in problem.message
     write(tmp_path / "tok" / "merges.txt", "")
     assert validate(cfg) == []
+
+
+def test_tokenizer_folder_with_only_tokenizer_json_is_accepted(tmp_path):
+    write(tmp_path / "tok" / "tokenizer.json", "{}")  # what transformers 5 saves
+    assert validate(with_changes(valid_config(tmp_path), {"model.tokenizer": "tok"})) == []
 
 
 def test_existing_resume_folder_is_accepted_and_a_file_is_not(tmp_path):

@@ -1,4 +1,4 @@
-"""Tests for loratui.follow: reading a growing events.jsonl, as written by a live (or dead) engine."""
+"""Tests for loratui.jobs.follow: reading a growing events.jsonl, as written by a live (or dead) engine."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from loratui.follow import EventFileReader, follow
+from loratui.jobs.follow import EventFileReader, follow
 from loratui.protocol import PROTOCOL_VERSION, encode, make_event
 
 REPO = Path(__file__).resolve().parent.parent

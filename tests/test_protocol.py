@@ -50,6 +50,9 @@ EXAMPLES: dict[str, dict] = {
     "eval": {"step": 0, "epoch": 0, "loss": 1.147},
     "checkpoint": {"path": "/home/ana/model/ohwx_shape-000001.safetensors", "bytes": 252868, "epoch": 1, "step": 40, "kind": "epoch"},
     "memory": {"device": "cuda", "allocated": 2914033664, "reserved": 4418699264, "peak_allocated": 3820978176, "total": 85017755648},
+    "control": {"command": "pause", "id": "c0ffee12", "ok": True, "message": "pausing after step 12"},
+    "paused": {"step": 12, "epoch": 1},
+    "resumed": {"step": 12, "paused_s": 95.25},
     "warning": {"code": "check", "message": "optimizer.warmup_steps: warmup lasts the whole run", "hint": "set it to 8"},
     "error": {"kind": "runtime", "message": "the loss became nan at step 58\nsecond line", "hint": ""},
     "finished": {"step": 80, "epoch": 2, "path": "/home/ana/model/ohwx_shape.safetensors", "elapsed_s": 38.58},
@@ -155,6 +158,9 @@ def test_missing_required_field_is_refused(event_type, name):
         ("status", "total", 12.0),
         ("memory", "allocated", 1.5),  # nullable int is still an int
         ("stopped", "path", 3),
+        ("control", "ok", 1),  # a number is not a boolean
+        ("control", "ok", "true"),
+        ("resumed", "paused_s", True),  # and a boolean is not a number
     ],
 )
 def test_wrong_type_is_refused(event_type, name, value):
@@ -338,7 +344,7 @@ def _examples(section: str) -> list[str]:
     ]
 
 
-TYPE_NAMES = {int: "integer", float: "number", str: "string", dict: "object", list: "array", type(None): "null"}
+TYPE_NAMES = {bool: "boolean", int: "integer", float: "number", str: "string", dict: "object", list: "array", type(None): "null"}
 
 
 def _expected_type(field) -> str:
@@ -391,3 +397,30 @@ def test_doc_section_parser_sees_through_other_headings():
     assert set(sections) == {"step", "gone"}
     assert set(_table(sections["step"])) == {"step"}
     assert set(_table(sections["gone"])) == {"a"}
+
+
+# ------------------------------------------------------------------------- control commands
+
+def test_command_round_trip_and_size():
+    from loratui.protocol import COMMANDS, MAX_COMMAND_BYTES, decode_command, encode_command, make_command
+
+    for name in COMMANDS:
+        data = encode_command(make_command(name, "abc123"))
+        assert data.endswith(b"\n") and data.count(b"\n") == 1 and len(data) <= MAX_COMMAND_BYTES
+        assert decode_command(data)["cmd"] == name
+
+
+@pytest.mark.parametrize("line", ['{"cmd":"explode","id":"x"}', '{"cmd":"stop"}', '{"cmd":"stop","id":""}', "[1]", "stop"])
+def test_bad_commands_are_refused(line):
+    from loratui.protocol import decode_command
+
+    with pytest.raises(ProtocolError):
+        decode_command(line)
+
+
+def test_doc_lists_every_command():
+    from loratui.protocol import COMMANDS
+
+    text = DOC.read_text(encoding="utf-8")
+    control = text.split("## Control commands", 1)[1]
+    assert set(re.findall(r"^\| `(\w+)` \|", control, flags=re.M)) == set(COMMANDS)

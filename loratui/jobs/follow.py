@@ -44,9 +44,10 @@ class EventFileReader:
         return events
 
 
-def follow(path: Path, is_alive: Callable[[], bool], poll_s: float = 0.1) -> Iterator[dict]:
-    """Yield events until a final one, or until the writer is gone and the file is drained."""
-    reader = EventFileReader(path)
+def follow(path: Path, is_alive: Callable[[], bool], poll_s: float = 0.1, offset: int = 0) -> Iterator[dict]:
+    """Yield events (from byte ``offset`` on) until a final one, or until the writer is gone and
+    the file is drained."""
+    reader = EventFileReader(path, offset=offset)
     while True:
         alive = is_alive()  # ask first: whatever it wrote before dying is then already in the file
         events = reader.read_new()

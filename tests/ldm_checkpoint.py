@@ -1,0 +1,127 @@
+"""Write a diffusers SD 1.x folder as one original-layout ("LDM"/CompVis) ``.safetensors`` file.
+
+This is the inverse of diffusers' single-file conversion (``convert_ldm_unet_checkpoint``,
+``convert_ldm_vae_checkpoint`` and ``convert_ldm_clip_checkpoint`` in
+``diffusers/loaders/single_file_utils.py``). It exists only so tests can make a single-file
+checkpoint from the tiny built-in model without downloading a real one. It is no general converter:
+SD 1.x only (a CLIP text encoder, not SD 2.x's OpenCLIP), one layers_per_block for all blocks, no EMA.
+
+Each part is renamed module by module: a table maps every diffusers module path to its LDM path
+(in SD 1.5, ``down_blocks.0.resnets.1`` is ``input_blocks.2.0``), and a key takes the name of its
+longest mapped prefix. The tables are computed from the part's ``config.json``, not fixed to SD's
+sizes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+# Children of a UNet ResnetBlock2D, diffusers -> LDM ResBlock.
+UNET_RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "norm2": "out_layers.0", "conv2": "out_layers.3",
+               "time_emb_proj": "emb_layers.1", "conv_shortcut": "skip_connection"}
+VAE_RESNET = {"conv_shortcut": "nin_shortcut"}  # the other children keep their names
+VAE_ATTENTION = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
+
+
+def write_ldm_checkpoint(diffusers_dir: Path, out: Path) -> None:
+    """Write the UNet, VAE and text encoder of ``diffusers_dir`` to ``out`` with original SD key names."""
+    diffusers_dir = Path(diffusers_dir)
+    checkpoint: dict[str, torch.Tensor] = {}
+
+    unet = load_file(diffusers_dir / "unet" / "diffusion_pytorch_model.safetensors")
+    names = _unet_names(_config(diffusers_dir / "unet"))
+    for key, tensor in unet.items():
+        checkpoint["model.diffusion_model." + _rename(key, names)] = tensor
+
+    vae = load_file(diffusers_dir / "vae" / "diffusion_pytorch_model.safetensors")
+    names = _vae_names(_config(diffusers_dir / "vae"))
+    for key, tensor in vae.items():
+        ldm_key = _rename(key, names)
+        if ".mid.attn_1." in ldm_key and ldm_key.endswith(".weight") and tensor.ndim == 2:
+            tensor = tensor[:, :, None, None]  # LDM's VAE attention uses 1x1 convs, diffusers Linears
+        checkpoint["first_stage_model." + ldm_key] = tensor
+
+    # diffusers finds SD1's CLIP by "cond_stage_model.transformer.text_model.embeddings..." and strips
+    # "text_model." again for transformers' flattened CLIPTextModel (>= 5.6), which saves no such prefix.
+    text_encoder = load_file(diffusers_dir / "text_encoder" / "model.safetensors")
+    for key, tensor in text_encoder.items():
+        key = key if key.startswith("text_model.") else "text_model." + key
+        checkpoint["cond_stage_model.transformer." + key] = tensor
+
+    save_file({key: tensor.contiguous() for key, tensor in checkpoint.items()}, str(out))
+
+
+def _config(folder: Path) -> dict:
+    return json.loads((folder / "config.json").read_text())
+
+
+def _add(names: dict[str, str], diffusers: str, ldm: str, children: dict[str, str] | None = None) -> None:
+    names[diffusers] = ldm
+    for old, new in (children or {}).items():
+        names[f"{diffusers}.{old}"] = f"{ldm}.{new}"
+
+
+def _rename(key: str, names: dict[str, str]) -> str:
+    """The LDM name of a diffusers key: its longest prefix found in ``names``, renamed."""
+    parts = key.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        head = ".".join(parts[:cut])
+        if head in names:
+            return ".".join([names[head], *parts[cut:]])
+    raise KeyError(f"no LDM name for {key!r}")
+
+
+def _unet_names(config: dict) -> dict[str, str]:
+    per_block = config["layers_per_block"]
+    if not isinstance(per_block, int):
+        raise ValueError("only one layers_per_block for all blocks is supported")
+    names: dict[str, str] = {}
+    for diffusers, ldm in [("time_embedding.linear_1", "time_embed.0"), ("time_embedding.linear_2", "time_embed.2"),
+                           ("conv_in", "input_blocks.0.0"), ("conv_norm_out", "out.0"), ("conv_out", "out.2")]:
+        _add(names, diffusers, ldm)
+    _add(names, "mid_block.resnets.0", "middle_block.0", UNET_RESNET)
+    _add(names, "mid_block.attentions.0", "middle_block.1")
+    _add(names, "mid_block.resnets.1", "middle_block.2", UNET_RESNET)
+    # input_blocks.0 is conv_in; then each down block has per_block (resnet, attention) layers and,
+    # but for the last, one downsampler. Each up block has per_block + 1 layers, the upsampler
+    # riding along in its last one: after the attention if there is one, else after the resnet.
+    for block, up_type in enumerate(config["up_block_types"]):
+        first_in, first_out = 1 + block * (per_block + 1), block * (per_block + 1)
+        for layer in range(per_block):
+            _add(names, f"down_blocks.{block}.resnets.{layer}", f"input_blocks.{first_in + layer}.0", UNET_RESNET)
+            _add(names, f"down_blocks.{block}.attentions.{layer}", f"input_blocks.{first_in + layer}.1")
+        _add(names, f"down_blocks.{block}.downsamplers.0.conv", f"input_blocks.{first_in + per_block}.0.op")
+        for layer in range(per_block + 1):
+            _add(names, f"up_blocks.{block}.resnets.{layer}", f"output_blocks.{first_out + layer}.0", UNET_RESNET)
+            _add(names, f"up_blocks.{block}.attentions.{layer}", f"output_blocks.{first_out + layer}.1")
+        upsampler = 2 if "CrossAttn" in up_type else 1
+        _add(names, f"up_blocks.{block}.upsamplers.0.conv", f"output_blocks.{first_out + per_block}.{upsampler}.conv")
+    return names
+
+
+def _vae_names(config: dict) -> dict[str, str]:
+    names: dict[str, str] = {}
+    for part in ("quant_conv", "post_quant_conv", "encoder.conv_in", "encoder.conv_out",
+                 "decoder.conv_in", "decoder.conv_out"):
+        _add(names, part, part)
+    blocks, per_block = len(config["down_block_types"]), config["layers_per_block"]
+    for side in ("encoder", "decoder"):
+        _add(names, f"{side}.conv_norm_out", f"{side}.norm_out")
+        _add(names, f"{side}.mid_block.resnets.0", f"{side}.mid.block_1", VAE_RESNET)
+        _add(names, f"{side}.mid_block.resnets.1", f"{side}.mid.block_2", VAE_RESNET)
+        _add(names, f"{side}.mid_block.attentions.0", f"{side}.mid.attn_1", VAE_ATTENTION)
+    for block in range(blocks):
+        for layer in range(per_block):
+            _add(names, f"encoder.down_blocks.{block}.resnets.{layer}", f"encoder.down.{block}.block.{layer}",
+                 VAE_RESNET)
+        _add(names, f"encoder.down_blocks.{block}.downsamplers.0.conv", f"encoder.down.{block}.downsample.conv")
+        # The decoder's up blocks run in the opposite order: diffusers' up_blocks.0 is LDM's up.{last}.
+        up = blocks - 1 - block
+        for layer in range(per_block + 1):
+            _add(names, f"decoder.up_blocks.{block}.resnets.{layer}", f"decoder.up.{up}.block.{layer}", VAE_RESNET)
+        _add(names, f"decoder.up_blocks.{block}.upsamplers.0.conv", f"decoder.up.{up}.upsample.conv")
+    return names
