@@ -24,11 +24,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-id", help="id for this run (default: a new random one)")
     parser.add_argument("--resume", metavar="STATE_DIR", help="continue from a saved state folder (overrides training.resume_from)")
     parser.add_argument("--control", metavar="FIFO", help="read control commands (stop, save, pause, resume) from this FIFO")
+    parser.add_argument("--summary", metavar="JSON", help="keep a snapshot of the run's summary here (when stdout is a file)")
     args = parser.parse_args(argv)
 
     from engine.events import claim_stdout
 
     events = claim_stdout()
+    _keep_summary_snapshots(events, args.summary)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from engine.train import StopFlag
 
@@ -70,6 +72,15 @@ def main(argv: list[str] | None = None) -> int:
                     hint="this is a bug in loratui; the traceback is in the engine log (stderr)")
         events.emit("failed", step=step, message=message)
         return EXIT_BUG
+
+
+def _keep_summary_snapshots(events, path: str | None) -> None:
+    from engine.events import events_fd
+    from loratui.jobs.snapshot import SnapshotWriter
+
+    fd = events_fd(events)
+    if path and fd is not None:
+        events.after_emit = SnapshotWriter(Path(path), fd).observe
 
 
 if __name__ == "__main__":

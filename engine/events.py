@@ -30,6 +30,8 @@ class EventWriter:
         self._lock = threading.Lock()
         self.broken: OSError | None = None
         self.on_broken: Callable[[], None] | None = None
+        # Called with each event once it is flushed (the summary snapshot keeps its offset exact).
+        self.after_emit: Callable[[dict[str, Any]], None] | None = None
 
     def emit(self, event_type: str, **fields: Any) -> dict[str, Any]:
         event = make_event(event_type, **fields)
@@ -45,7 +47,25 @@ class EventWriter:
                 logging.getLogger("engine.events").error("cannot write events any more (%s): stopping the run", exc)
                 if self.on_broken is not None:
                     self.on_broken()
+                return event
+            if self.after_emit is not None:
+                try:
+                    self.after_emit(event)
+                except Exception:  # noqa: BLE001 - a helper's failure must never stop training
+                    logging.getLogger("engine.events").exception("event observer failed; it is switched off")
+                    self.after_emit = None
         return event
+
+
+def events_fd(writer: EventWriter) -> int | None:
+    """The file descriptor events go to, when it is a regular file (not a pipe or a terminal)."""
+    import stat
+
+    try:
+        fd = writer._stream.fileno()
+        return fd if stat.S_ISREG(os.fstat(fd).st_mode) else None
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 def claim_stdout() -> EventWriter:

@@ -42,7 +42,8 @@ def ensure_tiny_model() -> Path:
     # half-written model under the final name.
     staging = Path(tempfile.mkdtemp(prefix=".tiny-sd-", dir=target.parent))
     try:
-        _build_into(staging)
+        with torch.random.fork_rng(devices=[]):  # building draws random weights: leave the caller's RNG as it was
+            _build_into(staging)
         try:
             os.replace(staging, target)
         except OSError:

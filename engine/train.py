@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from engine import data as data_mod
 from engine.control import ControlChannel
+from engine.spill_watch import SpillWatch
 from engine.events import EventWriter
 from engine.kohya_format import SAVE_DTYPES, TEXT_ENCODER_PREFIX, UNET_PREFIX, save_lora_file, to_kohya_tensors
 from engine.lora import (TEXT_ENCODER_BLOCKS, UNET_ATTENTION_BLOCKS, UNET_CONV_BLOCKS, LoraTarget, attach_lora,
@@ -82,6 +83,11 @@ class Trainer:
         self._prepare_accelerator()
         self._status("loading_model", f"loading {self.cfg.model.path}")
         self.model = self._load_model()
+        # Seed again after loading: building or loading a model may draw random numbers (the
+        # built-in one does, the first time), and the same seed must give the same LoRA anyway.
+        from accelerate.utils import set_seed
+
+        set_seed(self.cfg.training.seed)
         self._add_lora()
         self._make_optimizer()
         self.progress = self._fresh_or_resumed_progress()
@@ -311,15 +317,23 @@ class Trainer:
 
     # --------------------------------------------------------------- the loop
     def _train(self) -> None:
-        cfg, progress, schedule = self.cfg, self.progress, self.schedule
-        accumulation = cfg.training.gradient_accumulation_steps
-        batch_size = cfg.training.batch_size
+        progress = self.progress
         self.facts = RunFacts(new_session_id(), time.time(), self.model.name, self.optimizer_repr, self.train_text_encoder)
         self._emit_started()
         self._emit_memory()
         if progress.step == 0:
             self.events.emit("eval", step=0, epoch=0, loss=self._eval_loss())
         self._status("training", "training")
+        spill_watch = SpillWatch(self.events, self.device)
+        try:
+            self._loop(spill_watch)
+        finally:
+            spill_watch.close()
+
+    def _loop(self, spill_watch: SpillWatch) -> None:
+        cfg, progress, schedule = self.cfg, self.progress, self.schedule
+        accumulation = cfg.training.gradient_accumulation_steps
+        batch_size = cfg.training.batch_size
         params = lora_parameters(self.model.unet) + lora_parameters(self.model.text_encoder)
         last_tick = time.perf_counter()
 
@@ -364,6 +378,7 @@ class Trainer:
                                  samples_per_s=pending_samples / seconds if seconds > 0 else 0.0,
                                  elapsed_s=progress.elapsed_s)
                 pending_loss, pending_samples, pending_batches = 0.0, 0, 0
+                spill_watch.after_step(progress.step, seconds)
                 if progress.step % MEMORY_EVERY_STEPS == 0:
                     self._emit_memory()
                 if progress.step >= schedule.total_steps:

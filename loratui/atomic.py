@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 
 
-def write_bytes_atomic(path: Path, data: bytes, mode: int = 0o666) -> None:
-    """Readers see the old file or the new one, never a mix. ``mode`` is filtered by the umask."""
+def write_bytes_atomic(path: Path, data: bytes, mode: int = 0o666, durable: bool = True) -> None:
+    """Readers see the old file or the new one, never a mix. ``mode`` is filtered by the umask.
+    ``durable`` also makes it survive a power cut (fsync), which costs time on slow disks."""
     # Beside the target so that os.replace stays on one file system; O_EXCL and a random name so
     # that two writers never share a temp file.
     temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
@@ -19,17 +20,20 @@ def write_bytes_atomic(path: Path, data: bytes, mode: int = 0o666) -> None:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             handle.flush()
-            os.fsync(handle.fileno())
-        _fault_injection_pause()
+            if durable:
+                os.fsync(handle.fileno())
+        if durable:
+            _fault_injection_pause()
         os.replace(temp, path)
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 def _fault_injection_pause() -> None:
-    """Tests kill the engine in the middle of a save. Writing the tiny model's files takes
+    """Tests kill the engine in the middle of saving a checkpoint. Writing the tiny model's files takes
     milliseconds, so ``LORATUI_TEST_SAVE_DELAY_S`` holds each write between its temp file and the
     rename, long enough to aim a SIGKILL at. Unset in real use."""
     delay = os.environ.get("LORATUI_TEST_SAVE_DELAY_S")

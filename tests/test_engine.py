@@ -280,3 +280,47 @@ def test_folder_that_is_not_a_diffusers_model(project):
     with pytest.raises(UserError) as info:
         train_in_process(write_config(project, small_config(model={"path": "not-a-model"})))
     assert "not a diffusers model folder" in info.value.message and "unet/" in info.value.message
+
+
+@pytest.mark.slow
+def test_same_seed_same_losses_whether_the_builtin_model_was_just_built_or_loaded(project, tmp_path, monkeypatch):
+    """Building the tiny model draws random weights; the run that builds it must not differ."""
+    data = small_config()
+    data["training"]["max_train_steps"] = 3
+    config = write_config(project, data)
+    monkeypatch.setenv("LORATUI_CACHE_DIR", str(tmp_path / "fresh-cache"))
+    built, _ = train_in_process(config)
+    loaded, _ = train_in_process(config)
+    assert [s["loss"] for s in built.of("step")] == [s["loss"] for s in loaded.of("step")]
+
+
+def test_spill_watch_turns_slow_steps_on_a_full_gpu_into_one_warning_event():
+    """The engine's side of the spill-over warning: NVML says the GPU is full, steps slow down
+    tenfold, and a `vram_spill` warning event is written, once."""
+    from engine.events import EventWriter
+    from engine.spill_watch import SpillWatch
+    from loratui.gpu import GpuDevice, GpuSnapshot
+    from tests.conftest import Recorder
+
+    class FullGpu:
+        def read(self):
+            device = GpuDevice(index=0, name="NVIDIA GeForce RTX 4090", uuid="GPU-1", memory_total=24 * 2**30,
+                               memory_used=int(23.6 * 2**30), memory_free=int(0.4 * 2**30), utilization_gpu=100,
+                               temperature_c=70, power_w=300.0, power_limit_w=450.0, processes=[])
+            return GpuSnapshot(available=True, reason=None, driver_version="550.54", devices=[device], taken_at=0.0)
+
+        def close(self):
+            pass
+
+    recorder = Recorder()
+    watch = SpillWatch(EventWriter(recorder), torch.device("cpu"))
+    watch.telemetry, watch.nvml_index = FullGpu(), 0
+    for step in range(1, 41):
+        watch.after_step(step, 1.2)
+    assert recorder.of("warning") == []  # a full GPU at a steady pace is fine
+    for step in range(41, 61):
+        watch.after_step(step, 14.0)
+    (warning,) = recorder.of("warning")
+    assert warning["code"] == "vram_spill"
+    assert "14" in warning["message"] and "1.2" in warning["message"]
+    assert "training.batch_size" in warning["hint"] and "gradient_checkpointing = true" in warning["hint"]

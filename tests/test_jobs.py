@@ -237,6 +237,14 @@ def test_detached_job_survives_sighup_and_obeys_pause_save_resume_stop(project):
 
     summary, _ = rebuild(record.events_path)
     assert summary.state == "stopped" and summary.paused_total_s >= 1.5 and summary.step == events[-1]["step"]
+    # The engine kept a snapshot of that summary up to its last event: re-attaching reads no events.
+    from loratui.jobs.snapshot import read_snapshot
+
+    snapshot, offset = read_snapshot(record.events_path)
+    assert offset == record.events_path.stat().st_size and snapshot.state == "stopped"
+    full, _ = rebuild(record.events_path, use_snapshot=False)
+    assert (snapshot.step, snapshot.loss_min, snapshot.history.count, len(snapshot.checkpoints)) == \
+           (full.step, full.loss_min, full.history.count, len(full.checkpoints))
 
 
 @pytest.mark.slow
@@ -302,3 +310,11 @@ def test_engine_whose_events_cannot_be_written_saves_and_stops(project):
     assert "cannot write events" in result.stderr
     states = list((project / "model").glob("test_lora-step*-state"))
     assert len(states) == 1 and (states[0] / "progress.json").is_file()  # nothing lost: resumable
+
+
+def test_gpu_command_says_plainly_when_there_is_no_nvidia_gpu():
+    if Path("/proc/driver/nvidia").exists():
+        pytest.skip("this machine has an NVIDIA driver")
+    result = loratui("gpu")
+    assert result.returncode == 0 and "Traceback" not in result.stderr
+    assert result.stdout.lower().startswith("no nvidia gpu")

@@ -5,6 +5,7 @@ Each launch gets a run folder under the project's log dir (``log/<name>-YYYYmmdd
 - ``events.jsonl``: the engine's stdout (JSON lines, appended);
 - ``engine.log``: its stderr (human logs, tracebacks);
 - ``control``: a FIFO, mode 0600, on which the engine reads commands (:mod:`loratui.jobs.control`);
+- ``summary.json``: the engine's snapshot of the run's summary, for a fast re-attach;
 - ``job.json``: the job record (pid, process start time, boot id, host, config), also copied to
   the per-user registry.
 
@@ -26,6 +27,7 @@ from loratui.config import RunConfig
 from loratui.errors import UserError
 from loratui.jobs import registry
 from loratui.jobs.process import boot_id, host_name, start_time
+from loratui.jobs.snapshot import SNAPSHOT_FILE
 from loratui.jobs.record import CONTROL_FILE, EVENTS_FILE, LOG_FILE, RECORD_FILE, JobRecord, write_record
 
 
@@ -72,7 +74,7 @@ def start_job(config_path: Path, cfg: RunConfig, resume: str | None = None) -> J
     folder = new_run_folder(cfg)
     control = folder / CONTROL_FILE
     command = [sys.executable, "-m", "engine", str(config_path.resolve()), "--run-id", folder.name,
-               "--control", str(control)]
+               "--control", str(control), "--summary", str(folder / SNAPSHOT_FILE)]
     if resume:
         command += ["--resume", resume]
     env = dict(os.environ, PYTHONUNBUFFERED="1")

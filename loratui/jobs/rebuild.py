@@ -16,6 +16,8 @@ the loss of each step matters for the history (the latest ones are read in full 
   memory and ETA timings come from fully decoded events.
 
 The result is the state that ``RunSummary.apply`` on every event would give (a test checks it).
+All of this is the fallback: a run started by loratui keeps a snapshot of its summary beside its
+events (:mod:`loratui.jobs.snapshot`), and then only the events written after it are folded.
 """
 
 from __future__ import annotations
@@ -37,16 +39,23 @@ STEP_LOSS = re.compile(rb'"type":"step","t":[^,]+,"step":\d+,"epoch":\d+,"loss":
 FIRST_STEP = re.compile(rb'"type":"step","t":[^,]+,"step":(\d+),')
 
 
-def rebuild(path: Path, summary: RunSummary | None = None) -> tuple[RunSummary, int]:
-    """Fold every complete line of ``path``; return the summary and the offset to follow from."""
+def rebuild(path: Path, summary: RunSummary | None = None, use_snapshot: bool = True) -> tuple[RunSummary, int]:
+    """Fold every complete line of ``path`` (after the snapshot's offset, when there is a usable
+    snapshot); return the summary and the offset to follow from."""
+    offset = 0
+    if summary is None and use_snapshot:
+        from loratui.jobs.snapshot import read_snapshot
+
+        snapshot = read_snapshot(path)
+        if snapshot is not None:
+            summary, offset = snapshot
     summary = summary or RunSummary()
     try:
         size = os.path.getsize(path)
     except OSError:
         return summary, 0
     with open(path, "rb") as handle:
-        start_of_tail = _line_start_before(handle, max(0, size - TAIL_BYTES))
-        offset = 0
+        start_of_tail = max(offset, _line_start_before(handle, max(0, size - TAIL_BYTES)))
         while offset < start_of_tail:
             handle.seek(offset)
             chunk = handle.read(min(CHUNK_BYTES, start_of_tail - offset))
