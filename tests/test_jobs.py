@@ -153,7 +153,7 @@ def test_finding_a_job_by_id_prefix_or_the_only_running_one(tmp_path):
         registry.find_job("ohwx")
     with pytest.raises(UserError, match="no job with an id starting 'nope'"):
         registry.find_job("nope")
-    with pytest.raises(UserError, match="no job is running"):
+    with pytest.raises(UserError, match=r"no job is running \(the latest, style-20261122-101500, has finished\)"):
         registry.find_job(None)
     assert registry.find_job(None, running_only_default=False).job_id == "style-20261122-101500"  # the newest
 

@@ -55,10 +55,13 @@ def find_job(query: str | None, running_only_default: bool = True) -> JobRecord:
             return active[0]
         if not active and not running_only_default:
             return records[-1]
-        listing = ", ".join(record.job_id for record in (active or records[-5:]))
-        what = "jobs are running" if active else "job is running"
-        raise UserError(f"{len(active) or 'no'} {what}; say which one ({listing})", "JOB",
-                        "give the job id or a unique prefix of it; `loratui jobs` lists them")
+        if not active:
+            latest = records[-1]
+            raise UserError(f"no job is running (the latest, {latest.job_id}, has {job_status(latest).state})", "JOB",
+                            "`loratui jobs` lists every job; start one with: loratui train CONFIG --detach")
+        listing = ", ".join(record.job_id for record in active)
+        raise UserError(f"{len(active)} jobs are running; say which one ({listing})", "JOB",
+                        "give the job id or a unique prefix of it")
     exact = [record for record in records if record.job_id == query]
     if exact:
         return exact[0]
