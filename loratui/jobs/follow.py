@@ -33,15 +33,22 @@ class EventFileReader:
         self.offset += len(chunk)
         data = self._partial + chunk
         *lines, self._partial = data.split(b"\n")
-        events = []
-        for line in lines:
-            if not line.strip():
-                continue
-            try:
-                events.append(decode(line.decode("utf-8")))
-            except (ProtocolError, UnicodeDecodeError):
-                self.bad_lines += 1
+        events, bad = decode_lines(lines)
+        self.bad_lines += bad
         return events
+
+
+def decode_lines(lines: list[bytes]) -> tuple[list[dict], int]:
+    """The valid events among complete lines (blank ones skipped), and how many were not."""
+    events, bad = [], 0
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            events.append(decode(line.decode("utf-8")))
+        except (ProtocolError, UnicodeDecodeError):
+            bad += 1
+    return events, bad
 
 
 def follow(path: Path, is_alive: Callable[[], bool], poll_s: float = 0.1, offset: int = 0) -> Iterator[dict]:

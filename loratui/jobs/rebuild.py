@@ -26,8 +26,8 @@ import os
 import re
 from pathlib import Path
 
+from loratui.jobs.follow import decode_lines
 from loratui.jobs.summary import RunSummary
-from loratui.protocol import ProtocolError, decode
 
 CHUNK_BYTES = 16 * 1024 * 1024
 TAIL_BYTES = 256 * 1024
@@ -125,9 +125,5 @@ def _apply_line(summary: RunSummary, line: bytes) -> None:
 
 
 def _decode(line: bytes) -> dict | None:
-    if not line.strip():
-        return None
-    try:
-        return decode(line.decode("utf-8"))
-    except (ProtocolError, UnicodeDecodeError):
-        return None
+    events, _ = decode_lines([line])
+    return events[0] if events else None

@@ -18,9 +18,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from loratui.jobs.process import host_name, boot_id, is_running
+from loratui.jobs.follow import decode_lines
+from loratui.jobs.process import boot_id, host_name, is_running
 from loratui.jobs.record import JobRecord
-from loratui.protocol import FINAL_EVENTS, ProtocolError, decode
+from loratui.protocol import FINAL_EVENTS
 
 STATES = ("running", "paused", "finished", "stopped", "failed", "lost")
 ACTIVE_STATES = frozenset({"running", "paused"})
@@ -80,18 +81,6 @@ def job_status(record: JobRecord) -> JobStatus:
     return status
 
 
-def _decode_lines(lines: list[bytes]) -> list[dict]:
-    events = []
-    for line in lines:
-        if not line.strip():
-            continue
-        try:
-            events.append(decode(line.decode("utf-8")))
-        except (ProtocolError, UnicodeDecodeError):
-            continue
-    return events
-
-
 def _head_events(path: Path) -> list[dict]:
     lines = []
     try:
@@ -105,7 +94,7 @@ def _head_events(path: Path) -> list[dict]:
                     break
     except OSError:
         return []
-    return _decode_lines(lines)
+    return decode_lines(lines)[0]
 
 
 def _tail_events(path: Path) -> list[dict]:
@@ -121,4 +110,4 @@ def _tail_events(path: Path) -> list[dict]:
     lines = data.split(b"\n")
     if start > 0:
         lines = lines[1:]  # the first piece is the end of a line that began before the window
-    return _decode_lines(lines[:-1])  # the last piece has no newline yet
+    return decode_lines(lines[:-1])[0]  # the last piece has no newline yet
