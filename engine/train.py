@@ -20,7 +20,6 @@ import torch.nn.functional as F
 
 from engine import data as data_mod
 from engine.control import ControlChannel
-from engine.spill_watch import SpillWatch
 from engine.events import EventWriter
 from engine.kohya_format import SAVE_DTYPES, TEXT_ENCODER_PREFIX, UNET_PREFIX, save_lora_file, to_kohya_tensors
 from engine.lora import (TEXT_ENCODER_BLOCKS, UNET_ATTENTION_BLOCKS, UNET_CONV_BLOCKS, LoraTarget, attach_lora,
@@ -28,6 +27,7 @@ from engine.lora import (TEXT_ENCODER_BLOCKS, UNET_ATTENTION_BLOCKS, UNET_CONV_B
 from engine.metadata import RunFacts, build_metadata, new_session_id
 from engine.model_loading import BaseModel, load_base_model
 from engine.optim import current_lrs, make_optimizer, make_scheduler
+from engine.spill_watch import SpillWatch
 from engine.state import Progress, load_training_state, read_progress, save_state
 from loratui.check import CheckResult, check_run
 from loratui.config import RunConfig, config_to_dict, parse_optimizer_args
