@@ -1,0 +1,218 @@
+"""The Dataset step's live view: what the image folder holds (scanned in a worker thread), and the
+step calculator: images x repeats x epochs / batch = steps, and the repeats that reach a target."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.table import Table
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical
+from textual.content import Content
+from textual.message import Message
+from textual.widgets import Input, Label, Static
+from textual.worker import get_current_worker
+
+from loratui.config import RunConfig, resolve_schedule
+from loratui.dataset import DatasetReport, parse_concept_folder, repeats_for_target, scan_dataset
+from loratui.errors import Problem
+from loratui.tui.widgets import SteadyInput
+from loratui.tui.wizard.field_row import SEVERITY_ORDER, FieldRow, problem_text
+from loratui.tui.wizard.fields import FIELDS
+
+# Changing any of these changes what the scan finds.
+SCAN_FIELDS = frozenset({
+    "dataset.image_dir", "dataset.reg_dir", "dataset.caption_extension", "dataset.resolution",
+    "dataset.enable_buckets", "dataset.min_bucket_reso", "dataset.max_bucket_reso", "dataset.bucket_reso_steps",
+})
+
+
+def shown_path(path: Path, base_dir: Path) -> str:
+    """A path relative to the project folder when it is inside it: short, and the same on every machine."""
+    try:
+        return str(path.relative_to(base_dir)) or "."
+    except ValueError:
+        return str(path)
+
+
+def shown_problem(problem: Problem, base_dir: Path) -> Problem:
+    where = problem.where
+    if where.startswith("/"):
+        where = shown_path(Path(where), base_dir)
+    message = problem.message.replace(str(base_dir) + "/", "")
+    fix = problem.fix.replace(str(base_dir) + "/", "")
+    return Problem(where, message, fix, problem.severity)
+
+
+class DatasetPanel(Vertical):
+    """Scan results and the step calculator. The screen feeds it the config; it scans on request."""
+
+    class ScanFinished(Message):
+        def __init__(self, report: DatasetReport) -> None:
+            super().__init__()
+            self.report = report
+
+    def __init__(self, cfg: RunConfig) -> None:
+        super().__init__(id="dataset-panel")
+        self.cfg = cfg
+        self.report: DatasetReport | None = None
+        self.scanning = False
+
+    def compose(self) -> ComposeResult:
+        yield Static("Dataset scan", classes="panel-title")
+        yield Static("", id="scan-summary")
+        yield Static("", id="scan-problems")
+        yield Static("Step calculator", classes="panel-title")
+        yield Static("", id="calc-formula")
+        base = self.cfg.base_dir
+        yield FieldRow(FIELDS["training.epochs"], self.cfg.training.epochs, base, id_prefix="calc", compact_help=True)
+        yield FieldRow(FIELDS["training.batch_size"], self.cfg.training.batch_size, base, id_prefix="calc", compact_help=True)
+        with Horizontal(classes="field-line"):
+            yield Label("Target steps", classes="field-label")
+            yield SteadyInput(placeholder="e.g. 3000 (the guides use 3000-5000)", type="integer", compact=True,
+                        id="calc-target", select_on_focus=False)
+        yield Static("", id="calc-repeats")
+
+    # -- scanning ------------------------------------------------------------------------------
+
+    def start_scan(self, cfg: RunConfig) -> None:
+        self.cfg = cfg
+        data = cfg.dataset
+        summary = self.query_one("#scan-summary", Static)
+        if not data.image_dir.strip():
+            self.report = None
+            summary.update("Set the image folder above to scan it.")
+            self.query_one("#scan-problems", Static).update("")
+            self.update_calculator(cfg)
+            return
+        image_dir = cfg.resolve(data.image_dir)
+        reg_dir = cfg.resolve(data.reg_dir) if data.reg_dir.strip() else None
+        self.scanning = True
+        summary.update(f"Scanning {shown_path(image_dir, cfg.base_dir)} ...")
+        settings = dict(
+            caption_extension=data.caption_extension, resolution=data.resolution, enable_buckets=data.enable_buckets,
+            min_bucket_reso=data.min_bucket_reso, max_bucket_reso=data.max_bucket_reso,
+            bucket_reso_steps=data.bucket_reso_steps,
+        )
+        self.run_worker(lambda: self._scan(image_dir, reg_dir, settings), thread=True, exclusive=True,
+                        group="dataset-scan", name="dataset scan")
+
+    def _scan(self, image_dir: Path, reg_dir: Path | None, settings: dict) -> None:
+        """Runs in a worker thread: reading thousands of image headers takes seconds."""
+        report = scan_dataset(image_dir, reg_dir, **settings)
+        if not get_current_worker().is_cancelled:
+            self.post_message(self.ScanFinished(report))
+
+    @on(ScanFinished)
+    def _scan_finished(self, message: ScanFinished) -> None:
+        self.scanning = False
+        self.report = message.report
+        self._show_report()
+        self.update_calculator(self.cfg)
+
+    def _show_report(self) -> None:
+        report, base = self.report, self.cfg.base_dir
+        assert report is not None
+        concepts = (*report.concepts, *report.reg_concepts)
+        if concepts:
+            table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold", expand=False)
+            for column, justify in (("Folder", "left"), ("Images", "right"), ("Repeats", "right"),
+                                    ("Per epoch", "right"), ("Captions", "right"), ("Small", "right")):
+                table.add_column(column, justify=justify, no_wrap=column != "Folder", overflow="fold")
+            for concept in concepts:
+                count = len(concept.images)
+                captions = count - len(concept.missing_captions) - len(concept.empty_captions)
+                label = ("reg " if concept.is_reg else "") + concept.folder.name
+                table.add_row(label, str(count), str(concept.repeats), str(count * concept.repeats),
+                              f"{captions}/{count}", str(len(concept.small_images)))
+            self.query_one("#scan-summary", Static).update(table)
+        else:
+            self.query_one("#scan-summary", Static).update(
+                f"No concept folders in {shown_path(report.image_dir, base)}: put your images in "
+                f"{shown_path(report.image_dir, base)}/<repeats>_<token class>/, e.g. 15_ohwx woman/."
+            )
+        problems = sorted(report.problems, key=lambda p: SEVERITY_ORDER.get(p.severity, 3))
+        box = self.query_one("#scan-problems", Static)
+        if problems:
+            text = Content("\n").join(problem_text(shown_problem(p, base), with_where=True) for p in problems)
+            box.update(text)
+            box.set_class(any(p.severity == "error" for p in problems), "-error")
+        else:
+            box.update(Content.styled("✓ no problems found in the images and captions", "$success"))
+            box.set_class(False, "-error")
+
+    # -- the calculator ------------------------------------------------------------------------
+
+    def sync_field(self, name: str, value: object) -> None:
+        for row in self.query(FieldRow):
+            if row.spec.name == name:
+                row.set_value(value)
+
+    def update_calculator(self, cfg: RunConfig) -> None:
+        self.cfg = cfg
+        formula = self.query_one("#calc-formula", Static)
+        repeats_box = self.query_one("#calc-repeats", Static)
+        report = self.report
+        if report is None or report.num_images == 0:
+            formula.update("steps = images x repeats x epochs / batch size: the numbers appear once images are found.")
+            repeats_box.update("")
+            return
+        training = cfg.training
+        batch, epochs = training.batch_size, training.epochs
+        items = report.num_train_items
+        reg = report.num_reg_items
+        per_epoch = report.num_items_per_epoch
+        parts = [" + ".join(f"{len(c.images)} x {c.repeats}" for c in report.concepts if c.images)]
+        lines = [f"images x repeats: {parts[0]} = {items} per epoch"
+                 + (f", + {reg} regularisation = {per_epoch}" if reg else "")]
+        if batch >= 1 and training.gradient_accumulation_steps >= 1 and (epochs >= 1 or training.max_train_steps > 0):
+            batches = report.steps_per_epoch(batch)
+            schedule = resolve_schedule(cfg, batches)
+            rounding = "" if batches == -(-per_epoch // batch) else " (rounded up in each aspect bucket)"
+            accumulation = (f" / accumulation {training.gradient_accumulation_steps}"
+                            if training.gradient_accumulation_steps > 1 else "")
+            lines.append(f"/ batch {batch}{accumulation} = {schedule.steps_per_epoch} steps per epoch{rounding}")
+            if schedule.note:
+                lines.append(f"x {schedule.epochs} epochs: {schedule.note}")
+            else:
+                lines.append(f"x {epochs} epochs = {schedule.total_steps} steps in total")
+        else:
+            lines.append("set a batch size and epochs of 1 or more to see the steps")
+        formula.update("\n".join(lines))
+        repeats_box.update(self._repeats_text(report, batch, epochs))
+
+    def _repeats_text(self, report: DatasetReport, batch: int, epochs: int) -> str:
+        raw = self.query_one("#calc-target", Input).value.strip()
+        if not raw:
+            return "Type a target step count to get the repeats that reach it."
+        try:
+            target = int(raw)
+        except ValueError:
+            return f"{raw!r} is not a whole number; type a step count such as 3000."
+        if target < 1 or batch < 1 or epochs < 1:
+            return "The target, the batch size and the epochs must be 1 or more."
+        # Regularisation images double the items of every epoch (kohya's reg factor).
+        factor = 2 if report.num_reg_images else 1
+        repeats = repeats_for_target(target, report.num_images * factor, epochs, batch)
+        reached = -(-report.num_images * repeats * factor // batch) * epochs
+        renames = []
+        for concept in report.concepts:
+            parsed = parse_concept_folder(concept.folder.name)
+            if parsed and parsed[0] != repeats:
+                renames.append(f"{concept.folder.name} -> {repeats}_{parsed[1]}")
+        text = (f"{repeats} repeats per image reach about {reached} steps "
+                f"({report.num_images} images x {repeats}{' x 2 (reg)' if factor == 2 else ''} x {epochs} epochs / batch {batch}).")
+        if renames:
+            text += " Rename: " + "; ".join(renames)
+        if not 10 <= repeats <= 30:
+            text += " The guides keep repeats between 10 and 30: adjust the epochs or the target."
+        return text
+
+    @on(Input.Changed, "#calc-target")
+    def _target_changed(self, event: Input.Changed) -> None:
+        event.stop()
+        if self.report is not None:
+            self.query_one("#calc-repeats", Static).update(
+                self._repeats_text(self.report, self.cfg.training.batch_size, self.cfg.training.epochs)
+            )

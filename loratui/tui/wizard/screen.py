@@ -1,0 +1,513 @@
+"""The setup wizard: Model, Dataset, Training, Network, Optimizer, Output, Review.
+
+Keys (also in the footer and the command palette): Tab / Shift+Tab move between fields,
+PageDown (or Ctrl+N) and PageUp (or Esc) move between steps, Ctrl+S saves the config at any step,
+Ctrl+O imports a kohya_ss config, Ctrl+L launches from any step (the Review step shows why it
+refuses). Every change is validated at once and the reason is shown under the field.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import defaultdict
+from pathlib import Path
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, VerticalScroll
+from textual.content import Content
+from textual.message import Message
+from textual.screen import Screen
+from textual.widget import Widget
+from textual.widgets import Button, ContentSwitcher, Footer, Header, Label, OptionList, Select, Static
+from textual.widgets._select import SelectOverlay
+from textual.worker import get_current_worker
+
+from loratui.check import check_output_dirs
+from loratui.config import (
+    RunConfig,
+    canonical_optimizer,
+    config_from_dict,
+    config_to_dict,
+    resolve_schedule,
+    save_config,
+    validate,
+)
+from loratui.errors import Problem, UserError
+from loratui.kohya_import import load_kohya_json
+from loratui.tui.kohya import ImportReportScreen, KohyaImportScreen
+from loratui.tui.kohya.screens import ImportChoice
+from loratui.tui.outcome import LaunchFn, WizardResult
+from loratui.tui.presets import PRESETS, PRESETS_BY_KEY, apply_preset
+from loratui.tui.wizard.dataset_panel import SCAN_FIELDS, DatasetPanel
+from loratui.tui.wizard.field_row import FieldRow
+from loratui.tui.wizard.fields import FIELDS, get_value, set_value
+from loratui.tui.wizard.review import ReviewPanel
+from loratui.tui.wizard.steps import STEP_IDS, STEPS, Step, step_of
+
+# The guides' settings per optimizer: (args, U-Net LR, text encoder LR).
+OPTIMIZER_ADVICE: dict[str, tuple[list[str], float, float]] = {
+    "AdamW8bit": ([], 1e-4, 5e-5),
+    "AdamW": ([], 1e-4, 5e-5),
+    "Adafactor": (["relative_step=True", "scale_parameter=True", "warmup_init=True"], 1.0, 1.0),
+    "DAdaptAdam": (["decouple=True", "weight_decay=0.01", "betas=0.9,0.999"], 1.0, 1.0),
+    "Prodigy": (["decouple=True", "weight_decay=0.01", "d_coef=2", "use_bias_correction=True",
+                 "safeguard_warmup=True"], 1.0, 1.0),
+}
+
+# Built with the screen: the first step, and the Dataset step whose scan starts at once.
+EAGER_STEPS = frozenset({"model", "dataset"})
+
+_SCAN_DELAY_S = 0.3  # wait for typing to pause before scanning the folder again
+
+
+class WizardScreen(Screen[None]):
+    """Edits one run config, step by step; the App owns the result and the quit decision."""
+
+    BINDINGS = [
+        Binding("ctrl+s", "save", "Save", priority=True),
+        Binding("pagedown,ctrl+n", "next_step", "Next", key_display="PgDn", priority=True),
+        Binding("pageup", "prev_step", "Back", key_display="PgUp/Esc", priority=True),
+        Binding("escape", "prev_step", "Back", show=False),
+        Binding("ctrl+o", "import_kohya", "Import", priority=True),
+        Binding("ctrl+l", "launch", "Launch", priority=True),
+    ]
+
+    class Saved(Message):
+        def __init__(self, path: Path) -> None:
+            super().__init__()
+            self.path = path
+
+    class LaunchFinished(Message):
+        def __init__(self, job_id: str | None, error: UserError | None) -> None:
+            super().__init__()
+            self.job_id = job_id
+            self.error = error
+
+    def __init__(self, cfg: RunConfig, config_path: Path, *, new_project: bool = False,
+                 on_launch: LaunchFn | None = None, kohya_json: Path | None = None) -> None:
+        super().__init__(id="wizard")
+        self.cfg = cfg
+        self.config_path = config_path
+        self.new_project = new_project
+        self.on_launch = on_launch
+        self.kohya_json = kohya_json
+        self.step_index = 0
+        self.dirty = new_project  # a new project's config does not exist until it is saved
+        self.parse_errors: dict[str, Problem] = {}
+        self.problems: list[Problem] = []
+        self._scan_timer = None
+        self._launching = False
+        self._built: set[str] = set(EAGER_STEPS)
+
+    # -- layout ------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Header(icon="")
+        yield Static("", id="step-bar")
+        with ContentSwitcher(initial=f"step-{STEPS[0].id}", id="steps"):
+            for step in STEPS:
+                with VerticalScroll(id=f"step-{step.id}", classes="step-pane"):
+                    if step.id in EAGER_STEPS:
+                        yield from self._step_widgets(step)
+        yield Footer()
+
+    def _step_widgets(self, step: Step) -> list[Widget]:
+        """What one step shows. Later steps are built on their first visit: a screen of ~400
+        widgets takes a noticeable second to start on a small server, one step a fraction."""
+        base = self.cfg.base_dir
+        widgets: list[Widget] = [Static(f"{step.title}: {step.intro}", classes="step-intro", markup=False)]
+        if step.id == "model":
+            presets = Select([(p.title, p.key) for p in PRESETS], prompt="Start from a preset (optional)",
+                             id="preset", compact=True)
+            widgets.append(Horizontal(Label("Preset", classes="field-label"), presets,
+                                      classes="field-line", id="preset-line"))
+            widgets.append(Static("Sets the guides' numbers for the kind of LoRA (rank 128 for faces, 64 for "
+                                  "styles), or the built-in tiny model for a one-minute test. Paths stay as they are.",
+                                  classes="field-help", id="preset-help", markup=False))
+        if step.id == "review":
+            widgets.append(ReviewPanel())
+        for spec in step.specs:
+            widgets.append(FieldRow(spec, get_value(self.cfg, spec.name), base))
+            if spec.name == step.panel_after and step.id == "dataset":
+                widgets.append(DatasetPanel(self.cfg))
+            if spec.name == "optimizer.name":
+                widgets.append(Static("", id="optimizer-advice", markup=False))
+                widgets.append(Button("", id="optimizer-apply", compact=True))
+        return widgets
+
+    async def _build_step(self, step: Step) -> None:
+        if step.id in self._built:
+            return
+        self._built.add(step.id)
+        await self.query_one(f"#step-{step.id}").mount_all(self._step_widgets(step))
+        self._revalidate()
+        if step.id == "optimizer":
+            self._update_optimizer_advice()
+
+    def on_mount(self) -> None:
+        self._update_titles()
+        self._revalidate()
+        self.query_one(DatasetPanel).start_scan(self.cfg)
+        self._focus_step()
+        if self.kohya_json is not None:
+            # After the first refresh: every field has mounted and shown its first value by then.
+            self.call_after_refresh(self._import_path, self.kohya_json)
+
+    # -- steps -------------------------------------------------------------------------------
+
+    @property
+    def step(self) -> Step:
+        return STEPS[self.step_index]
+
+    async def goto_step(self, step_id: str, focus: str | None = None) -> None:
+        await self._build_step(STEPS[STEP_IDS.index(step_id)])
+        self.step_index = STEP_IDS.index(step_id)
+        self.query_one("#steps", ContentSwitcher).current = f"step-{step_id}"
+        self._update_step_bar()
+        self._update_titles()
+        if step_id == "review":
+            review = self.query_one(ReviewPanel)
+            review.show_toml(self.cfg)
+            if not self._launching:
+                review.start_check(copy.deepcopy(self.cfg))
+        self._focus_step(focus)
+
+    def _focus_step(self, focus: str | None = None) -> None:
+        pane = self.query_one(f"#step-{self.step.id}")
+
+        def do_focus() -> None:
+            if self.step.id == "review" and not focus:
+                # The problems to fix when there are any (once the check has run), else Launch.
+                review = self.query_one(ReviewPanel)
+                problems = review.query_one("#review-problems", OptionList)
+                has_problems = review.result is not None and problems.display
+                (problems if has_problems else review.query_one("#review-launch")).focus(scroll_visible=False)
+                pane.scroll_home(animate=False)
+                return
+            if focus:
+                target = self.query_one(f"#{focus}")
+                target.focus(scroll_visible=False)
+                target.scroll_visible(animate=False, top=True)
+                return
+            # A step opens at its top, with the first field focused.
+            first: Widget | None = next((w for w in pane.query("*") if w.focusable), None)
+            if first is not None:
+                first.focus(scroll_visible=False)
+            pane.scroll_home(animate=False)
+
+        self.call_after_refresh(do_focus)
+
+    # The focused field's label is highlighted. A class on its one line restyles that line only;
+    # a :focus-within rule would restyle the whole screen on every focus change.
+
+    def on_descendant_focus(self, event) -> None:
+        parent = event.widget.parent
+        if parent is not None and parent.has_class("field-line"):
+            parent.add_class("-focused")
+
+    def on_descendant_blur(self, event) -> None:
+        parent = event.widget.parent
+        if parent is not None and parent.has_class("field-line"):
+            parent.remove_class("-focused")
+
+    async def action_next_step(self) -> None:
+        if self.step_index + 1 < len(STEPS):
+            await self.goto_step(STEPS[self.step_index + 1].id)
+        else:
+            self.notify("This is the last step: Ctrl+L launches, Ctrl+S saves.", timeout=4)
+
+    async def action_prev_step(self) -> None:
+        if self.step_index > 0:
+            await self.goto_step(STEPS[self.step_index - 1].id)
+        else:
+            self.notify("This is the first step. Ctrl+Q quits.", timeout=4)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # An open drop-down list keeps PageUp/PageDown for itself.
+        if action in ("next_step", "prev_step") and isinstance(self.focused, SelectOverlay):
+            return False
+        return True
+
+    def _update_step_bar(self) -> None:
+        errors_per_step: dict[str, int] = defaultdict(int)
+        for problem in self._all_field_problems():
+            step = step_of(problem.where)
+            if step is not None and problem.severity == "error":
+                errors_per_step[step.id] += 1
+        parts: list[Content | str] = []
+        for index, step in enumerate(STEPS):
+            label = f" {index + 1} {step.title}"
+            mark = " ✗" if errors_per_step.get(step.id) else ""
+            if index == self.step_index:
+                parts.append(Content.styled(f"{label}{mark} ", "reverse bold"))
+            else:
+                parts.append(Content.assemble(label, (mark, "$error bold"), " "))
+        self.query_one("#step-bar", Static).update(Content.assemble(*parts))
+
+    def _update_titles(self) -> None:
+        self.title = "loratui new" if self.new_project else "loratui edit"
+        name = f"{self.config_path.parent.name}/{self.config_path.name}"
+        self.sub_title = f"{name} (unsaved)" if self.dirty else name
+
+    # -- editing -----------------------------------------------------------------------------
+
+    @on(FieldRow.Edited)
+    def _field_edited(self, message: FieldRow.Edited) -> None:
+        message.stop()
+        name = message.field
+        if message.error is not None:
+            self.parse_errors[name] = message.error
+        else:
+            self.parse_errors.pop(name, None)
+            if get_value(self.cfg, name) != message.value:
+                set_value(self.cfg, name, message.value)
+                self._mark_dirty()
+            for row in self.query(FieldRow):
+                if row.spec.name == name and row is not message.row:
+                    row.set_value(message.value)
+        self._after_change({name})
+
+    def _after_change(self, names: set[str]) -> None:
+        self._revalidate()
+        if names & SCAN_FIELDS:
+            self._schedule_scan()
+        self.query_one(DatasetPanel).update_calculator(self.cfg)
+        if names & {"optimizer.name", "optimizer.args", "optimizer.unet_lr", "optimizer.text_encoder_lr"}:
+            self._update_optimizer_advice()
+
+    def _mark_dirty(self) -> None:
+        if not self.dirty:
+            self.dirty = True
+            self._update_titles()
+
+    def _schedule_scan(self) -> None:
+        if self._scan_timer is not None:
+            self._scan_timer.stop()
+        self._scan_timer = self.set_timer(_SCAN_DELAY_S, lambda: self.query_one(DatasetPanel).start_scan(self.cfg))
+
+    def _all_field_problems(self) -> list[Problem]:
+        typed = set(self.parse_errors)
+        # A field whose text does not parse shows that, not the stale value's problems.
+        return [*self.parse_errors.values(), *(p for p in self.problems if p.where not in typed)]
+
+    def _revalidate(self) -> None:
+        self.problems = [*validate(self.cfg), *check_output_dirs(self.cfg)]
+        by_field: dict[str, list[Problem]] = defaultdict(list)
+        for problem in self._all_field_problems():
+            by_field[problem.where].append(problem)
+        for row in self.query(FieldRow):
+            row.show_problems(by_field.get(row.spec.name, []))
+        self._update_step_bar()
+
+    def replace_config(self, cfg: RunConfig, changed_by: str) -> None:
+        """A preset or an import replaced many settings at once: show them all."""
+        old = config_to_dict(self.cfg)
+        self.cfg = cfg
+        self.parse_errors.clear()
+        for row in self.query(FieldRow):
+            row.set_value(get_value(cfg, row.spec.name))
+        new = config_to_dict(cfg)
+        changed = {f"{s}.{k}" for s in new for k in new[s] if old[s].get(k) != new[s][k]}
+        if changed:
+            self._mark_dirty()
+        self._after_change(changed | {"optimizer.name"})
+        if self.step.id == "review":
+            self.query_one(ReviewPanel).start_check(copy.deepcopy(self.cfg))
+        self.log.info(f"config replaced by {changed_by}: {sorted(changed)}")
+
+    @on(Select.Changed, "#preset")
+    def _preset_chosen(self, event: Select.Changed) -> None:
+        event.stop()
+        if event.value is Select.NULL:
+            return
+        preset = PRESETS_BY_KEY[str(event.value)]
+        self.replace_config(apply_preset(self.cfg, preset), f"preset {preset.key}")
+        self.notify(f"{preset.title}: {preset.description}", title="Preset applied", timeout=6)
+
+    # -- optimizer advice ----------------------------------------------------------------------
+
+    def _update_optimizer_advice(self) -> None:
+        if "optimizer" not in self._built:
+            return  # shown when the step is built
+        advice_box = self.query_one("#optimizer-advice", Static)
+        button = self.query_one("#optimizer-apply", Button)
+        name = canonical_optimizer(self.cfg.optimizer.name)
+        advice = OPTIMIZER_ADVICE.get(name or "")
+        opt = self.cfg.optimizer
+        if advice is None or (opt.args, opt.unet_lr, opt.text_encoder_lr) == advice:
+            advice_box.display = False
+            button.display = False
+            return
+        args, unet_lr, te_lr = advice
+        shown_args = " ".join(args) or "no extra arguments"
+        advice_box.update(f"The guides run {name} with {shown_args}, U-Net LR {unet_lr:g} and text encoder LR {te_lr:g}.")
+        button.label = f"Use these settings for {name}"
+        advice_box.display = True
+        button.display = True
+
+    @on(Button.Pressed, "#optimizer-apply")
+    def _apply_optimizer_advice(self, event: Button.Pressed) -> None:
+        event.stop()
+        name = canonical_optimizer(self.cfg.optimizer.name)
+        if name not in OPTIMIZER_ADVICE:
+            return
+        args, unet_lr, te_lr = OPTIMIZER_ADVICE[name]
+        data = config_to_dict(self.cfg)
+        data["optimizer"].update({"args": list(args), "unet_lr": unet_lr, "text_encoder_lr": te_lr})
+        self.replace_config(config_from_dict(data, self.cfg.base_dir), f"optimizer advice for {name}")
+        self.query_one("#f-optimizer-name").focus()
+
+    # -- saving ------------------------------------------------------------------------------
+
+    def _refuse_for_typing(self, what: str) -> bool:
+        """True (and tells the user) when a field holds text that is no value."""
+        if not self.parse_errors:
+            return False
+        name, problem = next(iter(self.parse_errors.items()))
+        step = step_of(name)
+        self.notify(f"{name}: {problem.message}. Fix: {problem.fix}", title=f"Not {what}", severity="error", timeout=8)
+        if step is not None:
+            self.call_later(self.goto_step, step.id, FIELDS[name].dom_id)
+        return True
+
+    def action_save(self) -> bool:
+        if self._refuse_for_typing("saved"):
+            return False
+        try:
+            self.config_path.parent.mkdir(parents=True, exist_ok=True)
+            save_config(self.cfg, self.config_path)
+        except (UserError, OSError) as err:
+            self.notify(str(err), title="Not saved", severity="error", timeout=10)
+            return False
+        self.dirty = False
+        self._update_titles()
+        errors = sum(p.severity == "error" for p in self._all_field_problems())
+        left = f"; {errors} error{'s' if errors != 1 else ''} left (see Review)" if errors else ""
+        self.notify(f"Saved {self.config_path.name}{left}", timeout=4)
+        self.post_message(self.Saved(self.config_path))
+        return True
+
+    # -- launching ---------------------------------------------------------------------------
+
+    async def action_launch(self) -> None:
+        if self._launching:
+            return
+        if self._refuse_for_typing("launched"):
+            return
+        self._launching = True
+        await self.goto_step("review")
+        self.query_one(ReviewPanel).start_check(copy.deepcopy(self.cfg), purpose="launch")
+
+    @on(ReviewPanel.CheckFinished)
+    def _check_finished(self, message: ReviewPanel.CheckFinished) -> None:
+        message.stop()
+        review = self.query_one(ReviewPanel)
+        review.show_result(message.result, list(self.parse_errors.values()))
+        problems = review.query_one("#review-problems", OptionList)
+        if message.purpose != "launch":
+            if problems.display and (self.focused is None or self.focused.id == "review-launch"):
+                problems.focus(scroll_visible=False)
+            return
+        errors = [p for p in message.result.problems if p.severity == "error"]
+        if errors or self.parse_errors:
+            self._launching = False
+            count = len(errors) + len(self.parse_errors)
+            self.notify(f"{count} error{'s' if count != 1 else ''} left: fix {'them' if count != 1 else 'it'} first. "
+                        "Enter on a problem goes to its field.",
+                        title="Launch refused", severity="error", timeout=8)
+            problems.focus(scroll_visible=False)
+            return
+        if not self.action_save():
+            self._launching = False
+            return
+        if self.on_launch is None:
+            self.app.exit(WizardResult(self.config_path, launch_requested=True))
+            return
+        self.notify("Starting the job ...", timeout=4)
+        self.run_worker(self._run_launch, thread=True, exclusive=True, group="launch", name="launch")
+
+    def _run_launch(self) -> None:
+        """Runs in a worker thread: starting a job may take a while (processes, SSH)."""
+        assert self.on_launch is not None
+        try:
+            job_id = self.on_launch(self.config_path)
+        except UserError as err:
+            if not get_current_worker().is_cancelled:
+                self.post_message(self.LaunchFinished(None, err))
+            return
+        self.post_message(self.LaunchFinished(job_id, None))
+
+    @on(LaunchFinished)
+    def _launch_finished(self, message: LaunchFinished) -> None:
+        self._launching = False
+        if message.error is not None:
+            self.notify(str(message.error), title="Launch failed", severity="error", timeout=12)
+            return
+        self.app.exit(WizardResult(self.config_path, launch_requested=True, job_id=message.job_id))
+
+    @on(ReviewPanel.ProblemChosen)
+    async def _problem_chosen(self, message: ReviewPanel.ProblemChosen) -> None:
+        message.stop()
+        where = message.problem.where
+        step = step_of(where)
+        if step is not None:
+            await self.goto_step(step.id, focus=FIELDS[where].dom_id)
+        else:
+            # A file or folder of the dataset: the Dataset step shows the scan.
+            await self.goto_step("dataset", focus=FIELDS["dataset.image_dir"].dom_id)
+
+    @on(Button.Pressed, "#review-save")
+    def _save_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.action_save()
+
+    @on(Button.Pressed, "#review-launch")
+    async def _launch_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        await self.action_launch()
+
+    # -- kohya import ------------------------------------------------------------------------
+
+    def action_import_kohya(self) -> None:
+        self.app.push_screen(KohyaImportScreen(self.cfg.base_dir), self._import_chosen)
+
+    def _import_path(self, path: Path) -> None:
+        try:
+            result = load_kohya_json(path)
+        except UserError as err:
+            self.notify(str(err), title="Import failed", severity="error", timeout=10)
+            return
+        self._import_chosen(ImportChoice(path, result))
+
+    def _import_chosen(self, choice: ImportChoice | None) -> None:
+        if choice is None:
+            return
+        result = choice.result
+        total = self._estimated_total_steps(result)
+        if total is not None:
+            # lr_warmup is a percentage of the run; the dataset scan tells how long the run is.
+            result = load_kohya_json(choice.path, total_steps=total)
+        data = config_to_dict(self.cfg)
+        for section, values in result.sections.items():
+            data[section].update(values)
+        try:
+            cfg = config_from_dict(data, self.cfg.base_dir)
+        except UserError as err:
+            self.notify(str(err), title="Import failed", severity="error", timeout=10)
+            return
+        self.replace_config(cfg, f"kohya import of {choice.path}")
+        self.app.push_screen(ImportReportScreen(result.report))
+
+    def _estimated_total_steps(self, result) -> int | None:
+        entry = result.report.entry("lr_warmup")
+        report = self.query_one(DatasetPanel).report
+        if entry is None or result.report.group_of("lr_warmup") != "unsupported" or report is None or not report.num_images:
+            return None
+        try:
+            imported = result.to_config(self.cfg.base_dir)
+            batch = max(1, imported.training.batch_size)
+            return resolve_schedule(imported, report.steps_per_epoch(batch)).total_steps
+        except (UserError, ValueError):
+            return None

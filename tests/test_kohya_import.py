@@ -1,0 +1,221 @@
+"""Importing kohya_ss GUI configs: every fixture in tests/fixtures/kohya/ (real files saved by the
+GUI) is imported, every key lands in exactly one group of the report, and the numbers carry over."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from loratui.config import config_to_dict, validate
+from loratui.errors import UserError
+from loratui.kohya_import import import_kohya, load_kohya_json
+
+FIXTURES = Path(__file__).parent / "fixtures" / "kohya"
+ALL_FIXTURES = sorted(FIXTURES.glob("*.json"))
+
+
+def _load(name: str):
+    return load_kohya_json(FIXTURES / name)
+
+
+def test_there_are_fixtures_to_test():
+    assert len(ALL_FIXTURES) >= 5
+
+
+@pytest.mark.parametrize("path", ALL_FIXTURES, ids=lambda p: p.stem)
+def test_every_key_of_every_fixture_is_reported_exactly_once(path: Path):
+    data = json.loads(path.read_text())
+    result = load_kohya_json(path)
+    keys = result.report.keys
+    assert sorted(keys) == sorted(data), "keys dropped or invented"
+    assert len(keys) == len(set(keys)), "a key is listed in two groups"
+    # The report text names every key (nothing is hidden from the user).
+    text = result.report.text()
+    for key in data:
+        assert f"{key} = " in text
+    # The sections build a RunConfig without a type error.
+    cfg = result.to_config(tmp_base := path.parent)
+    assert cfg.base_dir == tmp_base.absolute()
+
+
+def test_sd15_settings_carry_over_with_kohya_strings_converted():
+    result = _load("sd15 - EDG_LoraOptiSettings.json")
+    cfg = result.to_config()
+    assert (cfg.network.rank, cfg.network.alpha) == (64, 64.0)
+    assert cfg.training.batch_size == 3
+    assert cfg.training.seed == 1234  # "1234" in the file
+    assert cfg.optimizer.unet_lr == 1e-4  # "0.0001"
+    assert cfg.optimizer.text_encoder_lr == 5e-5  # "5e-05"
+    assert cfg.training.noise_offset == 0.05  # "0.05"
+    assert cfg.dataset.bucket_reso_steps == 64  # 64.0
+    assert cfg.dataset.enable_buckets is False
+    assert cfg.training.attention == "xformers"  # xformers: true (old GUI)
+    assert cfg.model.clip_skip == 2
+    assert cfg.optimizer.name == "AdamW8bit"
+    # "512,650" is not square: the same-area multiple of 64, with the reason in the report.
+    assert cfg.dataset.resolution == 576
+    assert "512x650 is not square" in result.report.entry("max_resolution").reason
+    # "" means "not set": loratui's defaults stay.
+    assert cfg.optimizer.scheduler_cycles == 1
+    assert result.report.entry("lr_scheduler_num_cycles").converted is None
+    # LoRA_type Standard does not train conv layers, so conv_dim = 1 has no effect.
+    assert cfg.network.conv_rank == 0
+    assert result.report.group_of("conv_dim") == "ignored"
+    # kohya's own memory-efficient attention is not supported: listed, with what is used instead.
+    assert result.report.group_of("mem_eff_attn") == "unsupported"
+    assert not result.report.blockers
+    assert [p.where for p in validate(cfg) if p.severity == "error"] == ["model.path"]  # no model in the file
+
+
+def test_standard_adamw_learning_rate_and_multires_noise():
+    result = _load("Standard-AdamW.json")
+    cfg = result.to_config()
+    # No unet_lr/text_encoder_lr keys: kohya uses learning_rate for both.
+    assert cfg.optimizer.unet_lr == cfg.optimizer.text_encoder_lr == 1e-4
+    assert cfg.optimizer.name == "AdamW"
+    assert cfg.training.batch_size == 4 and cfg.training.epochs == 4
+    assert cfg.dataset.cache_latents == "memory"
+    # Multires noise replaces the plain offset in kohya; loratui has only the plain one.
+    assert cfg.training.noise_offset == 0.0
+    report = result.report
+    assert report.group_of("noise_offset_type") == "unsupported"
+    assert report.group_of("multires_noise_iterations") == "unsupported"
+    assert report.group_of("noise_offset") == "ignored"
+    # Features the user turned on that loratui lacks are listed with their values.
+    unsupported = {entry.key: entry for entry in report.unsupported}
+    assert unsupported["caption_dropout_rate"].value == 0.05
+    assert unsupported["sample_every_n_steps"].value == 20
+    # Features at their neutral value are "ignored (no effect)", and still listed.
+    assert report.group_of("flip_aug") == "ignored"
+    assert "off at this value" in report.entry("flip_aug").reason
+    # The model is a Hugging Face repo id: imported, with the reason loratui cannot use it as is.
+    assert "never downloads" in report.entry("pretrained_model_name_or_path").reason
+    # DreamBooth's text encoder LRs have no effect on LoRA training.
+    assert report.group_of("learning_rate_te") == "ignored"
+
+
+def test_sdxl_config_is_imported_with_a_not_supported_yet_line():
+    result = _load("SDXL-Standard-Adafactor.json")
+    report = result.report
+    assert report.blockers and report.blockers[0].startswith("SDXL")
+    assert report.lines()[1].startswith("NOT SUPPORTED YET: SDXL")
+    cfg = result.to_config()
+    errors = {p.where: p for p in validate(cfg) if p.severity == "error"}
+    assert "not supported yet" in errors["model.family"].message
+    # The LoRA settings still carry over.
+    assert (cfg.network.rank, cfg.network.alpha) == (64, 64.0)
+    assert cfg.training.max_train_steps == 1600
+    assert cfg.dataset.resolution == 1024
+    assert cfg.dataset.cache_latents == "disk"
+    # unet_lr set and text_encoder_lr 0: kohya trains the U-Net only.
+    assert cfg.optimizer.unet_lr == 1e-3 and cfg.optimizer.text_encoder_lr == 0.0
+    assert "U-Net only" in report.entry("text_encoder_lr").reason
+    assert report.group_of("sdxl_no_half_vae") == "ignored"
+    assert "SDXL" in report.entry("sdxl_no_half_vae").reason
+
+
+def test_flux_config_is_imported_with_a_not_supported_yet_line():
+    result = _load("flux1D - adamw8bit fp8.json")
+    report = result.report
+    assert report.blockers[0].startswith("Flux")
+    assert "NOT SUPPORTED YET: Flux" in report.text()
+    cfg = result.to_config()
+    assert cfg.model.family == "flux"
+    assert any(p.where == "model.family" and p.severity == "error" for p in validate(cfg))
+    assert report.group_of("fp8_base") == "unsupported"
+    assert report.group_of("save_every_n_steps") == "unsupported"
+    assert cfg.training.max_train_steps == 1000
+    assert (cfg.network.rank, cfg.network.alpha) == (16, 16.0)
+
+
+def test_unknown_keys_and_bad_values_are_listed_not_dropped():
+    result = import_kohya({
+        "network_dim": "abc",
+        "my_custom_flag": True,
+        "optimizer": "PagedAdamW8bit",
+        "huggingface_token": "hf_secret",
+        "lr_scheduler": "cosine_with_restarts",
+    })
+    report = result.report
+    assert report.group_of("my_custom_flag") == "unknown"
+    assert "my_custom_flag = true" in report.text()
+    assert report.group_of("network_dim") == "unsupported"
+    assert "expected a number" in report.entry("network_dim").reason
+    # An optimizer loratui lacks is kept as written, so validation shows it at its field.
+    assert report.group_of("optimizer") == "unsupported"
+    cfg = result.to_config()
+    assert any(p.where == "optimizer.name" and p.severity == "error" for p in validate(cfg))
+    # Secrets never appear in the report.
+    assert "hf_secret" not in report.text()
+    assert report.group_of("huggingface_token") == "unsupported"
+    assert cfg.optimizer.scheduler == "cosine_with_restarts"
+
+
+def test_lr_warmup_is_a_percentage_of_the_steps():
+    with_steps = import_kohya({"lr_warmup": "10", "max_train_steps": 2000})
+    assert with_steps.sections["optimizer"]["warmup_steps"] == 200
+    assert "10% of 2000 steps" in with_steps.report.entry("lr_warmup").reason
+    # Without max_train_steps the total depends on the dataset: converted when the caller knows it.
+    unknown_total = import_kohya({"lr_warmup": 5, "max_train_steps": 0})
+    assert unknown_total.report.group_of("lr_warmup") == "unsupported"
+    assert "5% of the total steps" in unknown_total.report.entry("lr_warmup").reason
+    known_total = import_kohya({"lr_warmup": 5, "max_train_steps": 0}, total_steps=800)
+    assert known_total.sections["optimizer"]["warmup_steps"] == 40
+    # lr_warmup_steps (newer GUIs) wins over the percentage.
+    both = import_kohya({"lr_warmup": 5, "lr_warmup_steps": 30})
+    assert both.sections["optimizer"]["warmup_steps"] == 30
+    assert both.report.group_of("lr_warmup") == "ignored"
+
+
+def test_kohya_locon_maps_conv_layers_and_other_network_types_are_reported():
+    locon = import_kohya({"LoRA_type": "Kohya LoCon", "conv_dim": 8, "conv_alpha": 4})
+    cfg = locon.to_config()
+    assert (cfg.network.conv_rank, cfg.network.conv_alpha) == (8, 4.0)
+    loha = import_kohya({"LoRA_type": "LyCORIS/LoHa", "conv_dim": 8})
+    assert loha.report.group_of("LoRA_type") == "unsupported"
+    assert "LyCORIS/LoHa" in loha.report.entry("LoRA_type").reason
+    assert loha.to_config().network.conv_rank == 0
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "not valid JSON at line 1"),
+        ("[1, 2]", "expected a JSON object"),
+    ],
+)
+def test_unusable_files_raise_a_plain_error_naming_the_file(tmp_path: Path, content: str, message: str):
+    path = tmp_path / "broken.json"
+    path.write_text(content)
+    with pytest.raises(UserError) as caught:
+        load_kohya_json(path)
+    assert message in caught.value.message
+    assert caught.value.where == str(path)
+    assert caught.value.fix
+
+
+def test_missing_file_names_the_path(tmp_path: Path):
+    with pytest.raises(UserError) as caught:
+        load_kohya_json(tmp_path / "nope.json")
+    assert caught.value.message == "kohya_ss config not found"
+
+
+def test_imported_sections_are_config_sections():
+    result = _load("Standard-AdamW8bit.json")
+    full = config_to_dict(result.to_config())
+    for section, values in result.sections.items():
+        for key, value in values.items():
+            assert full[section][key] == value
+
+
+@pytest.mark.parametrize("odd", [None, "", "abc", [1, 2], {"a": 1}, 1.5, -3, True])
+def test_odd_values_never_crash_the_import(odd):
+    """Hand-edited files hold anything: every key, one odd value at a time, is still reported."""
+    data = json.loads((FIXTURES / "Standard-AdamW8bit.json").read_text())
+    for key in data:
+        changed = {**data, key: odd}
+        result = import_kohya(changed)
+        assert sorted(result.report.keys) == sorted(changed)
+        result.to_config()  # every value that was imported has the config's type

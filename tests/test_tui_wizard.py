@@ -1,0 +1,531 @@
+"""The setup wizard, driven by the keyboard through Textual's Pilot, as a user at 80x24 would."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import shutil
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from textual.content import Content
+from textual.widgets import Checkbox, Input, OptionList, Select, Static
+
+from loratui.check import check_run
+from loratui.config import load_config, save_config
+from loratui.errors import UserError
+from loratui.tui import make_edit_app, make_new_app
+from loratui.tui.wizard.dataset_panel import DatasetPanel
+from loratui.tui.wizard.screen import WizardScreen
+
+from .conftest import SAMPLE, small_config, write_config
+
+FIXTURES = Path(__file__).parent / "fixtures" / "kohya"
+SIZE = (80, 24)
+
+
+@pytest.fixture(autouse=True)
+def _private_settings(tmp_path, monkeypatch):
+    """Never read or write the user's own settings and themes."""
+    monkeypatch.setenv("LORATUI_CONFIG_DIR", str(tmp_path / "user-config"))
+    monkeypatch.delenv("LORATUI_THEMES_DIR", raising=False)
+    monkeypatch.delenv("TEXTUAL_COLOR_SYSTEM", raising=False)
+    monkeypatch.setenv("COLORTERM", "truecolor")  # the default theme depends on the terminal
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def text_of(widget: Static) -> str:
+    """The text a Static shows, as plain text (Rich tables rendered at the widget's width)."""
+    content = widget.content
+    if isinstance(content, str):
+        return content
+    if isinstance(content, Content):
+        return content.plain
+    console = Console(width=max(widget.size.width, 40), color_system=None, record=True, file=io.StringIO())
+    console.print(content)
+    return console.export_text()
+
+
+async def settle(pilot, delay: float = 0.05) -> None:
+    """Let timers fire, workers (dataset scan, check) finish and their messages be handled."""
+    await pilot.pause(delay)
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+    await pilot.app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+async def settle_scan(pilot) -> None:
+    await settle(pilot, 0.4)  # the scan waits for typing to pause (0.3 s)
+
+
+def wizard(app) -> WizardScreen:
+    screen = app.screen
+    assert isinstance(screen, WizardScreen), type(screen)
+    return screen
+
+
+def problem_under(app, field: str) -> str:
+    row = wizard(app).query_one(f"#row-f-{field.replace('.', '-').replace('_', '-')}")
+    box = row.query_one(".field-problem", Static)
+    return text_of(box) if box.display else ""
+
+
+async def type_into(pilot, input_id: str, text: str) -> None:
+    """Focus an input the way a user would (it is on the current step), clear it and type."""
+    widget = pilot.app.screen.query_one(f"#{input_id}", Input)
+    widget.focus()
+    await pilot.pause()
+    await pilot.press("end", "ctrl+u")
+    if text:
+        await pilot.press(*text)
+    await pilot.pause()
+
+
+@pytest.fixture
+def new_project(project: Path) -> Path:
+    """A project folder with the sample images and no config yet (what `loratui new` is run on)."""
+    return project
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def test_whole_flow_from_a_new_folder_to_a_config_check_run_accepts(new_project: Path):
+    app = make_new_app(new_project)
+    assert {p.name for p in new_project.iterdir()} >= {"img", "model", "log", "reg"}
+
+    async def scenario():
+        async with app.run_test(size=SIZE) as pilot:
+            await settle_scan(pilot)
+            screen = wizard(app)
+            assert screen.step.id == "model"
+            # The model step starts on the preset picker; Tab goes to the base model field.
+            assert app.focused.id == "preset"
+            await pilot.press("tab")
+            assert app.focused.id == "f-model-path"
+            await pilot.press(*"loratui:tiny-sd")
+            await pilot.pause()
+            assert problem_under(app, "model.path") == ""
+            # Step through every step with PageDown.
+            for expected in ("dataset", "training", "network", "optimizer", "output", "review"):
+                await pilot.press("pagedown")
+                await pilot.pause()
+                assert screen.step.id == expected
+            await settle(pilot)
+            status = text_of(screen.query_one("#review-status", Static))
+            assert status.startswith("✓ Ready to launch")
+            summary = text_of(screen.query_one("#review-summary", Static))
+            assert "8 in img" in summary and "800 steps = 10 epochs x 80 steps" in summary
+            await pilot.press("ctrl+l")
+            await settle(pilot)
+        return app.return_value
+
+    result = run(scenario())
+    config_path = new_project / "loratui.toml"
+    assert result is not None and result.launch_requested
+    assert result.config_path == config_path and result.job_id is None
+    cfg = load_config(config_path)
+    assert cfg.model.path == "loratui:tiny-sd"
+    assert cfg.output.name == new_project.name
+    checked = check_run(cfg)
+    assert checked.ok, [str(p) for p in checked.errors]
+    assert checked.schedule is not None and checked.schedule.total_steps == 800
+
+
+def test_preset_by_keyboard_sets_the_guides_numbers(new_project: Path):
+    app = make_new_app(new_project)
+
+    async def scenario():
+        async with app.run_test(size=SIZE) as pilot:
+            await settle_scan(pilot)
+            screen = wizard(app)
+            select = screen.query_one("#preset", Select)
+            assert app.focused is select
+            await pilot.press("enter")  # opens the list; the first entry is "no preset"
+            await pilot.press("down", "enter")  # -> "SD1.5 face / person"
+            await settle(pilot)
+            assert select.value == "sd15-face"
+            assert screen.cfg.network.rank == 128 and screen.cfg.network.alpha == 64
+            await pilot.press("pagedown", "pagedown", "pagedown")
+            await pilot.pause()
+            assert screen.step.id == "network"
+            assert screen.query_one("#f-network-rank", Input).value == "128"
+            assert screen.query_one("#f-network-alpha", Input).value == "64"
+            assert screen.query_one("#f-training-batch-size", Input).value == "1"
+            await pilot.press("pagedown")
+            await pilot.pause()
+            assert screen.query_one("#f-optimizer-scheduler", Select).value == "cosine_with_restarts"
+            assert screen.query_one("#f-optimizer-scheduler-cycles", Input).value == "3"
+            assert "(unsaved)" in app.screen.sub_title
+
+    run(scenario())
+
+
+def test_escape_and_pageup_go_back_and_ctrl_n_goes_forward(new_project: Path):
+    app = make_new_app(new_project)
+
+    async def scenario():
+        async with app.run_test(size=SIZE) as pilot:
+            await settle_scan(pilot)
+            screen = wizard(app)
+            await pilot.press("ctrl+n", "ctrl+n", "ctrl+n")
+            await pilot.pause()
+            assert screen.step.id == "network"
+            assert app.focused.id == "f-network-rank"  # a step opens on its first field
+            await pilot.press("escape")
+            await pilot.pause()
+            assert screen.step.id == "training"
+            await pilot.press("pageup")
+            await pilot.pause()
+            assert screen.step.id == "dataset"
+            await pilot.press("escape", "escape")  # the first step stays
+            await pilot.pause()
+            assert screen.step.id == "model"
+            # An open drop-down keeps PageDown for itself (it pages through the list).
+            await pilot.press("enter")
+            await pilot.press("pagedown")
+            await pilot.pause()
+            assert screen.step.id == "model"
+            await pilot.press("escape")  # closes the list, and stays on the step
+            await pilot.pause()
+            assert screen.step.id == "model" and app.focused.id == "preset"
+            # Shift+Tab walks back through the fields.
+            await pilot.press("tab", "tab")
+            assert app.focused.id == "f-model-family"
+            await pilot.press("shift+tab")
+            assert app.focused.id == "f-model-path"
+
+    run(scenario())
+
+
+def test_ctrl_s_saves_atomically_at_any_step_and_keeps_the_wizard_open(new_project: Path):
+    app = make_new_app(new_project)
+    config_path = new_project / "loratui.toml"
+
+    async def scenario():
+        async with app.run_test(size=SIZE) as pilot:
+            await settle_scan(pilot)
+            screen = wizard(app)
+            await pilot.press("pagedown", "pagedown", "pagedown")  # Network
+            await type_into(pilot, "f-network-rank", "64")
+            await type_into(pilot, "f-network-alpha", "32")
+            assert "(unsaved)" in screen.sub_title
+            assert not config_path.exists()
+            await pilot.press("ctrl+s")
+            await pilot.pause()
+            assert config_path.exists()
+            assert screen.sub_title == f"{new_project.name}/loratui.toml"
+            assert screen.step.id == "network"
+            # No temp file is left beside it.
+            assert [p.name for p in new_project.iterdir() if p.name.startswith(".")] == []
+            await pilot.press("ctrl+q")
+            await pilot.pause()
+        return app.return_value
+
+    result = run(scenario())
+    cfg = load_config(config_path)
+    assert (cfg.network.rank, cfg.network.alpha) == (64, 32.0)
+    assert result.config_path == config_path and not result.launch_requested
+
+
+def test_field_error_is_shown_at_the_field_with_the_fix(new_project: Path):
+    app = make_new_app(new_project)
+
+    async def scenario():
+        async with app.run_test(size=SIZE) as pilot:
+            await settle_scan(pilot)
+            screen = wizard(app)
+            await pilot.press("pagedown", "pagedown", "pagedown")
+            await type_into(pilot, "f-network-rank", "0")
+            shown = problem_under(app, "network.rank")
+            assert "rank 0 is outside 1..1024" in shown and "fix: use 4 to 128" in shown
+            # The step bar marks the step with the error.
+            assert "4 Network ✗" in text_of(screen.query_one("#step-bar", Static))
+            # Alpha above rank: the guides' advice, as a warning at the alpha field.
+            await type_into(pilot, "f-network-rank", "16")
+            await type_into(pilot, "f-network-alpha", "32")
+            assert problem_under(app, "network.rank") == ""
+            alpha = problem_under(app, "network.alpha")
+            assert alpha.startswith("!") and "half the rank" in alpha and "set alpha = 8" in alpha
+            # Text that is no number at all (an emptied field) is reported at the field too...
+            await type_into(pilot, "f-network-rank", "")
+            assert "Rank (dim) is empty" in problem_under(app, "network.rank")
+            # ...and saving is refused, naming the field.
+            await pilot.press("ctrl+s")
+            await pilot.pause()
+            assert not (new_project / "loratui.toml").exists()
+            assert app.focused.id == "f-network-rank"
+
+    run(scenario())
+
+
+def test_an_adaptive_optimizer_gets_the_guides_settings_with_one_key(new_project: Path):
+    app = make_new_app(new_project)
+
+    async def scenario():
+        async with app.run_test(size=SIZE) as pilot:
+            await settle_scan(pilot)
+            screen = wizard(app)
+            for _ in range(4):
+                await pilot.press("pagedown")
+            await pilot.pause()
+            assert app.focused.id == "f-optimizer-name"
+            assert not screen.query_one("#optimizer-apply").display  # AdamW8bit at 1e-4: nothing to advise
+            await pilot.press("enter", "down", "down", "enter")  # AdamW8bit -> DAdaptAdam
+            await pilot.pause()
+            assert screen.cfg.optimizer.name == "DAdaptAdam"
+            # DAdaptAdam at 1e-4: validation says why, at the LR field.
+            assert "expects unet_lr = 1.0" in problem_under(app, "optimizer.unet_lr")
+            advice = text_of(screen.query_one("#optimizer-advice", Static))
+            assert "decouple=True weight_decay=0.01 betas=0.9,0.999" in advice
+            await pilot.press("tab", "enter")  # the "Use these settings" button
+            await pilot.pause()
+            opt = screen.cfg.optimizer
+            assert opt.args == ["decouple=True", "weight_decay=0.01", "betas=0.9,0.999"]
+            assert opt.unet_lr == opt.text_encoder_lr == 1.0
+            assert screen.query_one("#f-optimizer-unet-lr", Input).value == "1"
+            assert problem_under(app, "optimizer.unet_lr") == ""
+            assert not screen.query_one("#optimizer-apply").display
+
+    run(scenario())
+
+
+def test_launch_is_refused_while_errors_remain(new_project: Path):
+    launched: list[Path] = []
+    app = make_new_app(new_project, on_launch=lambda path: launched.append(path) or "job-1")
+
+    async def scenario():
+        async with app.run_test(size=SIZE) as pilot:
+            await settle_scan(pilot)
+            screen = wizard(app)
+            await pilot.press("ctrl+l")  # from the Model step, with no base model set
+            await settle(pilot)
+            assert screen.step.id == "review"
+            assert app.is_running
+            status = text_of(screen.query_one("#review-status", Static))
+            assert status.startswith("✗ 1 error left: launch is refused")
+            problems = screen.query_one("#review-problems", OptionList)
+            assert app.focused is problems
+            first = str(problems.get_option_at_index(0).prompt)
+            assert first.startswith("✗ model.path: no base model is set")
+            assert not launched and not (new_project / "loratui.toml").exists()
+            # Enter on the problem goes to its field; fixing it lets the launch through.
+            await pilot.press("enter")
+            await pilot.pause()
+            assert screen.step.id == "model" and app.focused.id == "f-model-path"
+            await pilot.press(*"loratui:tiny-sd")
+            await pilot.press("ctrl+l")
+            await settle(pilot)
+            await settle(pilot)
+        return app.return_value
+
+    result = run(scenario())
+    assert launched == [new_project / "loratui.toml"]
+    assert result.launch_requested and result.job_id == "job-1"
+
+
+def test_launch_failure_from_the_jobs_layer_is_shown_and_the_wizard_stays(project: Path):
+    config_path = write_config(project, small_config())
+
+    def refuse(path: Path) -> str:
+        raise UserError("no GPU server is reachable", "ssh", "check the connection with `ssh gpu-box`")
+
+    app = make_edit_app(config_path, on_launch=refuse)
+
+    async def scenario():
+        async with app.run_test(size=SIZE) as pilot:
+            await settle_scan(pilot)
+            await pilot.press("ctrl+l")
+            await settle(pilot)
+            await settle(pilot)
+            assert app.is_running
+            messages = [n.message for n in app._notifications]
+            assert any("no GPU server is reachable" in m and "ssh gpu-box" in m for m in messages)
+
+    run(scenario())
+
+
+def test_dataset_step_shows_the_scan_and_the_step_calculator(project: Path):
+    shutil.copytree(SAMPLE / "reg", project / "reg")
+    (project / "img" / "10_ohwx shape" / "shape_02.txt").unlink()
+    config_path = write_config(project, small_config())
+    app = make_edit_app(config_path)
+
+    async def scenario():
+        async with app.run_test(size=SIZE) as pilot:
+            await settle_scan(pilot)
+            screen = wizard(app)
+            await pilot.press("pagedown")
+            panel = screen.query_one(DatasetPanel)
+            summary = text_of(panel.query_one("#scan-summary", Static))
+            assert "10_ohwx shape" in summary and "7/8" in summary  # one caption missing
+            problems = text_of(panel.query_one("#scan-problems", Static))
+            assert "1 of 8 images have no .txt caption" in problems
+            formula = text_of(panel.query_one("#calc-formula", Static))
+            assert "8 x 10 = 80 per epoch" in formula
+            assert "/ batch 4 = 20 steps per epoch" in formula
+            assert "x 2 epochs = 40 steps in total" in formula
+            # Changing the epochs in the calculator changes the Training step's field and the total.
+            await type_into(pilot, "calc-training-epochs", "5")
+            assert "x 5 epochs = 100 steps in total" in text_of(panel.query_one("#calc-formula", Static))
+            assert screen.cfg.training.epochs == 5
+            # The repeats that reach a target (the guide's example: 4800 steps, 32 images, 10 epochs -> 15).
+            await type_into(pilot, "calc-target", "400")
+            repeats = text_of(panel.query_one("#calc-repeats", Static))
+            assert repeats.startswith("40 repeats per image reach about 400 steps")
+            assert "10_ohwx shape -> 40_ohwx shape" in repeats
+            assert "between 10 and 30" in repeats
+            # A reg folder doubles the items per epoch.
+            await type_into(pilot, "f-dataset-reg-dir", "reg")
+            await settle_scan(pilot)
+            formula = text_of(panel.query_one("#calc-formula", Static))
+            assert "+ 80 regularisation = 160" in formula
+            # The Training step shows the epochs typed into the calculator, and edits go back.
+            await pilot.press("pagedown")
+            await pilot.pause()
+            assert screen.query_one("#f-training-epochs", Input).value == "5"
+            await type_into(pilot, "f-training-epochs", "4")
+            assert screen.query_one("#calc-training-epochs", Input).value == "4"
+
+    run(scenario())
+
+
+def test_image_folder_field_completes_paths_from_the_project_folder(project: Path):
+    config_path = write_config(project, small_config(dataset={"image_dir": ""}))
+    app = make_edit_app(config_path)
+
+    async def scenario():
+        async with app.run_test(size=SIZE) as pilot:
+            await settle_scan(pilot)
+            await pilot.press("pagedown")
+            field = app.screen.query_one("#f-dataset-image-dir", Input)
+            assert app.focused is field
+            assert "no image folder is set" in problem_under(app, "dataset.image_dir")
+            await pilot.press("i")
+            await settle(pilot)
+            await pilot.press("right")  # accept the suggestion
+            await pilot.pause()
+            assert field.value == "img/"
+            await settle_scan(pilot)
+            assert problem_under(app, "dataset.image_dir") == ""
+            assert "10_ohwx shape" in text_of(app.screen.query_one("#scan-summary", Static))
+
+    run(scenario())
+
+
+def test_import_a_kohya_config_from_the_wizard_and_read_the_report(project: Path):
+    shutil.copy(FIXTURES / "sd15 - EDG_LoraOptiSettings.json", project / "edg.json")
+    config_path = write_config(project, small_config())
+    app = make_edit_app(config_path)
+
+    async def scenario():
+        async with app.run_test(size=SIZE) as pilot:
+            await settle_scan(pilot)
+            screen = wizard(app)
+            await pilot.press("ctrl+o")
+            await pilot.pause()
+            path_input = app.screen.query_one("#kohya-path", Input)
+            assert app.focused is path_input
+            await pilot.press(*"missing.json", "enter")
+            await pilot.pause()
+            assert "kohya_ss config not found" in text_of(app.screen.query_one("#kohya-error", Static))
+            await pilot.press("end", "ctrl+u", *"edg.json", "enter")
+            await settle(pilot)
+            report = text_of(app.screen.query_one("#report-text", Static))
+            assert report.startswith("edg.json: 29 settings imported, 2 not supported")
+            assert "mem_eff_attn = true" in report
+            assert "max_resolution = \"512,650\" -> dataset.resolution = 576" in report
+            await pilot.press("escape")
+            await pilot.pause()
+            assert app.screen is screen
+            assert screen.cfg.network.rank == 64 and screen.cfg.training.batch_size == 3
+            # The import does not touch what the file does not set (the model path here).
+            assert screen.cfg.model.path == "loratui:tiny-sd"
+            await pilot.press("pagedown", "pagedown", "pagedown")
+            assert screen.query_one("#f-network-rank", Input).value == "64"
+            assert "(unsaved)" in screen.sub_title
+
+    run(scenario())
+
+
+def test_import_of_an_sdxl_config_shows_not_supported_yet(project: Path):
+    config_path = write_config(project, small_config())
+    app = make_edit_app(config_path, kohya_json=FIXTURES / "SDXL-Standard-Adafactor.json")
+
+    async def scenario():
+        async with app.run_test(size=SIZE) as pilot:
+            await settle_scan(pilot)
+            report = text_of(app.screen.query_one("#report-text", Static))
+            assert "NOT SUPPORTED YET: SDXL" in report.splitlines()[1]
+            await pilot.press("enter")
+            await pilot.pause()
+            assert "not supported yet" in problem_under(app, "model.family")
+            select = app.screen.query_one("#f-model-family", Select)
+            assert select.value == "sdxl"
+            # Picking a family loratui trains clears the error.
+            select.focus()
+            await pilot.press("enter", "up", "up", "enter")
+            await pilot.pause()
+            assert wizard(app).cfg.model.family == "sd1"
+            assert problem_under(app, "model.family") == ""
+
+    run(scenario())
+
+
+def test_quit_with_unsaved_changes_asks_first(project: Path):
+    config_path = write_config(project, small_config())
+    before = config_path.read_text()
+    app = make_edit_app(config_path)
+
+    async def scenario():
+        async with app.run_test(size=SIZE) as pilot:
+            await settle_scan(pilot)
+            await pilot.press("pagedown", "pagedown")  # Training
+            checkbox = app.screen.query_one("#f-training-gradient-checkpointing", Checkbox)
+            checkbox.focus()
+            await pilot.press("space")
+            await pilot.pause()
+            assert wizard(app).cfg.training.gradient_checkpointing is True
+            await pilot.press("ctrl+q")
+            await pilot.pause()
+            assert app.is_running  # the question is shown
+            await pilot.press("escape")
+            await pilot.pause()
+            assert isinstance(app.screen, WizardScreen)
+            await pilot.press("ctrl+q")
+            await pilot.pause()
+            await pilot.press("d")  # quit without saving
+            await pilot.pause()
+        return app.return_value
+
+    result = run(scenario())
+    assert config_path.read_text() == before
+    assert result.config_path == config_path and not result.launch_requested
+
+
+def test_edit_refuses_a_broken_config_with_a_plain_message(tmp_path: Path):
+    path = tmp_path / "loratui.toml"
+    path.write_text("[network]\nrank = \"sixteen\"\n")
+    with pytest.raises(UserError) as caught:
+        make_edit_app(path)
+    assert "network.rank" in str(caught.value)
+
+
+def test_new_refuses_a_folder_that_already_has_a_config(tmp_path: Path):
+    cfg = load_config(write_config(tmp_path, small_config()))
+    save_config(cfg, tmp_path / "loratui.toml")
+    with pytest.raises(UserError) as caught:
+        make_new_app(tmp_path)
+    assert "already exists" in caught.value.message and "loratui edit" in caught.value.fix
+
+
+def test_unknown_theme_is_refused_before_anything_is_created(tmp_path: Path):
+    with pytest.raises(UserError) as caught:
+        make_new_app(tmp_path / "fresh", theme="no-such-theme")
+    assert caught.value.where == "--theme" and "loratui-dark" in caught.value.fix
+    assert not (tmp_path / "fresh").exists()
