@@ -20,12 +20,24 @@ CONTROL_COMMANDS = ("stop", "pause", "resume", "save")
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="loratui", description="Train LoRA adapters for diffusion image models from a terminal.")
     parser.add_argument("--version", action="version", version=f"loratui {__version__}")
+    parser.add_argument("--theme", help="TUI theme for this run (loratui-dark, loratui-light, loratui-high-contrast, "
+                                        "loratui-256; the command palette's choice is remembered)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    tui = argparse.ArgumentParser(add_help=False)  # options of the commands that open the app
+    tui.add_argument("--theme", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+    new = commands.add_parser("new", parents=[tui], help="the setup wizard for a new project folder (creates img/, model/, log/, reg/)")
+    new.add_argument("dir", nargs="?", default=".", type=Path, help="the project folder (default: this one)")
+    new.add_argument("--import-kohya", metavar="JSON", type=Path, help="start from a kohya_ss GUI config")
+
+    edit = commands.add_parser("edit", parents=[tui], help="the setup wizard on an existing config")
+    edit.add_argument("config", type=Path, help="the run's TOML config")
+    edit.add_argument("--import-kohya", metavar="JSON", type=Path, help="import a kohya_ss GUI config over it")
 
     check = commands.add_parser("check", help="validate a config and scan its dataset; exit 1 if training would fail")
     check.add_argument("config", type=Path, help="the run's TOML config (e.g. loratui.toml)")
 
-    train = commands.add_parser("train", help="start a training job from a config")
+    train = commands.add_parser("train", parents=[tui], help="start a training job from a config and open its dashboard")
     train.add_argument("config", type=Path, help="the run's TOML config (e.g. loratui.toml)")
     mode = train.add_mutually_exclusive_group()
     mode.add_argument("--no-tui", action="store_true", help="follow the job with plain progress lines (Ctrl+C detaches)")
@@ -35,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     jobs = commands.add_parser("jobs", help="list your jobs (from any folder) with their state")
     jobs.add_argument("--json", action="store_true", help="one JSON object per job, for scripts")
 
-    attach = commands.add_parser("attach", help="follow a job again: its whole history, then live")
+    attach = commands.add_parser("attach", parents=[tui], help="open a job's dashboard again: its whole history, then live")
     attach.add_argument("job", nargs="?", help="job id or unique prefix (default: the one running job)")
     attach.add_argument("--no-tui", action="store_true", help="plain progress lines instead of the dashboard")
 
@@ -61,18 +73,23 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command is None:
+    if args.command is None and not _interactive():
         parser.print_help()
         return EXIT_OK
     try:
-        handler = {"check": cmd_check, "train": cmd_train, "jobs": cmd_jobs, "attach": cmd_attach, "logs": cmd_logs,
-                   "gpu": cmd_gpu}.get(args.command, cmd_control)
+        handler = {None: cmd_home, "new": cmd_new, "edit": cmd_edit, "check": cmd_check, "train": cmd_train,
+                   "jobs": cmd_jobs, "attach": cmd_attach, "logs": cmd_logs, "gpu": cmd_gpu}.get(args.command, cmd_control)
         return handler(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except BrokenPipeError:  # `loratui logs JOB | head`: the reader left, which is fine
         return EXIT_OK
+
+
+def _interactive() -> bool:
+    """The app needs a terminal on both ends; scripts and pipes get plain text."""
+    return sys.stdin.isatty() and sys.stdout.isatty()
 
 
 def _load(path: Path):
@@ -112,7 +129,8 @@ def cmd_train(args) -> int:
               f"  follow it:  loratui attach {job.job_id}     stop it: loratui stop {job.job_id}\n"
               f"  events:     {job.events_path}\n  log:        {job.log_path}", file=sys.stderr)
         return EXIT_OK
-    # The dashboard (TUI) is not part of this version yet: every followed job prints plain progress.
+    if not args.no_tui and _interactive():
+        return _open_dashboard(job.record, args)
     print(f"Job {job.job_id}: engine pid {job.record.pid}, events {job.events_path}, log {job.log_path}")
     return _follow_plain(job.record, rebuild_first=False)
 
@@ -209,7 +227,71 @@ def cmd_attach(args) -> int:
     from loratui.jobs.registry import find_job
 
     record = find_job(args.job, running_only_default=False)
+    if not args.no_tui and _interactive():
+        return _open_dashboard(record, args)
     return _follow_plain(record, rebuild_first=True)
+
+
+# ----------------------------------------------------------------------------- the app
+def _open_dashboard(record, args) -> int:
+    from loratui.tui.dashboard import run_dashboard
+
+    return run_dashboard(record, theme=getattr(args, "theme", None))
+
+
+def _launch_for_wizard(config_path: Path) -> str:
+    """The wizard's Launch: check the saved config and start its job (UserError: shown in the wizard)."""
+    from loratui.check import check_run
+    from loratui.jobs.launch import start_job
+
+    cfg = _load(config_path)
+    result = check_run(cfg)
+    if not result.ok:
+        first = result.errors[0]
+        raise UserError(first.message, first.where, first.fix)
+    return start_job(config_path, cfg).job_id
+
+
+def _after_wizard(result, args) -> int:
+    from loratui.jobs.registry import find_job
+
+    if result.job_id:
+        return _open_dashboard(find_job(result.job_id), args)
+    if result.config_path:
+        print(f"Saved {result.config_path}. Train it with: loratui train {result.config_path}")
+    return EXIT_OK
+
+
+def cmd_new(args) -> int:
+    from loratui.tui import run_new
+
+    result = run_new(args.dir, theme=getattr(args, "theme", None), on_launch=_launch_for_wizard,
+                     kohya_json=args.import_kohya)
+    return _after_wizard(result, args)
+
+
+def cmd_edit(args) -> int:
+    from loratui.tui import run_edit
+
+    result = run_edit(args.config, theme=getattr(args, "theme", None), on_launch=_launch_for_wizard,
+                      kohya_json=args.import_kohya)
+    return _after_wizard(result, args)
+
+
+def cmd_home(args) -> int:
+    from loratui.jobs.registry import find_job
+    from loratui.tui import run_home
+
+    choice = run_home(theme=args.theme)
+    if choice is None:
+        return EXIT_OK
+    if choice.action == "attach":
+        return _open_dashboard(find_job(choice.job_id), args)
+    if choice.action == "new":
+        return cmd_new(argparse.Namespace(dir=choice.path, theme=args.theme, import_kohya=None))
+    if choice.action == "edit":
+        return cmd_edit(argparse.Namespace(config=choice.path, theme=args.theme, import_kohya=None))
+    return cmd_train(argparse.Namespace(config=choice.path, theme=args.theme, resume=None, detach=False, no_tui=False))
 
 
 def cmd_logs(args) -> int:

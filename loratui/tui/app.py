@@ -2,10 +2,10 @@
 
 Screens, by feature (each in its own folder with its widgets):
 
-- ``wizard/``: the setup wizard (this version's only screen);
+- ``wizard/``: the setup wizard;
 - ``kohya/``: importing a kohya_ss config (dialogs pushed by the wizard);
-- ``home/`` (to come): the start screen listing recent projects and jobs, shown when the app is
-  started without a config; it goes where :meth:`LoratuiApp._first_screen` says;
+- ``home/``: the start screen (the project here, jobs to attach to, recent projects, new
+  project), shown when the app is started without a config;
 - ``dashboard/`` (to come, another engineer's): the live view of a running job, opened with
   :meth:`LoratuiApp.push_screen` after a launch, or from the home screen.
 """
@@ -23,23 +23,26 @@ from loratui.config import RunConfig
 from loratui.errors import UserError
 from loratui.settings import load_settings, settings_path, update_settings
 from loratui.tui.dialogs import ConfirmQuitScreen
+from loratui.tui.home import HomeChoice, HomeScreen
 from loratui.tui.outcome import LaunchFn, WizardResult
 from loratui.tui.themes import FALLBACK_THEME, default_theme_name, load_themes
 from loratui.tui.wizard import WizardScreen
 
 
-class LoratuiApp(App[WizardResult]):
-    """loratui's terminal app. Exits with a :class:`WizardResult`."""
+class LoratuiApp(App["WizardResult | HomeChoice"]):
+    """loratui's terminal app. With a config it opens the wizard and exits with a
+    :class:`WizardResult`; without one it opens the home screen and exits with a :class:`HomeChoice`
+    (or None when the user quits)."""
 
     TITLE = "loratui"
     BINDINGS = [Binding("ctrl+q", "quit", "Quit", priority=True)]
-    CSS_PATH = ["app.tcss", "wizard/wizard.tcss", "kohya/kohya.tcss"]
+    CSS_PATH = ["app.tcss", "wizard/wizard.tcss", "kohya/kohya.tcss", "home/home.tcss"]
 
     def __init__(
         self,
         *,
-        config: RunConfig,
-        config_path: Path,
+        config: RunConfig | None = None,
+        config_path: Path | None = None,
         new_project: bool = False,
         on_launch: LaunchFn | None = None,
         theme: str | None = None,
@@ -63,7 +66,7 @@ class LoratuiApp(App[WizardResult]):
             self.register_theme(loaded)
         self.theme = self._initial_theme(theme)
         self._theme_seen = self.theme
-        self.result = WizardResult(None if new_project else config_path)
+        self.result: WizardResult | None = WizardResult(None if new_project else config_path) if config else None
 
     def _initial_theme(self, requested: str | None) -> str:
         names = sorted(self.available_themes)
@@ -87,7 +90,8 @@ class LoratuiApp(App[WizardResult]):
         self.push_screen(self._first_screen())
 
     def _first_screen(self) -> Screen:
-        # The home screen (recent projects, running jobs) will be chosen here when no config is given.
+        if self.config is None:
+            return HomeScreen()
         return WizardScreen(self.config, self.config_path, new_project=self.new_project,
                             on_launch=self.on_launch, kohya_json=self.kohya_json)
 

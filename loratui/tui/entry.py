@@ -99,3 +99,12 @@ def run_edit(config_path: str | Path, *, theme: str | None = None, on_launch: La
 
 def _path_or_none(value: str | Path | None) -> Path | None:
     return Path(value).expanduser() if value else None
+
+
+def run_home(*, theme: str | None = None):
+    """``loratui`` with no command: the home screen. Returns the user's HomeChoice, or None."""
+    from loratui.tui.app import LoratuiApp
+    from loratui.tui.home import HomeChoice
+
+    choice = LoratuiApp(theme=theme).run()
+    return choice if isinstance(choice, HomeChoice) else None
