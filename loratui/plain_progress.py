@@ -75,10 +75,11 @@ class PlainProgress:
         self.start_step, self.start_elapsed = e["start_step"], e["elapsed_s"]
         self.eta.set_prior(e["elapsed_s"], e["start_step"])
         data = e["dataset"]
-        reg = f" + {data['reg_images']} reg images" if data["reg_images"] else ""
+        # The dataset summary is informative only: a field missing from it must not end the follower.
+        reg = f" + {data.get('reg_images')} reg images" if data.get("reg_images") else ""
         self._print(f"Training on {e['device_name']} (mixed precision: {e['mixed_precision']}): {e['total_steps']} steps, "
-                    f"{e['total_epochs']} epochs of {e['steps_per_epoch']} steps; {data['images']} images{reg}, "
-                    f"{data['items_per_epoch']} items per epoch")
+                    f"{e['total_epochs']} epochs of {e['steps_per_epoch']} steps; {data.get('images', '?')} images{reg}, "
+                    f"{data.get('items_per_epoch', '?')} items per epoch")
         if e["resumed_from"]:
             self._print(f"Resumed from {e['resumed_from']} at step {e['start_step']}")
 

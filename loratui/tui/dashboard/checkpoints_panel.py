@@ -1,0 +1,39 @@
+"""The files the run has saved so far, newest last: LoRA files and resumable states.
+
+Paths are long; each line shows the file's name, and the folder is written once above them
+when all share one (they do: ``output.output_dir``).
+"""
+
+from __future__ import annotations
+
+import os
+
+from textual.content import Content
+
+from loratui.tui.dashboard import format as fmt
+from loratui.tui.dashboard.view import Panel, View
+
+SHOWN = 6  # the newest ones; the count says how many more there are
+KINDS = {"epoch": "epoch", "final": "final", "stop": "stop", "manual": "saved", "state": "state"}
+
+
+class CheckpointsPanel(Panel):
+    def build(self, view: View) -> Content:
+        checkpoints = view.summary.checkpoints
+        if not checkpoints:
+            return Content.styled("none yet", "$text-muted")
+        folders = {os.path.dirname(c.path) for c in checkpoints}
+        common = folders.pop() if len(folders) == 1 else None
+        lines: list[Content] = []
+        if common:
+            lines.append(Content.assemble(("in ", "$text-muted"), common, ("  (kind, step, file, size)", "$text-muted")))
+        hidden = len(checkpoints) - SHOWN
+        if hidden > 0:
+            lines.append(Content.styled(f"… {hidden} earlier", "$text-muted"))
+        for checkpoint in checkpoints[-SHOWN:]:
+            name = os.path.basename(checkpoint.path) if common else checkpoint.path
+            style = "bold $success" if checkpoint.kind == "final" else ""
+            lines.append(Content.assemble((f"{KINDS.get(checkpoint.kind, checkpoint.kind):<5} ", "$secondary"),
+                                          (f"{fmt.number(checkpoint.step):>7}  ", "$text-muted"),
+                                          (name, style), (f"  {fmt.size(checkpoint.bytes)}", "$text-muted")))
+        return Content("\n").join(lines)
