@@ -25,7 +25,9 @@ Why the comparison is fair: both sides do the same work per step.
   ``torch.manual_seed``. Medians are reported because the machine may be shared.
 
 The baseline uses plain torch, not ``accelerate``: it is the least a training loop can do, so
-anything the engine adds (accelerate's wrappers included) shows up in the ratio.
+anything the engine adds (accelerate's wrappers included) shows up in the ratio. The loop
+(``run_baseline``) takes a ``BareSetup``; its defaults are this comparison, and
+``bench/gpu_train.py`` runs the same loop on the full-size SD 1.5 in bf16.
 
 Options: ``--steps`` (measured steps per run, after warm-up), ``--warmup`` (steps dropped per
 run), ``--rounds`` (engine/baseline pairs), ``--threads`` (torch threads for both sides; 1 is
@@ -36,6 +38,7 @@ Exit status is always 0: this is a measurement, not a test.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import io
 import json
@@ -47,7 +50,9 @@ import sys
 import tempfile
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -113,14 +118,34 @@ def run_engine(total_steps: int, warmup: int) -> tuple[list[float], int]:
 
 
 # --------------------------------------------------------------------------- the baseline
-def load_tiny_model():
-    """The tiny model's parts, loaded the way the diffusers examples load a model."""
+@dataclass(frozen=True)
+class BareSetup:
+    """What the bare loop trains. The defaults are this script's comparison; bench/gpu_train.py
+    runs the same loop on the full-size SD 1.5 with its own settings."""
+
+    model_folder: Path | None = None  # a diffusers folder; None: the built-in tiny model
+    images: Path = SAMPLE_IMAGES  # a kohya-style folder: <repeats>_<name>/ with .png + .txt pairs
+    resolution: int = RESOLUTION
+    batch_size: int = BATCH_SIZE
+    rank: int = RANK
+    alpha: float = ALPHA
+    unet_lr: float = UNET_LR
+    text_encoder_lr: float = TEXT_ENCODER_LR  # 0: the text encoder is frozen and its outputs computed once
+    scheduler: str = SCHEDULER
+    # "no": everything in float32. "bf16": base weights in bf16, LoRA weights in float32, the
+    # forward pass under autocast, as the engine's mixed precision does.
+    precision: str = "no"
+    gradient_checkpointing: bool = False
+
+
+def load_model(folder: Path | None = None):
+    """A model's parts, loaded the way the diffusers examples load a model (default: the tiny one)."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
     from engine.tiny_model import ensure_tiny_model
 
-    folder = ensure_tiny_model()
+    folder = folder or ensure_tiny_model()
     tokenizer = CLIPTokenizer.from_pretrained(folder, subfolder="tokenizer")
     text_encoder = CLIPTextModel.from_pretrained(folder, subfolder="text_encoder")
     vae = AutoencoderKL.from_pretrained(folder, subfolder="vae")
@@ -129,32 +154,43 @@ def load_tiny_model():
     return tokenizer, text_encoder, vae, unet, noise_scheduler
 
 
-def add_lora(unet, text_encoder) -> list[torch.nn.Parameter]:
-    """The engine's LoRA modules on both models; returns UNet params then text-encoder params."""
+def load_tiny_model():
+    """The tiny model's parts, loaded the way the diffusers examples load a model."""
+    return load_model(None)
+
+
+def add_lora(unet, text_encoder, rank: int = RANK, alpha: float = ALPHA,
+             train_text_encoder: bool = True) -> list[torch.nn.Parameter]:
+    """The engine's LoRA modules on the UNet (and the text encoder); returns UNet params then
+    text-encoder params, all in float32 (as the engine keeps them)."""
     for model in (unet, text_encoder):
         model.requires_grad_(False)
-    attach_lora(unet, find_targets(unet, UNET_ATTENTION_BLOCKS, RANK, ALPHA))
-    attach_lora(text_encoder, find_targets(text_encoder, TEXT_ENCODER_BLOCKS, RANK, ALPHA))
+    attach_lora(unet, find_targets(unet, UNET_ATTENTION_BLOCKS, rank, alpha))
+    if train_text_encoder:
+        attach_lora(text_encoder, find_targets(text_encoder, TEXT_ENCODER_BLOCKS, rank, alpha))
     unet.train()
-    text_encoder.train()
-    return lora_parameters(unet) + lora_parameters(text_encoder)
+    text_encoder.train(train_text_encoder)
+    params = lora_parameters(unet) + lora_parameters(text_encoder)
+    for param in params:
+        param.data = param.data.float()
+    return params
 
 
-def sample_images() -> list[tuple[torch.Tensor, str]]:
-    """Each sample image resized (shorter side to 128) and centre-cropped, in [-1, 1], with its caption."""
+def sample_images(folder: Path = SAMPLE_IMAGES, resolution: int = RESOLUTION) -> list[tuple[torch.Tensor, str]]:
+    """Each image resized (shorter side to ``resolution``) and centre-cropped, in [-1, 1], with its caption."""
     from PIL import Image
 
     items = []
-    for path in sorted(SAMPLE_IMAGES.glob("*/*.png")):
+    for path in sorted(folder.glob("*/*.png")):
         with Image.open(path) as image:
             image = image.convert("RGB")
-            scale = RESOLUTION / min(image.size)
-            width, height = max(RESOLUTION, round(image.width * scale)), max(RESOLUTION, round(image.height * scale))
+            scale = resolution / min(image.size)
+            width, height = max(resolution, round(image.width * scale)), max(resolution, round(image.height * scale))
             image = image.resize((width, height), Image.Resampling.LANCZOS)
-            left, top = (width - RESOLUTION) // 2, (height - RESOLUTION) // 2
-            image = image.crop((left, top, left + RESOLUTION, top + RESOLUTION))
+            left, top = (width - resolution) // 2, (height - resolution) // 2
+            image = image.crop((left, top, left + resolution, top + resolution))
             pixels = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
-        pixels = pixels.view(RESOLUTION, RESOLUTION, 3).permute(2, 0, 1).float() / 127.5 - 1.0
+        pixels = pixels.view(resolution, resolution, 3).permute(2, 0, 1).float() / 127.5 - 1.0
         items.append((pixels, path.with_suffix(".txt").read_text().strip()))
     return items
 
@@ -163,50 +199,83 @@ def repeats_of(folder_name: str) -> int:
     return int(folder_name.split("_", 1)[0])
 
 
-def run_baseline(total_steps: int, warmup: int) -> tuple[list[float], int]:
-    """The bare loop; returns post-warm-up seconds per step and the trainable parameter count."""
+def run_baseline(total_steps: int, warmup: int, setup: BareSetup = BareSetup(),
+                 on_loop_start: Callable[[], None] | None = None) -> tuple[list[float], int]:
+    """The bare loop; returns post-warm-up seconds per step and the trainable parameter count.
+    ``on_loop_start`` is called once everything is set up, just before the first step."""
     from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
     from diffusers.optimization import get_scheduler
 
     from engine.train import pick_device  # the device the engine would train on: the same here
 
+    if setup.precision not in ("no", "bf16"):
+        raise ValueError(f"the bare loop runs in float32 or bf16, not {setup.precision}")
     device = pick_device()
+    weight_dtype = torch.bfloat16 if setup.precision == "bf16" else torch.float32
+    train_text_encoder = setup.text_encoder_lr > 0
+    batch_size = setup.batch_size
     torch.manual_seed(SEED)
-    tokenizer, text_encoder, vae, unet, noise_scheduler = load_tiny_model()
-    for model in (text_encoder, vae, unet):
-        model.to(device)
+    tokenizer, text_encoder, vae, unet, noise_scheduler = load_model(setup.model_folder)
+    vae.to(device, dtype=torch.float32)
+    text_encoder.to(device, dtype=weight_dtype)
+    unet.to(device, dtype=weight_dtype)
     vae.requires_grad_(False).eval()
-    params = add_lora(unet, text_encoder)
-    optimizer = torch.optim.AdamW([
-        {"params": lora_parameters(unet), "lr": UNET_LR},
-        {"params": lora_parameters(text_encoder), "lr": TEXT_ENCODER_LR},
-    ])
-    lr_scheduler = get_scheduler(SCHEDULER, optimizer=optimizer, num_warmup_steps=0, num_training_steps=total_steps)
+    params = add_lora(unet, text_encoder, setup.rank, setup.alpha, train_text_encoder)
+    if setup.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
+        if train_text_encoder:
+            text_encoder.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    groups = [{"params": lora_parameters(unet), "lr": setup.unet_lr}]
+    if train_text_encoder:
+        groups.append({"params": lora_parameters(text_encoder), "lr": setup.text_encoder_lr})
+    optimizer = torch.optim.AdamW(groups)
+    lr_scheduler = get_scheduler(setup.scheduler, optimizer=optimizer, num_warmup_steps=0, num_training_steps=total_steps)
+
+    def autocast():
+        if weight_dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=weight_dtype)
+
+    def encode_text(texts: list[str]) -> torch.Tensor:
+        input_ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length,
+                              truncation=True, return_tensors="pt").input_ids.to(device)
+        with autocast():
+            return text_encoder(input_ids)[0]
 
     # Latents precomputed once: the VAE posterior (mean, logvar) of each image, sampled each step.
-    images = sample_images()
+    images = sample_images(setup.images, setup.resolution)
+    pixels = torch.stack([image for image, _ in images])
     with torch.no_grad():
-        posteriors = vae.encode(torch.stack([pixels for pixels, _ in images]).to(device)).latent_dist.parameters
+        posteriors = torch.cat([vae.encode(chunk.to(device)).latent_dist.parameters
+                                for chunk in pixels.split(max(1, batch_size))])
     captions = [caption for _, caption in images]
-    repeats = repeats_of(next(SAMPLE_IMAGES.iterdir()).name)
+    frozen_text: dict[str, torch.Tensor] = {}
+    if not train_text_encoder:  # a frozen text encoder: each caption's output once, as the engine caches it
+        with torch.no_grad():
+            frozen_text = dict(zip(captions, encode_text(captions)))
+    repeats = repeats_of(next(p for p in setup.images.iterdir() if p.is_dir()).name)
     items_per_epoch = len(images) * repeats
 
+    if on_loop_start is not None:
+        on_loop_start()
     seconds: list[float] = []
     order: list[int] = []
     last_tick = time.perf_counter()
     for _ in range(total_steps):
-        if len(order) < BATCH_SIZE:  # a new epoch: every image `repeats` times, shuffled
+        if len(order) < batch_size:  # a new epoch: every image `repeats` times, shuffled
             order = (torch.randperm(items_per_epoch) % len(images)).tolist()
-        batch, order = order[:BATCH_SIZE], order[BATCH_SIZE:]
+        batch, order = order[:batch_size], order[batch_size:]
 
         latents = DiagonalGaussianDistribution(posteriors[batch]).sample() * vae.config.scaling_factor
         noise = torch.randn_like(latents)
-        timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (BATCH_SIZE,), device=device).long()
+        timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (batch_size,), device=device).long()
         noisy_latents = noise_scheduler.add_noise(latents, noise, timesteps)
-        input_ids = tokenizer([captions[i] for i in batch], padding="max_length", max_length=tokenizer.model_max_length,
-                              truncation=True, return_tensors="pt").input_ids.to(device)
-        encoder_hidden_states = text_encoder(input_ids)[0]
-        model_pred = unet(noisy_latents, timesteps, encoder_hidden_states).sample
+        if train_text_encoder:
+            encoder_hidden_states = encode_text([captions[i] for i in batch])
+        else:
+            encoder_hidden_states = torch.stack([frozen_text[captions[i]] for i in batch])
+        with autocast():
+            model_pred = unet(noisy_latents.to(weight_dtype), timesteps, encoder_hidden_states.to(weight_dtype)).sample
         loss = F.mse_loss(model_pred.float(), noise.float(), reduction="mean")
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)

@@ -2,6 +2,8 @@
 
 Three forms are accepted for ``model.path``:
 - ``loratui:tiny-sd``: the built-in test model (built on first use, see ``engine.tiny_model``);
+- ``loratui:sd15-random``: a full-size SD 1.5 with random weights, for GPU tests and benchmarks
+  (built on first use, see ``engine.reference_models``);
 - a diffusers folder (``model_index.json``, ``unet/``, ``vae/``, ``text_encoder/``, ``tokenizer/``);
 - a single checkpoint file, ``.safetensors`` (or a ``.ckpt`` that loads without pickle).
 
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from engine.reference_models import SD15_RANDOM_NAME, ensure_sd15_random
 from engine.tiny_model import BUILTIN_NAME, ensure_tiny_model
 from loratui.errors import UserError
 
@@ -40,8 +43,12 @@ def load_base_model(path_setting: str, resolved: Path, family: str, v_prediction
     if path_setting == BUILTIN_NAME:
         model = _load_folder(ensure_tiny_model())
         model.name = BUILTIN_NAME
+    elif path_setting == SD15_RANDOM_NAME:
+        model = _load_folder(ensure_sd15_random())
+        model.name = SD15_RANDOM_NAME
     elif path_setting.startswith("loratui:"):
-        raise UserError(f"unknown built-in model {path_setting!r}", "model.path", f"the built-in test model is {BUILTIN_NAME!r}", "model")
+        raise UserError(f"unknown built-in model {path_setting!r}", "model.path",
+                        f"the built-in models are {BUILTIN_NAME!r} and {SD15_RANDOM_NAME!r}", "model")
     elif resolved.is_dir():
         model = _load_folder(resolved)
     elif resolved.is_file():

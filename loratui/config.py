@@ -89,7 +89,7 @@ from loratui.errors import Problem, UserError
 MODEL_FAMILIES = ("sd1", "sd2")
 UNSUPPORTED_FAMILIES = ("sdxl", "flux")
 BUILTIN_PREFIX = "loratui:"
-BUILTIN_MODELS = ("loratui:tiny-sd",)
+BUILTIN_MODELS = ("loratui:tiny-sd", "loratui:sd15-random")
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
 TOKENIZER_FILES = ("vocab.json", "merges.txt")
 FAST_TOKENIZER_FILE = "tokenizer.json"

@@ -1,0 +1,34 @@
+"""The GPU suite's harness (tests/gpu_harness.py), proven on the CPU with the tiny model.
+
+The GPU suite itself (tests/test_gpu_train.py) needs CUDA; this runs the same helper, with the
+same checks (finite losses, LoRA moved, the kohya file reloaded by diffusers reproduces the
+trained model), on the built-in tiny model at 128 px, so a broken harness shows up on any machine.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.tiny_model import BUILTIN_NAME, ensure_tiny_model
+from tests.gpu_harness import FLOAT32_TOLERANCE, Entry, run_entry
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.mark.parametrize("entry", [
+    # float32 is what a CPU trains in; the checkpointed, cache-free, UNet + text encoder path
+    # exercises the most of the harness in one run.
+    Entry("cpu-fp32-b4-adamw-gc-nocache-te", "no", 4, "AdamW", 1e-3, gradient_checkpointing=True,
+          cache_latents="off", train_text_encoder=True, steps=3),
+    # bf16 on the CPU: the low-precision comparison path (autocast, tolerance relative to the
+    # LoRA's effect) that the GPU's bf16 entries take.
+    Entry("cpu-bf16-b1-adamw8bit-unet", "bf16", 1, "AdamW8bit", 1e-3, steps=3),
+], ids=lambda e: e.id)
+def test_one_matrix_entry_on_the_tiny_model(tmp_path, entry):
+    result = run_entry(tmp_path, entry, BUILTIN_NAME, ensure_tiny_model(), 128)
+    assert len(result.losses) == entry.steps
+    assert result.up_weights["unet"] > 0
+    assert ("te" in result.up_weights) == entry.train_text_encoder
+    # run_entry made its assertions; these check that it compared what the entry trained.
+    assert set(result.comparisons) == ({"unet", "te"} if entry.train_text_encoder else {"unet"})
+    assert all(c.error < FLOAT32_TOLERANCE for c in result.comparisons.values())

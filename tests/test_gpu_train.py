@@ -1,0 +1,183 @@
+"""The CUDA paths on a real GPU: training a full-size SD 1.5 (random weights), and NVML.
+
+Run on a machine with an NVIDIA GPU (expected to take a few minutes on an H100, not timed yet;
+the first half-minute or so builds the 2 GB ``loratui:sd15-random`` model into the test session's
+private cache):
+
+    pytest -m gpu tests/test_gpu_train.py -v -rA
+
+Set ``LORATUI_GPU_MODEL_CACHE=/some/dir`` to build the model there once and reuse it in later
+runs. Without CUDA the whole module is skipped, with the reason. The harness these tests use is
+proven on the CPU by tests/test_gpu_harness.py.
+
+1. Training matrix (``MATRIX``): ``loratui:sd15-random`` (the published SD 1.5 UNet, VAE and
+   CLIP-L text encoder shapes) at 512 px, 5 steps per run, LoRA rank 8 / alpha 4. Each run is
+   checked by ``tests.gpu_harness.run_entry``: finite losses, every ``lora_up`` weight moved off
+   its zero start, and the saved kohya file, loaded by diffusers' ``load_lora_weights`` on the
+   GPU, reproduces the trained UNet's (and text encoder's) output, in float32 and in the training
+   precision (see that module for the tolerances and why).
+
+   The full product of the issue's factors is 2 batch sizes x 2 precisions x 5 optimizers x
+   checkpointing on/off x cached latents on/off x UNet-only/UNet+TE = 320 runs. These 6 cover
+   every level of every factor, both precisions with each level of every other factor (batch,
+   checkpointing, latent cache, text encoder), and each 8-bit optimizer on the GPU (bitsandbytes'
+   CUDA kernels):
+
+   | id                              | prec | batch | optimizer  | checkpointing | latents | trains   |
+   |---------------------------------|------|-------|------------|---------------|---------|----------|
+   | fp16-b1-adamw-te                | fp16 | 1     | AdamW      | off           | cached  | UNet+TE  |
+   | bf16-b4-adamw8bit-gc-nocache    | bf16 | 4     | AdamW8bit  | on            | encoded | UNet     |
+   | fp16-b4-lion8bit-gc-te          | fp16 | 4     | Lion8bit   | on            | cached  | UNet+TE  |
+   | bf16-b1-adafactor-nocache-te    | bf16 | 1     | Adafactor  | off           | encoded | UNet+TE  |
+   | bf16-b4-prodigy                 | bf16 | 4     | Prodigy    | off           | cached  | UNet     |
+   | fp16-b1-adamw-gc-nocache        | fp16 | 1     | AdamW      | on            | encoded | UNet     |
+
+   The learning rates are higher than a real run's so that 5 steps change the model clearly
+   (the reload comparison needs a measurable LoRA effect).
+
+2. NVML on the real driver: the engine runs as a child process (``python -m engine``) while
+   ``loratui.gpu.Telemetry().read()`` samples the device: its used memory rises during the run and
+   falls back after it, and ``process_memory(snapshot, engine_pid)`` attributes memory to the
+   engine's pid (skipped, with the reason, where NVML cannot see that pid, e.g. in a container
+   with its own pid namespace).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.gpu
+
+if not torch.cuda.is_available():
+    pytest.skip("no CUDA GPU here (torch.cuda.is_available() is False): the GPU suite trains a full-size "
+                "SD 1.5 on CUDA; tests/test_gpu_harness.py proves its harness on the CPU", allow_module_level=True)
+
+from engine.reference_models import SD15_RANDOM_NAME, ensure_sd15_random  # noqa: E402
+from tests.conftest import REPO, write_config  # noqa: E402
+from tests.gpu_harness import Entry, entry_config, make_dataset, run_entry  # noqa: E402
+
+RESOLUTION = 512
+GIB = 1024**3
+
+MATRIX = [
+    Entry("fp16-b1-adamw-te", "fp16", 1, "AdamW", 1e-3, train_text_encoder=True),
+    Entry("bf16-b4-adamw8bit-gc-nocache", "bf16", 4, "AdamW8bit", 1e-3, gradient_checkpointing=True,
+          cache_latents="off"),
+    Entry("fp16-b4-lion8bit-gc-te", "fp16", 4, "Lion8bit", 3e-4, gradient_checkpointing=True, train_text_encoder=True),
+    Entry("bf16-b1-adafactor-nocache-te", "bf16", 1, "Adafactor", 1e-3, cache_latents="off", train_text_encoder=True),
+    Entry("bf16-b4-prodigy", "bf16", 4, "Prodigy", 1.0, args=("d0=1e-4",)),
+    Entry("fp16-b1-adamw-gc-nocache", "fp16", 1, "AdamW", 1e-3, gradient_checkpointing=True, cache_latents="off"),
+]
+
+
+@pytest.fixture(scope="module")
+def sd15_folder():
+    """The built-in random SD 1.5, built once (in $LORATUI_GPU_MODEL_CACHE when set, so later
+    runs reuse it; else in the session's private cache)."""
+    with pytest.MonkeyPatch.context() as patch:
+        persistent = os.environ.get("LORATUI_GPU_MODEL_CACHE")
+        if persistent:
+            patch.setenv("LORATUI_CACHE_DIR", persistent)
+        started = time.perf_counter()
+        folder = ensure_sd15_random()
+        print(f"\n{SD15_RANDOM_NAME} ready in {time.perf_counter() - started:.0f} s: {folder}")
+        yield folder
+
+
+@pytest.mark.parametrize("entry", MATRIX, ids=lambda e: e.id)
+def test_training_matrix_entry(entry, sd15_folder, tmp_path):
+    torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    result = run_entry(tmp_path, entry, SD15_RANDOM_NAME, sd15_folder, RESOLUTION)
+    assert result.device == "cuda", f"the engine trained on {result.device}, not on the GPU"
+    print(f"\n{entry.id}: {time.perf_counter() - started:.0f} s, peak allocated "
+          f"{torch.cuda.max_memory_allocated() / GIB:.1f} GiB, losses {[round(x, 4) for x in result.losses]}, "
+          f"lora_up weights {result.up_weights}")
+    for name, comparison in result.comparisons.items():
+        print(f"  {name}: {comparison}")
+
+
+# ------------------------------------------------------------------------------------------ NVML
+@pytest.fixture(scope="module")
+def engine_under_nvml(sd15_folder, tmp_path_factory):
+    """Run the engine as a child process (40 steps, batch 1, bf16) and sample NVML every 0.2 s
+    from this process, before, during and after it."""
+    from engine.spill_watch import _nvml_index
+    from loratui.gpu import Telemetry, process_memory
+
+    folder = tmp_path_factory.mktemp("nvml")
+    make_dataset(folder, RESOLUTION)
+    config = write_config(folder, entry_config(Entry("nvml", "bf16", 1, "AdamW", 1e-4, steps=40),
+                                               SD15_RANDOM_NAME, RESOLUTION))
+    gc.collect()
+    torch.cuda.empty_cache()  # what this process holds stays constant from here on
+    index = _nvml_index(torch.device("cuda", 0))
+    telemetry = Telemetry(with_processes=True)
+    before = telemetry.read()
+    if not before.available:
+        telemetry.close()
+        pytest.fail(f"NVML gives no reading on a machine where CUDA works: {before.reason}")
+    events_path, log_path = folder / "events.jsonl", folder / "engine.log"
+    readings = []  # (training has started, device used bytes, engine pid's bytes or None, pids NVML lists)
+    with open(events_path, "wb") as out, open(log_path, "wb") as err:
+        engine = subprocess.Popen([sys.executable, "-m", "engine", str(config)], stdout=out, stderr=err,
+                                  cwd=REPO, env=dict(os.environ))
+    try:
+        deadline = time.monotonic() + 480
+        while engine.poll() is None and time.monotonic() < deadline:
+            snapshot = telemetry.read()
+            device = snapshot.devices[index]
+            training = '"phase":"training"' in events_path.read_text()  # the engine's status event, compact JSON
+            readings.append((training, device.memory_used, process_memory(snapshot, engine.pid),
+                             sorted(p.pid for p in device.processes)))
+            time.sleep(0.2)
+        if engine.poll() is None:
+            engine.kill()
+            engine.wait()
+            pytest.fail("the engine did not finish 40 steps in 8 minutes")
+        time.sleep(2.0)  # let the driver release the child's memory
+        after = telemetry.read()
+    finally:
+        telemetry.close()
+    events = [json.loads(line) for line in events_path.read_text().splitlines() if line.strip()]
+    return {
+        "pid": engine.pid, "returncode": engine.returncode, "events": events,
+        "log_tail": log_path.read_text(errors="replace")[-3000:],
+        "before": before.devices[index].memory_used, "after": after.devices[index].memory_used,
+        "readings": readings, "driver": before.driver_version, "name": before.devices[index].name,
+    }
+
+
+def test_nvml_used_memory_rises_during_the_run_and_falls_after(engine_under_nvml):
+    run = engine_under_nvml
+    assert run["returncode"] == 0, f"the engine failed (exit {run['returncode']}):\n{run['log_tail']}"
+    assert run["events"][-1]["type"] == "finished"
+    during = [used for training, used, _, _ in run["readings"] if training and used is not None]
+    assert during, f"no NVML reading was taken while the engine trained ({len(run['readings'])} readings in all)"
+    before, peak, after = run["before"], max(during), run["after"]
+    print(f"\n{run['name']}, driver {run['driver']}: used {before / GIB:.2f} GiB before, peak {peak / GIB:.2f} GiB "
+          f"while training ({len(during)} readings), {after / GIB:.2f} GiB after")
+    # bf16 SD 1.5 weights alone are ~2.3 GB (UNet and text encoder in bf16, the VAE in float32).
+    assert peak > before + 2 * GIB, f"used memory rose only from {before / GIB:.2f} to {peak / GIB:.2f} GiB"
+    assert after < before + 1 * GIB, f"used memory stayed at {after / GIB:.2f} GiB after the engine exited"
+
+
+def test_nvml_attributes_memory_to_the_engine_pid(engine_under_nvml):
+    run = engine_under_nvml
+    assert run["returncode"] == 0, f"the engine failed (exit {run['returncode']}):\n{run['log_tail']}"
+    attributed = [memory for training, _, memory, _ in run["readings"] if training and memory is not None]
+    if not attributed:
+        listed = sorted({pid for *_, pids in run["readings"] for pid in pids})
+        pytest.skip(f"NVML never listed the engine's pid {run['pid']} (it listed {listed or 'no processes'}): this "
+                    "test runs in a pid namespace (a container), where NVML reports host pids; "
+                    "process_memory() then returns None by design")
+    print(f"\nengine pid {run['pid']}: up to {max(attributed) / GIB:.2f} GiB attributed by NVML")
+    assert max(attributed) > 2 * GIB, f"NVML attributed only {max(attributed) / GIB:.2f} GiB to the engine"
