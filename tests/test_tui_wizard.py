@@ -529,3 +529,22 @@ def test_unknown_theme_is_refused_before_anything_is_created(tmp_path: Path):
         make_new_app(tmp_path / "fresh", theme="no-such-theme")
     assert caught.value.where == "--theme" and "loratui-dark" in caught.value.fix
     assert not (tmp_path / "fresh").exists()
+
+
+def test_dataset_step_rescans_images_copied_in_while_the_wizard_is_open(project: Path):
+    images = project / "img" / "10_ohwx shape"
+    parked = project / "parked"
+    images.rename(parked)  # the folder is empty when the wizard opens
+    config_path = write_config(project, small_config())
+    app = make_edit_app(config_path)
+
+    async def scenario():
+        async with app.run_test(size=SIZE) as pilot:
+            await settle_scan(pilot)
+            parked.rename(images)  # the user copies the images in from another terminal
+            await pilot.press("pagedown")
+            await settle_scan(pilot)
+            summary = text_of(wizard(app).query_one(DatasetPanel).query_one("#scan-summary", Static))
+            assert "10_ohwx shape" in summary and "8/8" in summary
+
+    run(scenario())
