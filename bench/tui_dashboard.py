@@ -8,7 +8,8 @@ usual SSH case), its output read from the pty master by this script, as a termin
    drawn in the first frame) and to the first frame that shows the run's history (the step
    count: after the re-attach fold). The job has 20,000 steps of history and no summary snapshot,
    so the fold is the slow path. Baseline: ``loratui attach JOB --no-tui`` (plain lines) to its
-   summary line.
+   summary line. Also ``loratui`` itself: the home screen's first frame, and the frame that
+   shows the job list (read in a worker).
 2. **CPU while following** a job that writes 20 events a second (engine-shaped step lines, a
    ``memory`` event every 20th): the process's user+system time (``/proc/PID/stat``, the same
    counters as its rusage) over ``--seconds`` of wall time once it has settled. Baseline: the
@@ -249,6 +250,12 @@ def run(args) -> None:
         attach.send(b"\x03")
         attach.finish()
         results["attach --no-tui"] = {"ready": attach.found.get("ready")}
+        # -- `loratui` itself: the home screen, first frame with its job list read
+        home = PtyRun([sys.executable, "-m", "loratui.cli"], env)
+        home.pump(30, until={"first_paint": rb"loratui", "jobs": JOB_ID.encode()})
+        home.send(b"q")
+        home.finish()
+        results["home"] = {"first_paint": home.found.get("first_paint"), "ready": home.found.get("jobs")}
         job_alive = writer.poll() is None
     finally:
         writer.kill()
@@ -267,6 +274,9 @@ def report(results: dict, job_alive: bool) -> None:
 
     print()
     print("(a) start-up, from exec to:")
+    home = results["home"]
+    print(f"    loratui (home screen), first frame            {ms(home['first_paint'])}")
+    print(f"    loratui (home screen), job list shown         {ms(home['ready'])}")
     print(f"    dashboard, first frame (job id on screen)     {ms(dash['first_paint'])}")
     print(f"    dashboard, history shown (step count)         {ms(dash['ready'])}")
     print(f"    baseline: attach --no-tui, summary line       {ms(attach['ready'])}   "
