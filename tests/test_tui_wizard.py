@@ -548,3 +548,35 @@ def test_dataset_step_rescans_images_copied_in_while_the_wizard_is_open(project:
             assert "10_ohwx shape" in summary and "8/8" in summary
 
     run(scenario())
+
+
+@pytest.mark.slow
+def test_launch_from_the_wizard_starts_a_real_job_on_the_tiny_model(project: Path, tmp_path, monkeypatch):
+    """Review > Ctrl+L with the command line's own launcher: a job is registered, trains, finishes."""
+    from loratui.cli import _launch_for_wizard
+    from loratui.jobs.follow import follow
+    from loratui.jobs.process import is_running
+    from loratui.jobs.registry import find_job
+
+    monkeypatch.setenv("LORATUI_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    data = small_config()
+    data["training"]["max_train_steps"] = 3
+    app = make_edit_app(write_config(project, data), on_launch=_launch_for_wizard)
+
+    async def scenario():
+        async with app.run_test(size=SIZE) as pilot:
+            await settle_scan(pilot)
+            await pilot.press("ctrl+l")
+            for _ in range(100):  # the check and the launch run in workers
+                await settle(pilot, 0.1)
+                if app.return_value is not None:
+                    break
+        return app.return_value
+
+    result = run(scenario())
+    assert result is not None and result.job_id, result
+    record = find_job(result.job_id)
+    events = list(follow(record.events_path, lambda: is_running(record.identity)))
+    assert events[-1]["type"] == "finished", events[-3:]
+    assert (project / "model" / "test_lora.safetensors").is_file()
