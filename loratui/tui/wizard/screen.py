@@ -167,9 +167,10 @@ class WizardScreen(Screen[None]):
         self.query_one("#steps", ContentSwitcher).current = f"step-{step_id}"
         self._update_step_bar()
         self._update_titles()
-        if step_id == "dataset":
+        panel = self.query_one(DatasetPanel) if step_id == "dataset" else None
+        if panel is not None and not panel.scanning:
             # Images are often copied in while the wizard is open: show the folder as it is now.
-            self.query_one(DatasetPanel).start_scan(self.cfg)
+            panel.start_scan(self.cfg)
         if step_id == "review":
             review = self.query_one(ReviewPanel)
             review.show_toml(self.cfg)
