@@ -19,15 +19,11 @@ then loaded through the same code path as any user's local model.
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Callable
 
 import torch
 
+from engine.tiny_model import build_once, write_model_index
 from loratui.paths import cache_dir
 
 SD15_RANDOM_NAME = "loratui:sd15-random"
@@ -111,7 +107,7 @@ def sd15_random_dir() -> Path:
 
 def ensure_sd15_random() -> Path:
     """Build the random SD 1.5 folder if it is not there yet (a minute, ~2.1 GB) and return its path."""
-    return _ensure_built(sd15_random_dir(), _build_sd15_into)
+    return build_once(sd15_random_dir(), _build_sd15_into)
 
 
 def sd15_unet(dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"):
@@ -123,26 +119,6 @@ def sd15_unet(dtype: torch.dtype = torch.float32, device: str | torch.device = "
     with torch.device(device):
         unet = UNet2DConditionModel(**SD15_UNET_CONFIG)
     return unet if dtype == torch.float32 else unet.to(dtype)
-
-
-def _ensure_built(target: Path, build: Callable[[Path], None]) -> Path:
-    if (target / "model_index.json").is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Build beside the target and rename, so a crash or a concurrent build never leaves a
-    # half-written model under the final name.
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
-        with torch.random.fork_rng(devices=[]):  # building draws random weights: leave the caller's RNG as it was
-            build(staging)
-        try:
-            os.replace(staging, target)
-        except OSError:
-            if not (target / "model_index.json").is_file():  # lost a race: the other build won
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
 
 
 def _build_sd15_into(folder: Path) -> None:
@@ -179,16 +155,4 @@ def _build_sd15_into(folder: Path) -> None:
 
     DDPMScheduler(**SD15_SCHEDULER_CONFIG).save_pretrained(folder / "scheduler")
 
-    index = {
-        "_class_name": "StableDiffusionPipeline",
-        "_diffusers_version": "0.30.0",
-        "feature_extractor": [None, None],
-        "requires_safety_checker": False,
-        "safety_checker": [None, None],
-        "scheduler": ["diffusers", "DDPMScheduler"],
-        "text_encoder": ["transformers", "CLIPTextModel"],
-        "tokenizer": ["transformers", "CLIPTokenizer"],
-        "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"],
-    }
-    (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+    write_model_index(folder)

@@ -17,6 +17,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -34,16 +35,22 @@ def tiny_model_dir() -> Path:
 
 def ensure_tiny_model() -> Path:
     """Build the tiny model folder if it is not there yet and return its path."""
-    target = tiny_model_dir()
+    return build_once(tiny_model_dir(), _build_into)
+
+
+def build_once(target: Path, build: Callable[[Path], None]) -> Path:
+    """Run ``build(folder)`` unless ``target`` holds a built model; return ``target``.
+
+    The build happens beside the target and is renamed into place, so a crash or a concurrent
+    build never leaves a half-written model under the final name. It runs under its own RNG
+    state: building draws random weights, and the caller's seeded RNG must not notice."""
     if (target / "model_index.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    # Build beside the target and rename, so a crash or a concurrent build never leaves a
-    # half-written model under the final name.
-    staging = Path(tempfile.mkdtemp(prefix=".tiny-sd-", dir=target.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
-        with torch.random.fork_rng(devices=[]):  # building draws random weights: leave the caller's RNG as it was
-            _build_into(staging)
+        with torch.random.fork_rng(devices=[]):
+            build(staging)
         try:
             os.replace(staging, target)
         except OSError:
@@ -52,6 +59,23 @@ def ensure_tiny_model() -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def write_model_index(folder: Path) -> None:
+    """The model_index.json of an SD 1.x pipeline folder (what diffusers' from_pretrained reads)."""
+    index = {
+        "_class_name": "StableDiffusionPipeline",
+        "_diffusers_version": "0.30.0",
+        "feature_extractor": [None, None],
+        "requires_safety_checker": False,
+        "safety_checker": [None, None],
+        "scheduler": ["diffusers", "DDPMScheduler"],
+        "text_encoder": ["transformers", "CLIPTextModel"],
+        "tokenizer": ["transformers", "CLIPTokenizer"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }
+    (folder / "model_index.json").write_text(json.dumps(index, indent=2))
 
 
 def _byte_level_vocab() -> tuple[dict[str, int], list[str]]:
@@ -139,17 +163,4 @@ def _build_into(folder: Path) -> None:
         clip_sample=False,
         steps_offset=1,
     ).save_pretrained(folder / "scheduler")
-
-    index = {
-        "_class_name": "StableDiffusionPipeline",
-        "_diffusers_version": "0.30.0",
-        "feature_extractor": [None, None],
-        "requires_safety_checker": False,
-        "safety_checker": [None, None],
-        "scheduler": ["diffusers", "DDPMScheduler"],
-        "text_encoder": ["transformers", "CLIPTextModel"],
-        "tokenizer": ["transformers", "CLIPTokenizer"],
-        "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"],
-    }
-    (folder / "model_index.json").write_text(json.dumps(index, indent=2))
+    write_model_index(folder)
