@@ -3,6 +3,7 @@ in-process (the CLI tests run it as a real child process)."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -94,3 +95,18 @@ def train_in_process(config_path: Path, on_event=None, resume: str | None = None
     trainer = Trainer(cfg, EventWriter(recorder), stop)
     trainer.run()
     return recorder, trainer
+
+
+async def workers_done(app) -> None:
+    """Wait for the app's workers. A worker cancelled because a newer one replaced it (an
+    exclusive group: the dataset scan restarts when a field changes) is not a failure: wait for
+    its replacement instead."""
+    from textual.worker import WorkerCancelled
+
+    for _ in range(100):
+        try:
+            await app.workers.wait_for_complete()
+            return
+        except WorkerCancelled:
+            await asyncio.sleep(0.01)
+    raise AssertionError("workers kept being cancelled and replaced")

@@ -12,7 +12,7 @@ import pytest
 
 from loratui.tui.app import LoratuiApp
 from loratui.tui.home import HomeChoice, HomeScreen
-from tests.conftest import REPO, small_config, write_config
+from tests.conftest import REPO, small_config, workers_done, write_config
 from tests.test_jobs import FINISHED, STARTED, fake_record
 
 
@@ -28,7 +28,7 @@ def run_home(folder: Path, keys: list[str]):
         app._first_screen = lambda: HomeScreen(folder)  # the folder `loratui` was started in
         async with app.run_test(size=(80, 24)) as pilot:
             await pilot.pause(0.2)
-            await app.workers.wait_for_complete()
+            await workers_done(app)
             await pilot.pause()
             screen = app.screen
             for key in keys:

@@ -12,7 +12,7 @@ import pytest
 from loratui.tui import make_edit_app, make_new_app
 from loratui.tui.wizard.steps import STEP_IDS
 
-from .conftest import SAMPLE
+from .conftest import SAMPLE, workers_done
 
 FIXTURES = Path(__file__).parent / "fixtures" / "kohya"
 
@@ -35,9 +35,9 @@ def project(tmp_path: Path) -> Path:
 
 async def _settle(pilot) -> None:
     await pilot.pause(0.4)
-    await pilot.app.workers.wait_for_complete()
+    await workers_done(pilot.app)
     await pilot.pause()
-    await pilot.app.workers.wait_for_complete()
+    await workers_done(pilot.app)
     await pilot.pause()
 
 

@@ -267,6 +267,7 @@ import asyncio, shutil, sys
 from pathlib import Path
 import loratui.tui, loratui.tui.app, loratui.tui.entry, loratui.kohya_import, loratui.settings
 from loratui.tui import make_new_app
+from textual.worker import WorkerCancelled
 project = Path({str(tmp_path / 'p')!r})
 shutil.copytree({str(REPO / 'sample_project' / 'img')!r}, project / 'img')
 app = make_new_app(project, kohya_json={str(REPO / 'tests' / 'fixtures' / 'kohya' / 'Standard-AdamW.json')!r})
@@ -277,7 +278,10 @@ async def main():
         for _ in range(6):
             await pilot.press("pagedown")
         await pilot.pause(0.3)
-        await app.workers.wait_for_complete()
+        try:
+            await app.workers.wait_for_complete()
+        except WorkerCancelled:  # a scan replaced by a newer one
+            await app.workers.wait_for_complete()
         await pilot.pause()
 asyncio.run(main())
 loaded = sorted(m for m in sys.modules if m == "torch" or m.startswith(("torch.", "diffusers", "transformers", "peft", "accelerate")))

@@ -19,7 +19,7 @@ from loratui.tui import make_edit_app, make_new_app
 from loratui.tui.wizard.dataset_panel import DatasetPanel
 from loratui.tui.wizard.screen import WizardScreen
 
-from .conftest import SAMPLE, small_config, write_config
+from .conftest import SAMPLE, small_config, workers_done, write_config
 
 FIXTURES = Path(__file__).parent / "fixtures" / "kohya"
 SIZE = (80, 24)
@@ -53,9 +53,9 @@ def text_of(widget: Static) -> str:
 async def settle(pilot, delay: float = 0.05) -> None:
     """Let timers fire, workers (dataset scan, check) finish and their messages be handled."""
     await pilot.pause(delay)
-    await pilot.app.workers.wait_for_complete()
+    await workers_done(pilot.app)
     await pilot.pause()
-    await pilot.app.workers.wait_for_complete()
+    await workers_done(pilot.app)
     await pilot.pause()
 
 
