@@ -24,6 +24,16 @@ def _private_cache(tmp_path_factory):
     yield
 
 
+@pytest.fixture
+def private_tui_settings(tmp_path, monkeypatch):
+    """The app never reads or writes the user's own settings and themes, and its default theme
+    (which depends on the terminal) is the same on every machine."""
+    monkeypatch.setenv("LORATUI_CONFIG_DIR", str(tmp_path / "user-config"))
+    monkeypatch.delenv("LORATUI_THEMES_DIR", raising=False)
+    monkeypatch.delenv("TEXTUAL_COLOR_SYSTEM", raising=False)
+    monkeypatch.setenv("COLORTERM", "truecolor")
+
+
 def small_config(**sections) -> dict:
     """A fast config over the sample images: 8 images x 10 repeats, batch 4 -> 20 steps/epoch."""
     data = {

@@ -24,12 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 THEME_FILES = sorted((REPO / "themes").glob("*.toml"))
 
 
-@pytest.fixture(autouse=True)
-def _private_settings(tmp_path, monkeypatch):
-    monkeypatch.setenv("LORATUI_CONFIG_DIR", str(tmp_path / "user-config"))
-    monkeypatch.delenv("LORATUI_THEMES_DIR", raising=False)
-    monkeypatch.delenv("TEXTUAL_COLOR_SYSTEM", raising=False)
-    monkeypatch.setenv("COLORTERM", "truecolor")  # the default theme depends on the terminal
+pytestmark = pytest.mark.usefixtures("private_tui_settings")
 
 
 # -- themes ------------------------------------------------------------------------------------

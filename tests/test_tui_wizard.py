@@ -25,13 +25,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "kohya"
 SIZE = (80, 24)
 
 
-@pytest.fixture(autouse=True)
-def _private_settings(tmp_path, monkeypatch):
-    """Never read or write the user's own settings and themes."""
-    monkeypatch.setenv("LORATUI_CONFIG_DIR", str(tmp_path / "user-config"))
-    monkeypatch.delenv("LORATUI_THEMES_DIR", raising=False)
-    monkeypatch.delenv("TEXTUAL_COLOR_SYSTEM", raising=False)
-    monkeypatch.setenv("COLORTERM", "truecolor")  # the default theme depends on the terminal
+pytestmark = pytest.mark.usefixtures("private_tui_settings")
 
 
 def run(coro):
