@@ -27,6 +27,7 @@ from loratui.tui.dashboard.result import DashboardResult
 from loratui.tui.dashboard.screen import DashboardScreen
 
 WATCHDOG_S = 2.0
+HANGUP_EXIT_S = 3.0
 GONE_SIGNALS = ("SIGHUP", "SIGTERM")
 
 
@@ -117,6 +118,12 @@ class DashboardApp(App[DashboardResult]):
         if self.terminal_gone:
             return
         self.terminal_gone = True
+        # Restoring a terminal that is gone can block (writes to a hung-up tty, an input thread
+        # waiting on it). Nothing is left to save here, so if the orderly exit has not finished
+        # in a few seconds the process ends anyway: a viewer must never linger without a screen.
+        safety_net = threading.Timer(HANGUP_EXIT_S, os._exit, args=(0,))
+        safety_net.daemon = True
+        safety_net.start()
         screen = self.dashboard()
         self.exit(screen.result("terminal") if screen is not None else None)
 
