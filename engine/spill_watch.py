@@ -29,7 +29,7 @@ class SpillWatch:
         self.events = events
         self.detector = SpillDetector(platform=sys.platform)
         self.telemetry = Telemetry(with_processes=False) if device.type == "cuda" else None
-        self.nvml_index = _nvml_index(device) if self.telemetry else None
+        self.nvml_index = _nvml_index(device, self.telemetry) if self.telemetry else None
         self.shared_supported = sys.platform == "win32"
         self._next_sample = 0.0
 
@@ -61,7 +61,7 @@ class SpillWatch:
             self.telemetry.close()
 
 
-def _nvml_index(device: torch.device) -> int | None:
+def _nvml_index(device: torch.device, telemetry: Telemetry) -> int | None:
     """NVML numbers GPUs by PCI bus, CUDA (by default) fastest first, and CUDA_VISIBLE_DEVICES
     renumbers them: match the two by UUID where torch knows it."""
     index = device.index or 0
@@ -69,15 +69,7 @@ def _nvml_index(device: torch.device) -> int | None:
         uuid = str(torch.cuda.get_device_properties(index).uuid)
     except (AttributeError, RuntimeError):
         return index
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        for nvml_index in range(pynvml.nvmlDeviceGetCount()):
-            nvml_uuid = pynvml.nvmlDeviceGetUUID(pynvml.nvmlDeviceGetHandleByIndex(nvml_index))
-            nvml_uuid = nvml_uuid.decode() if isinstance(nvml_uuid, bytes) else nvml_uuid
-            if nvml_uuid.removeprefix("GPU-") == uuid.removeprefix("GPU-"):
-                return nvml_index
-    except Exception:  # noqa: BLE001 - any NVML trouble: fall back to the CUDA index
-        return index
+    for gpu in telemetry.read().devices:
+        if gpu.uuid and gpu.uuid.removeprefix("GPU-") == uuid.removeprefix("GPU-"):
+            return gpu.index
     return index
