@@ -12,6 +12,7 @@ from pathlib import Path
 
 from loratui import __version__
 from loratui.errors import UserError
+from loratui.protocol import FINAL_EVENTS
 
 EXIT_OK, EXIT_TRAINING_FAILED, EXIT_USER_ERROR, EXIT_STOPPED = 0, 1, 2, 3
 CONTROL_COMMANDS = ("stop", "pause", "resume", "save")
@@ -156,7 +157,7 @@ def _follow_plain(record, rebuild_first: bool) -> int:
     try:
         for event in follow(record.events_path, lambda: is_running(record.identity), offset=offset):
             progress.handle(event)
-            if event.get("type") in ("finished", "stopped", "failed"):
+            if event.get("type") in FINAL_EVENTS:
                 final = event
             elif event.get("type") == "error":
                 error = event
@@ -347,7 +348,7 @@ def _wait_for_end(record) -> int:
 
     final = None
     for event in follow(record.events_path, lambda: is_running(record.identity)):
-        if event.get("type") in ("finished", "stopped", "failed"):
+        if event.get("type") in FINAL_EVENTS:
             final = event
     if final and final["type"] == "stopped":
         print(f"Stopped at step {final['step']}; resume with: loratui train {record.config} --resume \"{final['state']}\"")
