@@ -35,7 +35,7 @@ T0 = 1_795_000_000.0
 
 
 def step_line(step: int, t: float, epoch: int) -> str:
-    # The engine's own layout (loratui.protocol.make_event + encode): compact, fields in this order.
+    # The engine's own layout (loratui.core.protocol.make_event + encode): compact, fields in this order.
     return json.dumps({"v": 1, "type": "step", "t": round(t, 3), "step": step, "epoch": epoch,
                        "loss": 1 / (1 + step * 1e-4) + (step * 7919 % 1000) / 1e4, "loss_avg": 0.5,
                        "lr": {"unet": 0.0001, "text_encoder": 5e-05}, "s_per_step": 0.05, "samples_per_s": 80.0,
@@ -75,7 +75,7 @@ REBUILD_CHILD = """
 import json, resource, sys, time
 from pathlib import Path
 from loratui.jobs.rebuild import rebuild
-from loratui.jobs.summary import RunSummary
+from loratui.core.summary import RunSummary
 path, mode = Path(sys.argv[1]), sys.argv[2]
 start = time.perf_counter()
 if mode == "snapshot":
@@ -83,7 +83,7 @@ if mode == "snapshot":
 elif mode == "fast":
     summary, _ = rebuild(path, use_snapshot=False)
 else:
-    from loratui.protocol import decode
+    from loratui.core.protocol import decode
     summary = RunSummary()
     with open(path, "rb") as handle:  # line by line, as EventFileReader decodes: bounded memory
         for line in handle:
@@ -98,7 +98,7 @@ FOLLOW_CHILD = """
 import json, sys, time
 from pathlib import Path
 from loratui.jobs.follow import follow
-from loratui.jobs.summary import RunSummary
+from loratui.core.summary import RunSummary
 path, deadline = Path(sys.argv[1]), float(sys.argv[2])
 summary = RunSummary()
 cpu0, wall0 = time.process_time(), time.monotonic()
@@ -132,7 +132,7 @@ def write_engine_snapshot(path: Path, events_after: int) -> None:
     """The summary.json the engine would have written ``events_after`` events before the end."""
     sys.path.insert(0, str(REPO))
     from loratui.jobs.rebuild import rebuild
-    from loratui.jobs.snapshot import SNAPSHOT_FILE, write_snapshot
+    from loratui.core.snapshot import SNAPSHOT_FILE, write_snapshot
 
     data = path.read_bytes()
     offset = len(data)

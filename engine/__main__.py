@@ -15,7 +15,7 @@ import sys
 import traceback
 from pathlib import Path
 
-EXIT_FINISHED, EXIT_BUG, EXIT_USER_ERROR, EXIT_STOPPED = 0, 1, 2, 3
+from loratui.core.exit_codes import ExitCode
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,25 +58,25 @@ def main(argv: list[str] | None = None) -> int:
             trainer.run()
         finally:
             step = getattr(getattr(trainer, "progress", None), "step", 0)
-        return EXIT_STOPPED if trainer.outcome == "stopped" else EXIT_FINISHED
+        return ExitCode.STOPPED if trainer.outcome == "stopped" else ExitCode.OK
     except UserError as exc:
         where = f"{exc.where}: " if exc.where else ""
         logging.getLogger("engine").error("%s%s", where, exc.message)
         events.emit("error", kind=exc.kind, message=where + exc.message, hint=exc.fix)
         events.emit("failed", step=step, message=where + exc.message)
-        return EXIT_USER_ERROR
+        return ExitCode.USER_ERROR
     except Exception as exc:  # a bug: keep the traceback for the log, tell the watcher plainly
         traceback.print_exc()
         message = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
         events.emit("error", kind="internal", message=message,
                     hint="this is a bug in loratui; the traceback is in the engine log (stderr)")
         events.emit("failed", step=step, message=message)
-        return EXIT_BUG
+        return ExitCode.FAILED
 
 
 def _keep_summary_snapshots(events, path: str | None) -> None:
     from engine.events import events_fd
-    from loratui.jobs.snapshot import SnapshotWriter
+    from loratui.core.snapshot import SnapshotWriter
 
     fd = events_fd(events)
     if path and fd is not None:

@@ -2,7 +2,7 @@
 
 The launcher creates ``<run folder>/control`` as a FIFO with mode 0600, so only the job's owner
 can open it, and passes its path with ``--control``. Any number of clients write one command per
-line (``loratui.protocol.encode_command``); writes that short are atomic, so lines from several
+line (``loratui.core.protocol.encode_command``); writes that short are atomic, so lines from several
 clients never interleave. The engine answers each command with a ``control`` event in
 ``events.jsonl``, where every attached client sees it.
 
@@ -19,7 +19,7 @@ import os
 import select
 from pathlib import Path
 
-from loratui.protocol import ProtocolError, decode_command
+from loratui.core.protocol import ProtocolError, decode_command
 
 log = logging.getLogger("engine.control")
 

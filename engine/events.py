@@ -13,7 +13,7 @@ import sys
 import threading
 from typing import Any, Callable, TextIO
 
-from loratui.protocol import encode, make_event
+from loratui.core.protocol import encode, make_event
 
 
 class EventWriter:

@@ -12,9 +12,10 @@ from pathlib import Path
 
 from loratui import __version__
 from loratui.errors import UserError
-from loratui.protocol import FINAL_EVENTS
+from loratui.core.protocol import FINAL_EVENTS
 
-EXIT_OK, EXIT_TRAINING_FAILED, EXIT_USER_ERROR, EXIT_STOPPED = 0, 1, 2, 3
+from loratui.core.exit_codes import ExitCode, exit_code_of_run
+
 CONTROL_COMMANDS = ("stop", "pause", "resume", "save")
 
 
@@ -76,16 +77,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None and not _interactive():
         parser.print_help()
-        return EXIT_OK
+        return ExitCode.OK
     try:
         handler = {None: cmd_home, "new": cmd_new, "edit": cmd_edit, "check": cmd_check, "train": cmd_train,
                    "jobs": cmd_jobs, "attach": cmd_attach, "logs": cmd_logs, "gpu": cmd_gpu}.get(args.command, cmd_control)
         return handler(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return ExitCode.USER_ERROR
     except BrokenPipeError:  # `loratui logs JOB | head`: the reader left, which is fine
-        return EXIT_OK
+        return ExitCode.OK
 
 
 def _interactive() -> bool:
@@ -107,7 +108,7 @@ def cmd_check(args) -> int:
     cfg = _load(args.config)
     result = check_run(cfg)
     print_check_report(args.config, result, sys.stdout)
-    return EXIT_OK if result.ok else 1
+    return ExitCode.OK if result.ok else ExitCode.FAILED
 
 
 def cmd_train(args) -> int:
@@ -122,14 +123,14 @@ def cmd_train(args) -> int:
     if not result.ok:
         print_problems(result.problems, sys.stderr)
         print(f"\n{len(result.errors)} error(s): fix them, then run `loratui check {args.config}` again.", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return ExitCode.USER_ERROR
     job = start_job(args.config, cfg, resume=args.resume)
     if args.detach:
         print(job.job_id)
         print(f"Started job {job.job_id} (engine pid {job.record.pid}); it runs on when you log out.\n"
               f"  follow it:  loratui attach {job.job_id}     stop it: loratui stop {job.job_id}\n"
               f"  events:     {job.events_path}\n  log:        {job.log_path}", file=sys.stderr)
-        return EXIT_OK
+        return ExitCode.OK
     if not args.no_tui and _interactive():
         return _open_dashboard(job.record, args)
     print(f"Job {job.job_id}: engine pid {job.record.pid}, events {job.events_path}, log {job.log_path}")
@@ -164,7 +165,7 @@ def _follow_plain(record, rebuild_first: bool) -> int:
     except KeyboardInterrupt:
         print(f"\nDetached; job {record.job_id} goes on. Re-attach: loratui attach {record.job_id}   "
               f"stop it: loratui stop {record.job_id}", file=sys.stderr)
-        return EXIT_OK
+        return ExitCode.OK
     finally:
         signal.signal(signal.SIGINT, previous)
     return _exit_code(final, record, error)
@@ -188,15 +189,9 @@ def _print_summary(record, summary) -> None:
 
 
 def _exit_code(final: dict | None, record, error: dict | None = None) -> int:
-    kind = final.get("type") if final else None
-    if kind == "finished":
-        return EXIT_OK
-    if kind == "stopped":
-        return EXIT_STOPPED
-    if kind == "failed":  # a mistake the user can fix (exit 2, like the engine's) or a bug (1)
-        return EXIT_USER_ERROR if error and error.get("kind") != "internal" else EXIT_TRAINING_FAILED
-    print(f"error: the engine ended without finishing (killed or crashed); see {record.log_path}", file=sys.stderr)
-    return EXIT_TRAINING_FAILED
+    if final is None:
+        print(f"error: the engine ended without finishing (killed or crashed); see {record.log_path}", file=sys.stderr)
+    return exit_code_of_run(final, error)
 
 
 # --------------------------------------------------------------------------------- jobs
@@ -211,17 +206,17 @@ def cmd_jobs(args) -> int:
                               "total_steps": status.total_steps, "epoch": status.epoch, "pid": record.pid,
                               "host": record.host, "config": record.config, "run_folder": record.run_folder,
                               "started_at": record.started_at}))
-        return EXIT_OK
+        return ExitCode.OK
     if not rows:
         print("No jobs yet. Start one with: loratui train CONFIG --detach")
-        return EXIT_OK
+        return ExitCode.OK
     width = max(len(record.job_id) for record, _ in rows)
     print(f"{'JOB':<{width}}  {'STATE':<8}  {'STEP':>13}  {'STARTED':<16}  CONFIG")
     for record, status in rows:
         steps = f"{status.step}/{status.total_steps}" if status.total_steps else str(status.step)
         started = time.strftime("%Y-%m-%d %H:%M", time.localtime(record.started_at))
         print(f"{record.job_id:<{width}}  {status.state:<8}  {steps:>13}  {started:<16}  {record.config}")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def cmd_attach(args) -> int:
@@ -260,7 +255,7 @@ def _after_wizard(result, args) -> int:
         return _open_dashboard(find_job(result.job_id), args)
     if result.config_path:
         print(f"Saved {result.config_path}. Train it with: loratui train {result.config_path}")
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def cmd_new(args) -> int:
@@ -285,7 +280,7 @@ def cmd_home(args) -> int:
 
     choice = run_home(theme=args.theme)
     if choice is None:
-        return EXIT_OK
+        return ExitCode.OK
     if choice.action == "attach":
         return _open_dashboard(find_job(choice.job_id), args)
     if choice.action == "new":
@@ -309,7 +304,7 @@ def cmd_logs(args) -> int:
         else:
             with open(record.events_path, "rb") as handle:
                 sys.stdout.buffer.write(handle.read())
-        return EXIT_OK
+        return ExitCode.OK
     progress = PlainProgress(sys.stdout, interactive=False)
     try:
         if args.follow:
@@ -319,8 +314,8 @@ def cmd_logs(args) -> int:
             for event in EventFileReader(record.events_path).read_new():
                 progress.handle(event)
     except KeyboardInterrupt:
-        return EXIT_OK
-    return EXIT_OK
+        return ExitCode.OK
+    return ExitCode.OK
 
 
 def cmd_control(args) -> int:
@@ -332,14 +327,14 @@ def cmd_control(args) -> int:
     if answer is None:
         print(f"Sent {args.command} to job {record.job_id}; no answer within {args.timeout:.0f} s. The engine acts on "
               f"commands between steps (and after loading the model): `loratui logs {record.job_id}` shows when.")
-        return EXIT_OK
+        return ExitCode.OK
     if not answer.ok:
         print(f"error: job {record.job_id} refused {args.command}: {answer.message}", file=sys.stderr)
-        return EXIT_TRAINING_FAILED
+        return ExitCode.FAILED
     print(f"{record.job_id}: {answer.message}")
     if args.command == "stop" and getattr(args, "wait", False):
         return _wait_for_end(record)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _wait_for_end(record) -> int:
@@ -360,7 +355,7 @@ def cmd_gpu(args) -> int:
 
     for line in describe(read_gpus()):
         print(line)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from loratui.jobs.eta import EtaEstimator
+from loratui.core.eta import EtaEstimator
 
 
 def format_duration(seconds: float) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from loratui.protocol import encode, make_event
+from loratui.core.protocol import encode, make_event
 
 
 class EventLog:

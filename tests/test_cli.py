@@ -31,7 +31,7 @@ def assert_clean_failure(result: subprocess.CompletedProcess, *needles: str) -> 
 
 def test_terminal_side_never_imports_torch():
     code = ("import sys, loratui, loratui.cli, loratui.config, loratui.dataset, loratui.check, loratui.jobs.launch, "
-            "loratui.jobs.follow, loratui.protocol, loratui.report, loratui.plain_progress; "
+            "loratui.jobs.follow, loratui.core.protocol, loratui.report, loratui.plain_progress; "
             "heavy = {'torch', 'diffusers', 'transformers', 'peft', 'accelerate', 'bitsandbytes'} & set(sys.modules); "
             "print(sorted(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
@@ -163,7 +163,7 @@ def test_engine_directly_writes_only_events_on_stdout(project):
     result = subprocess.run([sys.executable, "-m", "engine", str(config)], capture_output=True, text=True,
                             cwd=project, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    from loratui.protocol import decode
+    from loratui.core.protocol import decode
 
     events = [decode(line) for line in result.stdout.splitlines()]  # every stdout line is an event
     assert events[-1]["type"] == "finished" and len([e for e in events if e["type"] == "step"]) == 3

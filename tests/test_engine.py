@@ -14,7 +14,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from loratui.errors import UserError
-from loratui.protocol import FINAL_EVENTS, decode, encode
+from loratui.core.protocol import FINAL_EVENTS, decode, encode
 from tests.conftest import small_config, train_in_process, write_config
 
 pytestmark = pytest.mark.slow

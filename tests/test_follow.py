@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from loratui.jobs.follow import EventFileReader, follow
-from loratui.protocol import PROTOCOL_VERSION, encode, make_event
+from loratui.core.protocol import PROTOCOL_VERSION, encode, make_event
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -233,7 +233,7 @@ def test_follow_picks_up_lines_appended_while_it_runs(tmp_path, with_final):
 CHILD = textwrap.dedent(
     """
     import sys, time
-    from loratui.protocol import encode, make_event
+    from loratui.core.protocol import encode, make_event
 
     path, mode = sys.argv[1], sys.argv[2]
     with open(path, "a", encoding="utf-8") as out:

@@ -24,7 +24,7 @@ from loratui.jobs import registry
 from loratui.jobs.process import boot_id, host_name, identity_of, is_running, start_time
 from loratui.jobs.record import JobRecord, write_record
 from loratui.jobs.status import job_status
-from loratui.protocol import encode, make_event
+from loratui.core.protocol import encode, make_event
 from tests.conftest import REPO, small_config, write_config
 
 # ----------------------------------------------------------------------------- helpers
@@ -238,7 +238,7 @@ def test_detached_job_survives_sighup_and_obeys_pause_save_resume_stop(project):
     summary, _ = rebuild(record.events_path)
     assert summary.state == "stopped" and summary.paused_total_s >= 1.5 and summary.step == events[-1]["step"]
     # The engine kept a snapshot of that summary up to its last event: re-attaching reads no events.
-    from loratui.jobs.snapshot import read_snapshot
+    from loratui.core.snapshot import read_snapshot
 
     snapshot, offset = read_snapshot(record.events_path)
     assert offset == record.events_path.stat().st_size and snapshot.state == "stopped"

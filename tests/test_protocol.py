@@ -1,4 +1,4 @@
-"""Tests for loratui.protocol (the engine's JSON-lines events) and its reference, docs/protocol.md."""
+"""Tests for loratui.core.protocol (the engine's JSON-lines events) and its reference, docs/protocol.md."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from loratui.protocol import (
+from loratui.core.protocol import (
     EVENTS,
     FINAL_EVENTS,
     PROTOCOL_VERSION,
@@ -402,7 +402,7 @@ def test_doc_section_parser_sees_through_other_headings():
 # ------------------------------------------------------------------------- control commands
 
 def test_command_round_trip_and_size():
-    from loratui.protocol import COMMANDS, MAX_COMMAND_BYTES, decode_command, encode_command, make_command
+    from loratui.core.protocol import COMMANDS, MAX_COMMAND_BYTES, decode_command, encode_command, make_command
 
     for name in COMMANDS:
         data = encode_command(make_command(name, "abc123"))
@@ -412,14 +412,14 @@ def test_command_round_trip_and_size():
 
 @pytest.mark.parametrize("line", ['{"cmd":"explode","id":"x"}', '{"cmd":"stop"}', '{"cmd":"stop","id":""}', "[1]", "stop"])
 def test_bad_commands_are_refused(line):
-    from loratui.protocol import decode_command
+    from loratui.core.protocol import decode_command
 
     with pytest.raises(ProtocolError):
         decode_command(line)
 
 
 def test_doc_lists_every_command():
-    from loratui.protocol import COMMANDS
+    from loratui.core.protocol import COMMANDS
 
     text = DOC.read_text(encoding="utf-8")
     control = text.split("## Control commands", 1)[1]

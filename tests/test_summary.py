@@ -6,9 +6,9 @@ import pytest
 
 from loratui.jobs import rebuild as rebuild_module
 from loratui.jobs.follow import EventFileReader
-from loratui.jobs.history import LossHistory
+from loratui.core.history import LossHistory
 from loratui.jobs.rebuild import rebuild
-from loratui.jobs.summary import RunSummary
+from loratui.core.summary import RunSummary
 from tests.event_log import EventLog
 
 
@@ -160,7 +160,7 @@ def test_one_slow_step_does_not_throw_the_eta(tmp_path):
 
 
 def test_snapshot_plus_the_events_after_it_equals_folding_everything(tmp_path):
-    from loratui.jobs.snapshot import SNAPSHOT_FILE, read_snapshot, write_snapshot
+    from loratui.core.snapshot import SNAPSHOT_FILE, read_snapshot, write_snapshot
 
     log = long_run(tmp_path, resume_at=100)
     lines = log.lines
@@ -178,7 +178,7 @@ def test_snapshot_plus_the_events_after_it_equals_folding_everything(tmp_path):
 
 
 def test_a_snapshot_that_does_not_fit_the_file_is_ignored(tmp_path):
-    from loratui.jobs.snapshot import SNAPSHOT_FILE, read_snapshot, write_snapshot
+    from loratui.core.snapshot import SNAPSHOT_FILE, read_snapshot, write_snapshot
 
     log = long_run(tmp_path)
     path = log.write(tmp_path / "events.jsonl")

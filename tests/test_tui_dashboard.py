@@ -29,7 +29,7 @@ from loratui.errors import UserError
 from loratui.gpu.shared_memory import LINUX_REASON
 from loratui.jobs.process import identity_of
 from loratui.jobs.record import JobRecord, write_record
-from loratui.protocol import decode_command, encode, make_event
+from loratui.core.protocol import decode_command, encode, make_event
 from loratui.tui.dashboard import DashboardApp, DashboardResult, DashboardScreen
 from loratui.tui.dashboard import chart
 from loratui.tui.dashboard import format as fmt

@@ -17,7 +17,7 @@ from loratui.errors import UserError
 from loratui.jobs.follow import EventFileReader
 from loratui.jobs.record import JobRecord
 from loratui.jobs.status import ACTIVE_STATES, job_status
-from loratui.protocol import COMMANDS, encode_command, make_command
+from loratui.core.protocol import COMMANDS, encode_command, make_command
 
 
 @dataclass

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator
 
-from loratui.protocol import FINAL_EVENTS, ProtocolError, decode
+from loratui.core.protocol import FINAL_EVENTS, ProtocolError, decode
 
 
 class EventFileReader:

@@ -28,7 +28,7 @@ from loratui.errors import UserError
 from loratui.jobs import registry
 from loratui.jobs.process import boot_id, host_name, start_time
 from loratui.jobs.record import CONTROL_FILE, EVENTS_FILE, LOG_FILE, RECORD_FILE, JobRecord, write_record
-from loratui.jobs.snapshot import SNAPSHOT_FILE
+from loratui.core.snapshot import SNAPSHOT_FILE
 
 
 @dataclass

@@ -17,7 +17,7 @@ the loss of each step matters for the history (the latest ones are read in full 
 
 The result is the state that ``RunSummary.apply`` on every event would give (a test checks it).
 All of this is the fallback: a run started by loratui keeps a snapshot of its summary beside its
-events (:mod:`loratui.jobs.snapshot`), and then only the events written after it are folded.
+events (:mod:`loratui.core.snapshot`), and then only the events written after it are folded.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import re
 from pathlib import Path
 
 from loratui.jobs.follow import decode_lines
-from loratui.jobs.summary import RunSummary
+from loratui.core.summary import RunSummary
 
 CHUNK_BYTES = 16 * 1024 * 1024
 TAIL_BYTES = 256 * 1024
@@ -44,7 +44,7 @@ def rebuild(path: Path, summary: RunSummary | None = None, use_snapshot: bool = 
     snapshot); return the summary and the offset to follow from."""
     offset = 0
     if summary is None and use_snapshot:
-        from loratui.jobs.snapshot import read_snapshot
+        from loratui.core.snapshot import read_snapshot
 
         snapshot = read_snapshot(path)
         if snapshot is not None:

@@ -21,7 +21,7 @@ from pathlib import Path
 from loratui.jobs.follow import decode_lines
 from loratui.jobs.process import boot_id, host_name, is_running
 from loratui.jobs.record import JobRecord
-from loratui.protocol import FINAL_EVENTS
+from loratui.core.protocol import FINAL_EVENTS
 
 STATES = ("running", "paused", "finished", "stopped", "failed", "lost")
 ACTIVE_STATES = frozenset({"running", "paused"})

@@ -27,7 +27,8 @@ import sys
 
 from loratui.jobs.record import JobRecord
 from loratui.tui.dashboard.app import DashboardApp
-from loratui.tui.dashboard.result import EXIT_OK, EXIT_USER_ERROR, DashboardResult
+from loratui.core.exit_codes import ExitCode
+from loratui.tui.dashboard.result import DashboardResult
 from loratui.tui.dashboard.screen import DashboardScreen
 
 __all__ = ["DashboardApp", "DashboardResult", "DashboardScreen", "run_dashboard", "terminal_problem"]
@@ -53,11 +54,11 @@ def run_dashboard(record: JobRecord, *, theme: str | None = None) -> int:
     if problem:
         print(f"error: the dashboard needs a terminal ({problem}); follow the job with "
               f"`loratui attach {record.job_id} --no-tui` or `loratui logs {record.job_id} --follow`", file=sys.stderr)
-        return EXIT_USER_ERROR
+        return ExitCode.USER_ERROR
     app = DashboardApp(record, theme=theme)
     result = app.run()
     if app.terminal_gone:
-        return EXIT_OK if result is None else result.exit_code
+        return ExitCode.OK if result is None else result.exit_code
     if result is None:  # closed some other way (an error Textual reported): the job is untouched
         result = DashboardResult(record.job_id, "running", None, None, "quit")
     try:

@@ -1,6 +1,6 @@
 """The loss chart's arithmetic: from a run's loss history to rows of character cells.
 
-The history (:class:`loratui.jobs.history.LossHistory`) holds at most 1024 bucket means for the
+The history (:class:`loratui.core.history.LossHistory`) holds at most 1024 bucket means for the
 whole run; the chart has as many columns as the terminal gives it. Each column is the mean of the
 buckets it covers ("raw": at one step per column, the loss of that step). The smoothed line is a
 centred moving average over those columns (about 20 steps, at least 3 columns).

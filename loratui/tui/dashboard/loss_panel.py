@@ -18,7 +18,7 @@ from textual.content import Content
 from textual.geometry import Region
 from textual.widget import Widget
 
-from loratui.jobs.history import LossHistory
+from loratui.core.history import LossHistory
 from loratui.tui.dashboard import chart
 from loratui.tui.dashboard import format as fmt
 from loratui.tui.dashboard.view import Panel, View, changed_cells

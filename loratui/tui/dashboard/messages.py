@@ -13,7 +13,7 @@ from textual.message import Message
 from loratui.errors import UserError
 from loratui.gpu import GpuSnapshot, SharedMemoryReading
 from loratui.jobs.control import Answer
-from loratui.jobs.summary import RunSummary
+from loratui.core.summary import RunSummary
 
 
 class HistoryLoaded(Message):

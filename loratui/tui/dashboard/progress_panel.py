@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from textual.content import Content
 
-from loratui.jobs.summary import RunSummary
+from loratui.core.summary import RunSummary
 from loratui.tui.dashboard import format as fmt
 from loratui.tui.dashboard.view import Panel, View
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from loratui.jobs.record import JobRecord
-from loratui.jobs.summary import RunSummary
+from loratui.core.exit_codes import ExitCode, exit_code_of_run
+from loratui.core.summary import RunSummary
 from loratui.tui.dashboard.outcome import outcome_lines
 
-EXIT_OK, EXIT_TRAINING_FAILED, EXIT_USER_ERROR, EXIT_STOPPED = 0, 1, 2, 3  # as loratui.cli
 
 
 @dataclass(frozen=True)
@@ -33,14 +33,9 @@ class DashboardResult:
 
     @property
     def exit_code(self) -> int:
-        kind = self.final.get("type") if self.final else None
-        if kind == "stopped":
-            return EXIT_STOPPED
-        if kind == "failed":
-            return EXIT_USER_ERROR if self.error and self.error.get("kind") != "internal" else EXIT_TRAINING_FAILED
-        if self.state == "gone":
-            return EXIT_TRAINING_FAILED
-        return EXIT_OK
+        if self.final is None:  # still running when the user detached, or gone without a word
+            return ExitCode.FAILED if self.state == "gone" else ExitCode.OK
+        return exit_code_of_run(self.final, self.error)
 
     def farewell(self) -> list[str]:
         """The lines to print once the full-screen view is gone."""

@@ -8,7 +8,7 @@ with the engine's snapshot, a fast fold without), and the screen shows it at onc
 - a *GPU* worker reads NVML every :data:`GPU_S`;
 - a *control* worker per command sends it through the run's FIFO and posts the engine's answer.
 
-The screen applies events to its :class:`~loratui.jobs.summary.RunSummary` on the UI thread and
+The screen applies events to its :class:`~loratui.core.summary.RunSummary` on the UI thread and
 redraws at most every :data:`MIN_REDRAW_S`, and each panel repaints only when its text changed;
 a one-second tick moves the ETA and the elapsed time between events.
 
@@ -39,8 +39,8 @@ from loratui.jobs.follow import EventFileReader
 from loratui.jobs.process import host_name, is_running
 from loratui.jobs.rebuild import rebuild
 from loratui.jobs.record import JobRecord
-from loratui.jobs.summary import RunSummary
-from loratui.protocol import FINAL_EVENTS
+from loratui.core.summary import RunSummary
+from loratui.core.protocol import FINAL_EVENTS
 from loratui.tui.dashboard.banner import SpillBanner
 from loratui.tui.dashboard.checkpoints_panel import CheckpointsPanel
 from loratui.tui.dashboard.confirm import ConfirmStopScreen

@@ -16,7 +16,7 @@ from textual.geometry import Region
 from textual.widget import Widget
 
 from loratui.jobs.record import JobRecord
-from loratui.jobs.summary import RunSummary
+from loratui.core.summary import RunSummary
 from loratui.tui.dashboard.messages import GpuReading
 
 FALLBACK_WIDTH = 76  # before the first layout, a panel does not know its width yet

@@ -3,7 +3,7 @@
 ``RunSummary.apply(event)`` is the only way in, so a live follower, a re-attach that replays a
 whole log (:mod:`loratui.jobs.rebuild` does that fast) and a test fed with a recorded stream all
 end in the same state. Memory is bounded whatever the length of the run: the loss curve is
-downsampled (:mod:`loratui.jobs.history`), warnings and control answers keep the latest few.
+downsampled (:mod:`loratui.core.history`), warnings and control answers keep the latest few.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import time
 from collections import deque
 from dataclasses import dataclass
 
-from loratui.jobs.eta import EtaEstimator
-from loratui.jobs.history import LossHistory
-from loratui.protocol import FINAL_EVENTS, PROTOCOL_VERSION
+from loratui.core.eta import EtaEstimator
+from loratui.core.history import LossHistory
+from loratui.core.protocol import FINAL_EVENTS, PROTOCOL_VERSION
 
 MAX_WARNINGS = 50
 SPILL_CODE = "vram_spill"

@@ -20,10 +20,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 from loratui.atomic import write_bytes_atomic
-from loratui.jobs.eta import WINDOW, EtaEstimator
-from loratui.jobs.history import RECENT, LossHistory
-from loratui.jobs.summary import MAX_WARNINGS, Checkpoint, RunSummary
-from loratui.protocol import FINAL_EVENTS
+from loratui.core.eta import WINDOW, EtaEstimator
+from loratui.core.history import RECENT, LossHistory
+from loratui.core.summary import MAX_WARNINGS, Checkpoint, RunSummary
+from loratui.core.protocol import FINAL_EVENTS
 
 SNAPSHOT_FILE = "summary.json"
 SNAPSHOT_FORMAT = 1

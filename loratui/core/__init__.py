@@ -1,0 +1,11 @@
+"""The torch-free core that both sides import: the engine (the training child process) and the
+terminal side (CLI, jobs, TUI).
+
+- :mod:`~loratui.core.protocol`: the JSON-lines events and control commands, versioned;
+- :mod:`~loratui.core.summary`: a run's events folded into what a dashboard shows, with the loss
+  curve (:mod:`~loratui.core.history`) and the ETA (:mod:`~loratui.core.eta`);
+- :mod:`~loratui.core.snapshot`: that fold saved beside the events, so re-attaching is instant;
+- :mod:`~loratui.core.exit_codes`: what the engine's and the CLI's exit statuses mean.
+
+Nothing here imports torch, Textual or the jobs layer (``tests/test_import_boundaries.py``).
+"""
