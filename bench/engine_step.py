@@ -50,9 +50,9 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -76,15 +76,36 @@ def engine_config(total_steps: int) -> dict:
     """The run's config: the sample dataset at 128 px, nothing saved but the final file."""
     return {
         "model": {"path": "loratui:tiny-sd"},
-        "dataset": {"image_dir": "img", "reg_dir": "", "resolution": RESOLUTION, "enable_buckets": False,
-                    "cache_latents": "memory"},
+        "dataset": {
+            "image_dir": "img",
+            "reg_dir": "",
+            "resolution": RESOLUTION,
+            "enable_buckets": False,
+            "cache_latents": "memory",
+        },
         "network": {"rank": RANK, "alpha": ALPHA},
-        "training": {"batch_size": BATCH_SIZE, "epochs": 1000, "max_train_steps": total_steps,
-                     "mixed_precision": "no", "seed": SEED, "max_grad_norm": MAX_GRAD_NORM},
-        "optimizer": {"name": "AdamW", "unet_lr": UNET_LR, "text_encoder_lr": TEXT_ENCODER_LR,
-                      "scheduler": SCHEDULER, "warmup_steps": 0},
-        "output": {"name": "bench", "output_dir": "model", "log_dir": "log",
-                   "save_every_n_epochs": 0, "save_state": False},
+        "training": {
+            "batch_size": BATCH_SIZE,
+            "epochs": 1000,
+            "max_train_steps": total_steps,
+            "mixed_precision": "no",
+            "seed": SEED,
+            "max_grad_norm": MAX_GRAD_NORM,
+        },
+        "optimizer": {
+            "name": "AdamW",
+            "unet_lr": UNET_LR,
+            "text_encoder_lr": TEXT_ENCODER_LR,
+            "scheduler": SCHEDULER,
+            "warmup_steps": 0,
+        },
+        "output": {
+            "name": "bench",
+            "output_dir": "model",
+            "log_dir": "log",
+            "save_every_n_epochs": 0,
+            "save_state": False,
+        },
     }
 
 
@@ -159,8 +180,9 @@ def load_tiny_model():
     return load_model(None)
 
 
-def add_lora(unet, text_encoder, rank: int = RANK, alpha: float = ALPHA,
-             train_text_encoder: bool = True) -> list[torch.nn.Parameter]:
+def add_lora(
+    unet, text_encoder, rank: int = RANK, alpha: float = ALPHA, train_text_encoder: bool = True
+) -> list[torch.nn.Parameter]:
     """The engine's LoRA modules on the UNet (and the text encoder); returns UNet params then
     text-encoder params, all in float32 (as the engine keeps them)."""
     for model in (unet, text_encoder):
@@ -199,8 +221,9 @@ def repeats_of(folder_name: str) -> int:
     return int(folder_name.split("_", 1)[0])
 
 
-def run_baseline(total_steps: int, warmup: int, setup: BareSetup = BareSetup(),
-                 on_loop_start: Callable[[], None] | None = None) -> tuple[list[float], int]:
+def run_baseline(
+    total_steps: int, warmup: int, setup: BareSetup = BareSetup(), on_loop_start: Callable[[], None] | None = None
+) -> tuple[list[float], int]:
     """The bare loop; returns post-warm-up seconds per step and the trainable parameter count.
     ``on_loop_start`` is called once everything is set up, just before the first step."""
     from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
@@ -229,7 +252,9 @@ def run_baseline(total_steps: int, warmup: int, setup: BareSetup = BareSetup(),
     if train_text_encoder:
         groups.append({"params": lora_parameters(text_encoder), "lr": setup.text_encoder_lr})
     optimizer = torch.optim.AdamW(groups)
-    lr_scheduler = get_scheduler(setup.scheduler, optimizer=optimizer, num_warmup_steps=0, num_training_steps=total_steps)
+    lr_scheduler = get_scheduler(
+        setup.scheduler, optimizer=optimizer, num_warmup_steps=0, num_training_steps=total_steps
+    )
 
     def autocast():
         if weight_dtype == torch.float32:
@@ -237,8 +262,9 @@ def run_baseline(total_steps: int, warmup: int, setup: BareSetup = BareSetup(),
         return torch.autocast(device.type, dtype=weight_dtype)
 
     def encode_text(texts: list[str]) -> torch.Tensor:
-        input_ids = tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length,
-                              truncation=True, return_tensors="pt").input_ids.to(device)
+        input_ids = tokenizer(
+            texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids.to(device)
         with autocast():
             return text_encoder(input_ids)[0]
 
@@ -246,13 +272,14 @@ def run_baseline(total_steps: int, warmup: int, setup: BareSetup = BareSetup(),
     images = sample_images(setup.images, setup.resolution)
     pixels = torch.stack([image for image, _ in images])
     with torch.no_grad():
-        posteriors = torch.cat([vae.encode(chunk.to(device)).latent_dist.parameters
-                                for chunk in pixels.split(max(1, batch_size))])
+        posteriors = torch.cat(
+            [vae.encode(chunk.to(device)).latent_dist.parameters for chunk in pixels.split(max(1, batch_size))]
+        )
     captions = [caption for _, caption in images]
     frozen_text: dict[str, torch.Tensor] = {}
     if not train_text_encoder:  # a frozen text encoder: each caption's output once, as the engine caches it
         with torch.no_grad():
-            frozen_text = dict(zip(captions, encode_text(captions)))
+            frozen_text = dict(zip(captions, encode_text(captions), strict=True))
     repeats = repeats_of(next(p for p in setup.images.iterdir() if p.is_dir()).name)
     items_per_epoch = len(images) * repeats
 
@@ -298,8 +325,10 @@ def percentile(values: list[float], fraction: float) -> float:
 
 def describe(name: str, seconds: list[float]) -> str:
     median = statistics.median(seconds)
-    return (f"{name:<9} {median * 1000:>9.1f} {percentile(seconds, 0.9) * 1000:>9.1f} "
-            f"{BATCH_SIZE / median:>10.1f} {len(seconds):>6}")
+    return (
+        f"{name:<9} {median * 1000:>9.1f} {percentile(seconds, 0.9) * 1000:>9.1f} "
+        f"{BATCH_SIZE / median:>10.1f} {len(seconds):>6}"
+    )
 
 
 def quiet_libraries() -> None:
@@ -315,8 +344,10 @@ def quiet_libraries() -> None:
 def print_environment() -> None:
     from engine.train import device_name, pick_device
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs, "
-          f"device {device_name(pick_device())}, Python {platform.python_version()}, {platform.machine()}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} torch threads, {os.cpu_count()} CPUs, "
+        f"device {device_name(pick_device())}, Python {platform.python_version()}, {platform.machine()}"
+    )
     print_load("at start")
 
 
@@ -339,8 +370,11 @@ def measure(rounds: int, total: int, warmup: int) -> tuple[dict[str, list[float]
             values, trainable[name] = runs[name](total, warmup)
             seconds[name] += values
             per_run[name].append(statistics.median(values))
-            print(f"  round {index + 1} {name:<9} median {per_run[name][-1] * 1000:7.1f} ms/step "
-                  f"({time.perf_counter() - start:.1f} s with set-up)", flush=True)
+            print(
+                f"  round {index + 1} {name:<9} median {per_run[name][-1] * 1000:7.1f} ms/step "
+                f"({time.perf_counter() - start:.1f} s with set-up)",
+                flush=True,
+            )
             gc.collect()
         assert trainable["engine"] == trainable["baseline"], f"trainable parameters differ: {trainable}"
     return seconds, per_run, trainable["engine"]
@@ -352,12 +386,14 @@ def report(seconds: dict[str, list[float]], per_run: dict[str, list[float]], tra
     for name in ("engine", "baseline"):
         print(describe(name, seconds[name]))
     ratio = statistics.median(seconds["engine"]) / statistics.median(seconds["baseline"])
-    paired = [e / b for e, b in zip(per_run["engine"], per_run["baseline"])]
+    paired = [e / b for e, b in zip(per_run["engine"], per_run["baseline"], strict=True)]
     print(f"\nengine / baseline, median s/step: {ratio:.3f}  (goal: 1.05 or less)")
     print(f"per-round ratios: {', '.join(f'{r:.3f}' for r in paired)}  (median {statistics.median(paired):.3f})")
     if max(paired) / min(paired) > 1.15:
-        print("note: the rounds disagree by more than 15 %: the background load changed during the run. "
-              "Trust the median of the per-round ratios, or run again (--threads 1 suffers less from a busy core).")
+        print(
+            "note: the rounds disagree by more than 15 %: the background load changed during the run. "
+            "Trust the median of the per-round ratios, or run again (--threads 1 suffers less from a busy core)."
+        )
     print_load("at end")
 
 
@@ -366,8 +402,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=50, help="measured steps per run, after warm-up (default 50)")
     parser.add_argument("--warmup", type=int, default=10, help="steps dropped at the start of each run (default 10)")
     parser.add_argument("--rounds", type=int, default=3, help="engine/baseline pairs, alternated (default 3)")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="torch threads for both sides (default: torch's own choice, one per core)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads for both sides (default: torch's own choice, one per core)",
+    )
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 rounds of 3 warm-up + 5 measured steps")
     args = parser.parse_args(argv)
     if args.quick:
@@ -378,8 +418,10 @@ def main(argv: list[str] | None = None) -> int:
     total = max(0, args.warmup) + max(1, args.steps)
 
     print_environment()
-    print(f"tiny SD1.5-shaped model, {RESOLUTION} px, batch {BATCH_SIZE}, LoRA rank {RANK} on UNet + text encoder, "
-          f"fp32; {max(1, args.rounds)} rounds x {total} steps, the first {args.warmup} of each dropped")
+    print(
+        f"tiny SD1.5-shaped model, {RESOLUTION} px, batch {BATCH_SIZE}, LoRA rank {RANK} on UNet + text encoder, "
+        f"fp32; {max(1, args.rounds)} rounds x {total} steps, the first {args.warmup} of each dropped"
+    )
     report(*measure(max(1, args.rounds), total, max(0, args.warmup)))
     return 0
 

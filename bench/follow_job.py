@@ -36,21 +36,57 @@ T0 = 1_795_000_000.0
 
 def step_line(step: int, t: float, epoch: int) -> str:
     # The engine's own layout (loratui.core.protocol.make_event + encode): compact, fields in this order.
-    return json.dumps({"v": 1, "type": "step", "t": round(t, 3), "step": step, "epoch": epoch,
-                       "loss": 1 / (1 + step * 1e-4) + (step * 7919 % 1000) / 1e4, "loss_avg": 0.5,
-                       "lr": {"unet": 0.0001, "text_encoder": 5e-05}, "s_per_step": 0.05, "samples_per_s": 80.0,
-                       "elapsed_s": round(step * 0.05, 3)}, separators=(",", ":")) + "\n"
+    return (
+        json.dumps(
+            {
+                "v": 1,
+                "type": "step",
+                "t": round(t, 3),
+                "step": step,
+                "epoch": epoch,
+                "loss": 1 / (1 + step * 1e-4) + (step * 7919 % 1000) / 1e4,
+                "loss_avg": 0.5,
+                "lr": {"unet": 0.0001, "text_encoder": 5e-05},
+                "s_per_step": 0.05,
+                "samples_per_s": 80.0,
+                "elapsed_s": round(step * 0.05, 3),
+            },
+            separators=(",", ":"),
+        )
+        + "\n"
+    )
 
 
 def write_log(path: Path, events: int) -> int:
     steps = int(events / (1 + 1 / 20 + 3 / 10_000))
     per_epoch = 10_000
     with open(path, "w") as out:
-        out.write(json.dumps({"v": 1, "type": "run_started", "t": T0, "run_id": "bench", "config": {}, "dataset": {},
-                              "total_steps": steps, "total_epochs": -(-steps // per_epoch), "steps_per_epoch": per_epoch,
-                              "start_step": 0, "start_epoch": 0, "device": "cuda", "device_name": "bench",
-                              "mixed_precision": "bf16", "pid": 1, "resumed_from": None, "elapsed_s": 0.0,
-                              "loss_history": []}, separators=(",", ":")) + "\n")
+        out.write(
+            json.dumps(
+                {
+                    "v": 1,
+                    "type": "run_started",
+                    "t": T0,
+                    "run_id": "bench",
+                    "config": {},
+                    "dataset": {},
+                    "total_steps": steps,
+                    "total_epochs": -(-steps // per_epoch),
+                    "steps_per_epoch": per_epoch,
+                    "start_step": 0,
+                    "start_epoch": 0,
+                    "device": "cuda",
+                    "device_name": "bench",
+                    "mixed_precision": "bf16",
+                    "pid": 1,
+                    "resumed_from": None,
+                    "elapsed_s": 0.0,
+                    "loss_history": [],
+                },
+                separators=(",", ":"),
+            )
+            + "\n"
+        )
         written = 1
         for step in range(1, steps + 1):
             t = T0 + step * 0.05
@@ -58,14 +94,36 @@ def write_log(path: Path, events: int) -> int:
             out.write(step_line(step, t, epoch))
             written += 1
             if step % 20 == 0:
-                out.write(json.dumps({"v": 1, "type": "memory", "t": t, "device": "cuda", "allocated": step,
-                                      "reserved": step, "peak_allocated": step, "total": 1 << 36}, separators=(",", ":")) + "\n")
+                out.write(
+                    json.dumps(
+                        {
+                            "v": 1,
+                            "type": "memory",
+                            "t": t,
+                            "device": "cuda",
+                            "allocated": step,
+                            "reserved": step,
+                            "peak_allocated": step,
+                            "total": 1 << 36,
+                        },
+                        separators=(",", ":"),
+                    )
+                    + "\n"
+                )
                 written += 1
             if step % per_epoch == 0:
-                for event in ({"type": "epoch_end", "epoch": epoch, "step": step, "loss_avg": 0.4, "elapsed_s": step * 0.05},
-                              {"type": "eval", "step": step, "epoch": epoch, "loss": 0.3},
-                              {"type": "checkpoint", "path": f"/m/x-{epoch:06d}.safetensors", "bytes": 1, "epoch": epoch,
-                               "step": step, "kind": "epoch"}):
+                for event in (
+                    {"type": "epoch_end", "epoch": epoch, "step": step, "loss_avg": 0.4, "elapsed_s": step * 0.05},
+                    {"type": "eval", "step": step, "epoch": epoch, "loss": 0.3},
+                    {
+                        "type": "checkpoint",
+                        "path": f"/m/x-{epoch:06d}.safetensors",
+                        "bytes": 1,
+                        "epoch": epoch,
+                        "step": step,
+                        "kind": "epoch",
+                    },
+                ):
                     out.write(json.dumps({"v": 1, "t": t, **event}, separators=(",", ":")) + "\n")
                     written += 1
     return written
@@ -131,8 +189,8 @@ def run_child(code: str, *args: str) -> dict:
 def write_engine_snapshot(path: Path, events_after: int) -> None:
     """The summary.json the engine would have written ``events_after`` events before the end."""
     sys.path.insert(0, str(REPO))
-    from loratui.jobs.rebuild import rebuild
     from loratui.core.snapshot import SNAPSHOT_FILE, write_snapshot
+    from loratui.jobs.rebuild import rebuild
 
     data = path.read_bytes()
     offset = len(data)
@@ -151,10 +209,21 @@ def bench_rebuild(folder: Path, events: int, rounds: int) -> None:
     started = time.perf_counter()
     written = write_log(path, events)
     # In a child: this bench process must stay small, since its children's peak RSS starts at its size.
-    subprocess.run([sys.executable, "-c", "import sys; sys.path.insert(0, sys.argv[2]); import follow_job; "
-                    "follow_job.write_engine_snapshot(follow_job.Path(sys.argv[1]), 200)", str(path), str(Path(__file__).parent)],
-                   check=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
-    print(f"log: {written:,} events, {path.stat().st_size / 1e6:.0f} MB (written in {time.perf_counter() - started:.0f} s)")
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys; sys.path.insert(0, sys.argv[2]); import follow_job; "
+            "follow_job.write_engine_snapshot(follow_job.Path(sys.argv[1]), 200)",
+            str(path),
+            str(Path(__file__).parent),
+        ],
+        check=True,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
+    print(
+        f"log: {written:,} events, {path.stat().st_size / 1e6:.0f} MB (written in {time.perf_counter() - started:.0f} s)"
+    )
     names = {"snapshot": "snapshot + 200 events", "fast": "fast fold, no snapshot", "slow": "every line (baseline)"}
     results: dict[str, list[dict]] = {mode: [] for mode in names}
     for _ in range(rounds):
@@ -162,12 +231,16 @@ def bench_rebuild(folder: Path, events: int, rounds: int) -> None:
             results[mode].append(run_child(REBUILD_CHILD, str(path), mode))
     for mode, runs in results.items():
         times = [r["seconds"] for r in runs]
-        print(f"  {names[mode]:<23}: median {statistics.median(times):7.3f} s  (runs: "
-              f"{', '.join(f'{t:.3f}' for t in times)}), peak RSS {max(r['max_rss_mb'] for r in runs):.0f} MB")
+        print(
+            f"  {names[mode]:<23}: median {statistics.median(times):7.3f} s  (runs: "
+            f"{', '.join(f'{t:.3f}' for t in times)}), peak RSS {max(r['max_rss_mb'] for r in runs):.0f} MB"
+        )
     keys = [(r["step"], r["min"], r["checkpoints"]) for runs in results.values() for r in runs]
     baseline = statistics.median(r["seconds"] for r in results["slow"])
-    print(f"  same summary (step, loss min, checkpoints) every way: {len(set(keys)) == 1}; "
-          f"{results['fast'][0]['points']} points kept for the loss curve")
+    print(
+        f"  same summary (step, loss min, checkpoints) every way: {len(set(keys)) == 1}; "
+        f"{results['fast'][0]['points']} points kept for the loss curve"
+    )
     for mode in ("snapshot", "fast"):
         ratio = baseline / statistics.median(r["seconds"] for r in results[mode])
         print(f"  {names[mode]} is {ratio:,.0f}x as fast as the baseline")
@@ -178,16 +251,20 @@ def bench_follow(folder: Path, seconds: float, rate: float) -> None:
     path.write_text("")
     env = dict(os.environ, PYTHONPATH=str(REPO))
     deadline = time.time() + seconds + 1.0
-    writer = subprocess.Popen([sys.executable, "-c", WRITER_CHILD, str(path), str(rate), str(seconds),
-                               str(Path(__file__).parent)], env=env)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER_CHILD, str(path), str(rate), str(seconds), str(Path(__file__).parent)], env=env
+    )
     follower = run_child(FOLLOW_CHILD, str(path), str(deadline))
     writer.wait()
-    print(f"  follower (follow + RunSummary): {follower['cpu_s']:.3f} s CPU over {follower['wall_s']:.1f} s "
-          f"= {100 * follower['cpu_s'] / follower['wall_s']:.2f} % of one core, {follower['step']} steps seen")
+    print(
+        f"  follower (follow + RunSummary): {follower['cpu_s']:.3f} s CPU over {follower['wall_s']:.1f} s "
+        f"= {100 * follower['cpu_s'] / follower['wall_s']:.2f} % of one core, {follower['step']} steps seen"
+    )
 
     path.write_text("")
-    writer = subprocess.Popen([sys.executable, "-c", WRITER_CHILD, str(path), str(rate), str(seconds),
-                               str(Path(__file__).parent)], env=env)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER_CHILD, str(path), str(rate), str(seconds), str(Path(__file__).parent)], env=env
+    )
     tail = subprocess.Popen(["tail", "-f", str(path)], stdout=subprocess.DEVNULL)
     started = time.monotonic()
     writer.wait()
@@ -209,8 +286,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.events, args.rounds, args.seconds = 100_000, 1, 5.0
-    print(f"loratui follow benchmark on {os.cpu_count()} CPU(s), Python {sys.version.split()[0]}, "
-          f"load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"loratui follow benchmark on {os.cpu_count()} CPU(s), Python {sys.version.split()[0]}, "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         print("1. Re-attach: rebuild the summary of a finished run")
         bench_rebuild(Path(tmp), args.events, args.rounds)

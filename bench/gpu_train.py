@@ -220,16 +220,37 @@ def release(device: torch.device) -> None:
 def engine_config(plan: Plan, batch_size: int, checkpointing: bool, total_steps: int) -> dict:
     return {
         "model": {"path": plan.model},
-        "dataset": {"image_dir": "img", "reg_dir": "", "resolution": plan.resolution, "enable_buckets": False,
-                    "cache_latents": "memory"},
+        "dataset": {
+            "image_dir": "img",
+            "reg_dir": "",
+            "resolution": plan.resolution,
+            "enable_buckets": False,
+            "cache_latents": "memory",
+        },
         "network": {"rank": RANK, "alpha": ALPHA},
-        "training": {"batch_size": batch_size, "epochs": 1000, "max_train_steps": total_steps,
-                     "mixed_precision": plan.precision, "seed": SEED, "max_grad_norm": MAX_GRAD_NORM,
-                     "gradient_checkpointing": checkpointing},
-        "optimizer": {"name": "AdamW", "unet_lr": UNET_LR, "text_encoder_lr": 0.0, "scheduler": "constant",
-                      "warmup_steps": 0},
-        "output": {"name": "bench", "output_dir": "model", "log_dir": "log", "save_every_n_epochs": 0,
-                   "save_state": False},
+        "training": {
+            "batch_size": batch_size,
+            "epochs": 1000,
+            "max_train_steps": total_steps,
+            "mixed_precision": plan.precision,
+            "seed": SEED,
+            "max_grad_norm": MAX_GRAD_NORM,
+            "gradient_checkpointing": checkpointing,
+        },
+        "optimizer": {
+            "name": "AdamW",
+            "unet_lr": UNET_LR,
+            "text_encoder_lr": 0.0,
+            "scheduler": "constant",
+            "warmup_steps": 0,
+        },
+        "output": {
+            "name": "bench",
+            "output_dir": "model",
+            "log_dir": "log",
+            "save_every_n_epochs": 0,
+            "save_state": False,
+        },
     }
 
 
@@ -246,8 +267,9 @@ class _EventStream(io.StringIO):
         return super().write(text)
 
 
-def run_engine(plan: Plan, project: Path, batch_size: int, checkpointing: bool, total: int, warmup: int,
-               watch: MemoryWatch) -> tuple[list[float], int, dict]:
+def run_engine(
+    plan: Plan, project: Path, batch_size: int, checkpointing: bool, total: int, warmup: int, watch: MemoryWatch
+) -> tuple[list[float], int, dict]:
     from accelerate.state import AcceleratorState
 
     from engine.events import EventWriter
@@ -263,7 +285,9 @@ def run_engine(plan: Plan, project: Path, batch_size: int, checkpointing: bool, 
     try:
         trainer.run()
         memory = watch.stop()
-        trainable = sum(p.numel() for p in lora_parameters(trainer.model.unet) + lora_parameters(trainer.model.text_encoder))
+        trainable = sum(
+            p.numel() for p in lora_parameters(trainer.model.unet) + lora_parameters(trainer.model.text_encoder)
+        )
     finally:
         del trainer
         release(plan.device)
@@ -273,11 +297,22 @@ def run_engine(plan: Plan, project: Path, batch_size: int, checkpointing: bool, 
     return seconds[warmup:], trainable, memory
 
 
-def run_bare(plan: Plan, images: Path, batch_size: int, checkpointing: bool, total: int, warmup: int,
-             watch: MemoryWatch) -> tuple[list[float], int, dict]:
-    setup = BareSetup(model_folder=plan.model_folder, images=images, resolution=plan.resolution,
-                      batch_size=batch_size, rank=RANK, alpha=ALPHA, unet_lr=UNET_LR, text_encoder_lr=0.0,
-                      scheduler="constant", precision=plan.precision, gradient_checkpointing=checkpointing)
+def run_bare(
+    plan: Plan, images: Path, batch_size: int, checkpointing: bool, total: int, warmup: int, watch: MemoryWatch
+) -> tuple[list[float], int, dict]:
+    setup = BareSetup(
+        model_folder=plan.model_folder,
+        images=images,
+        resolution=plan.resolution,
+        batch_size=batch_size,
+        rank=RANK,
+        alpha=ALPHA,
+        unet_lr=UNET_LR,
+        text_encoder_lr=0.0,
+        scheduler="constant",
+        precision=plan.precision,
+        gradient_checkpointing=checkpointing,
+    )
     try:
         seconds, trainable = run_baseline(total, warmup, setup, on_loop_start=watch.start)
         memory = watch.stop()
@@ -287,8 +322,9 @@ def run_bare(plan: Plan, images: Path, batch_size: int, checkpointing: bool, tot
 
 
 # ---------------------------------------------------------------------------------- FLOPs
-def count_flops(unet: torch.nn.Module, device: torch.device, dtype: torch.dtype, resolution: int,
-                batch_size: int = 1) -> int:
+def count_flops(
+    unet: torch.nn.Module, device: torch.device, dtype: torch.dtype, resolution: int, batch_size: int = 1
+) -> int:
     """FLOPs of one forward + backward of ``unet`` (with its LoRA attached) on random inputs.
 
     Off CUDA, attention runs on PyTorch's math backend while counting: the CPU's fused attention
@@ -359,8 +395,12 @@ def versions() -> str:
     parts = [f"torch {torch.__version__}"]
     if torch.version.cuda:
         parts.append(f"CUDA {torch.version.cuda}")
-    parts += [f"diffusers {diffusers.__version__}", f"transformers {transformers.__version__}",
-              f"peft {peft.__version__}", f"accelerate {accelerate.__version__}"]
+    parts += [
+        f"diffusers {diffusers.__version__}",
+        f"transformers {transformers.__version__}",
+        f"peft {peft.__version__}",
+        f"accelerate {accelerate.__version__}",
+    ]
     try:
         import bitsandbytes
 
@@ -384,8 +424,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=10, help="steps dropped at the start of each run (default 10)")
     parser.add_argument("--rounds", type=int, default=2, help="engine/bare pairs per setting, alternated (default 2)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4], help="default: 1 4")
-    parser.add_argument("--checkpointing", choices=["off", "on", "both"], default="both",
-                        help="gradient checkpointing (default: both)")
+    parser.add_argument(
+        "--checkpointing", choices=["off", "on", "both"], default="both", help="gradient checkpointing (default: both)"
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--cpu", action="store_true", help="the CPU fallback even where CUDA is available")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 round of 2 warm-up + 3 measured steps")
@@ -405,29 +446,37 @@ def main(argv: list[str] | None = None) -> int:
     watch = MemoryWatch(plan.device)
     if not plan.gpu:
         print(NO_GPU_LABEL)
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     if plan.gpu:
         properties = torch.cuda.get_device_properties(plan.device)
         device_name = torch.cuda.get_device_name(plan.device)
-        print(f"{now}: {device_name} ({properties.total_memory / GIB:.1f} GiB, {properties.multi_processor_count} SMs), "
-              f"NVIDIA driver {watch.driver() or 'N/A (NVML not readable)'}")
+        print(
+            f"{now}: {device_name} ({properties.total_memory / GIB:.1f} GiB, {properties.multi_processor_count} SMs), "
+            f"NVIDIA driver {watch.driver() or 'N/A (NVML not readable)'}"
+        )
     else:
         device_name = "CPU"
         print(f"{now}: CPU only ({os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, {platform.machine()})")
     print(versions())
     print_load("at start")
     precision = "bf16 mixed precision" if plan.precision == "bf16" else "float32"
-    print(f"{plan.model} at {plan.resolution} px, {precision}, LoRA rank {RANK} / alpha {ALPHA:g} on the UNet (text "
-          f"encoder frozen), AdamW, latents cached; {rounds} round(s) x ({warmup} warm-up + {total - warmup} measured) "
-          f"steps per side and setting")
+    print(
+        f"{plan.model} at {plan.resolution} px, {precision}, LoRA rank {RANK} / alpha {ALPHA:g} on the UNet (text "
+        f"encoder frozen), AdamW, latents cached; {rounds} round(s) x ({warmup} warm-up + {total - warmup} measured) "
+        f"steps per side and setting"
+    )
 
     plain_flops, checkpointed_flops = flops_per_sample(plan)
     peak, peak_label = dense_bf16_peak(device_name) if plan.gpu else (None, "a CPU")
-    print(f"FLOPs per sample (UNet forward + backward with LoRA, torch.utils.flop_counter, batch 1): "
-          f"{flop_text(plain_flops)}; executed with gradient checkpointing: {flop_text(checkpointed_flops)} "
-          f"(MFU counts the first)")
-    print(f"  cross-check: SD 1.5 at 512 px, the same LoRA, counted by shape on the meta device (no compute): "
-          f"{sd15_flops_by_shape() / 1e12:.4f} TFLOP per sample")
+    print(
+        f"FLOPs per sample (UNet forward + backward with LoRA, torch.utils.flop_counter, batch 1): "
+        f"{flop_text(plain_flops)}; executed with gradient checkpointing: {flop_text(checkpointed_flops)} "
+        f"(MFU counts the first)"
+    )
+    print(
+        f"  cross-check: SD 1.5 at 512 px, the same LoRA, counted by shape on the meta device (no compute): "
+        f"{sd15_flops_by_shape() / 1e12:.4f} TFLOP per sample"
+    )
     print(f"dense bf16 peak: {f'{peak:g} TFLOPS ({peak_label})' if peak else f'N/A ({peak_label}): no MFU'}")
 
     rows, ratios = [], []
@@ -445,42 +494,52 @@ def main(argv: list[str] | None = None) -> int:
                     for side in ("engine", "bare") if index % 2 == 0 else ("bare", "engine"):
                         started = time.perf_counter()
                         if side == "engine":
-                            values, trainable[side], used = run_engine(plan, project, batch_size, checkpoint, total,
-                                                                       warmup, watch)
+                            values, trainable[side], used = run_engine(
+                                plan, project, batch_size, checkpoint, total, warmup, watch
+                            )
                         else:
-                            values, trainable[side], used = run_bare(plan, images, batch_size, checkpoint, total,
-                                                                     warmup, watch)
+                            values, trainable[side], used = run_bare(
+                                plan, images, batch_size, checkpoint, total, warmup, watch
+                            )
                         seconds[side] += values
                         memory[side].append(used)
                         per_round[side].append(statistics.median(values))
-                        print(f"  {setting} round {index + 1} {side:<6} median {per_round[side][-1] * 1000:8.1f} ms/step "
-                              f"({time.perf_counter() - started:.1f} s with set-up)", flush=True)
+                        print(
+                            f"  {setting} round {index + 1} {side:<6} median {per_round[side][-1] * 1000:8.1f} ms/step "
+                            f"({time.perf_counter() - started:.1f} s with set-up)",
+                            flush=True,
+                        )
                 assert trainable["engine"] == trainable["bare"], f"trainable parameters differ: {trainable}"
                 for side in ("engine", "bare"):
                     rows.append(row(setting, side, batch_size, seconds[side], memory[side], plain_flops, peak))
                 ratio = statistics.median(seconds["engine"]) / statistics.median(seconds["bare"])
-                paired = [e / b for e, b in zip(per_round["engine"], per_round["bare"])]
+                paired = [e / b for e, b in zip(per_round["engine"], per_round["bare"], strict=True)]
                 ratios.append((setting, ratio, paired, trainable["engine"]))
     watch.close()
 
     print()
     if not plan.gpu:
         print(NO_GPU_LABEL)
-    header = (f"{'setting':<11} {'side':<6} {'ms/step':>8} {'p90 ms':>8} {'samples/s':>9} {'torch peak GiB':>14} "
-              f"{'NVML used GiB':>13} {'NVML pid GiB':>12} {'TFLOPS':>7} {'MFU':>6}")
+    header = (
+        f"{'setting':<11} {'side':<6} {'ms/step':>8} {'p90 ms':>8} {'samples/s':>9} {'torch peak GiB':>14} "
+        f"{'NVML used GiB':>13} {'NVML pid GiB':>12} {'TFLOPS':>7} {'MFU':>6}"
+    )
     print(header)
     for line in rows:
         print(line)
     print("\nengine / bare, median s/step (goal: 1.05 or less):")
     for setting, ratio, paired, count in ratios:
-        print(f"  {setting:<11} {ratio:.3f}  (per round: {', '.join(f'{r:.3f}' for r in paired)}; "
-              f"{count:,} trainable LoRA parameters on both sides)")
+        print(
+            f"  {setting:<11} {ratio:.3f}  (per round: {', '.join(f'{r:.3f}' for r in paired)}; "
+            f"{count:,} trainable LoRA parameters on both sides)"
+        )
     print_load("at end")
     return 0
 
 
-def row(setting: str, side: str, batch_size: int, seconds: list[float], memory: list[dict], flops: float,
-        peak: float | None) -> str:
+def row(
+    setting: str, side: str, batch_size: int, seconds: list[float], memory: list[dict], flops: float, peak: float | None
+) -> str:
     median = statistics.median(seconds)
     samples = batch_size / median
     achieved = flops * samples / 1e12
@@ -490,9 +549,11 @@ def row(setting: str, side: str, batch_size: int, seconds: list[float], memory: 
         return max(values) if values else None
 
     mfu = f"{achieved / peak:.1%}" if peak else "N/A"
-    return (f"{setting:<11} {side:<6} {median * 1000:>8.1f} {percentile(seconds, 0.9) * 1000:>8.1f} {samples:>9.2f} "
-            f"{gib(most('torch_peak')):>14} {gib(most('nvml_used')):>13} {gib(most('nvml_process')):>12} "
-            f"{achieved:>7.3g} {mfu:>6}")
+    return (
+        f"{setting:<11} {side:<6} {median * 1000:>8.1f} {percentile(seconds, 0.9) * 1000:>8.1f} {samples:>9.2f} "
+        f"{gib(most('torch_peak')):>14} {gib(most('nvml_used')):>13} {gib(most('nvml_process')):>12} "
+        f"{achieved:>7.3g} {mfu:>6}"
+    )
 
 
 if __name__ == "__main__":

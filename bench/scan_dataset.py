@@ -32,9 +32,7 @@ def build_dataset(root: Path, count: int) -> list[Path]:
         shade = index * 37 % 256
         Image.new("RGB", SIZES[index % len(SIZES)], (shade, 255 - shade, 128)).save(path)
         if index % 10:
-            path.with_suffix(".txt").write_text(
-                f"concept{index % CONCEPTS}, tag{index % 50}, plain background"
-            )
+            path.with_suffix(".txt").write_text(f"concept{index % CONCEPTS}, tag{index % 50}, plain background")
         paths.append(path)
     return paths
 
@@ -67,9 +65,7 @@ def main() -> None:
 
         report = scan_dataset(root / "img", resolution=128, min_bucket_reso=64, max_bucket_reso=256)
         assert report.num_images == len(paths), report.problems
-        scan = best_of(
-            3, lambda: scan_dataset(root / "img", resolution=128, min_bucket_reso=64, max_bucket_reso=256)
-        )
+        scan = best_of(3, lambda: scan_dataset(root / "img", resolution=128, min_bucket_reso=64, max_bucket_reso=256))
         baseline = best_of(3, lambda: open_sizes(paths))
 
     print(f"scan_dataset:        {scan:.3f} s  ({len(paths) / scan:,.0f} images/s)")

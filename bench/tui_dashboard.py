@@ -86,38 +86,92 @@ with open(events, "a") as out, open(log, "a") as err:
 """
 
 
-
 def write_history(folder: Path, steps: int) -> None:
     """A run's first ``steps`` steps in the engine's layout, with a memory event every 20 steps and
     an epoch's end, eval and checkpoint every 5,000."""
     t0 = time.time() - steps * 0.05 - 60
     total = steps * 3
     with open(folder / "events.jsonl", "w") as out:
+
         def put(event: dict) -> None:
             out.write(json.dumps({"v": 1, **event}, separators=(",", ":")) + "\n")
 
         put({"type": "status", "t": t0, "phase": "loading_model", "message": "loading the model"})
-        put({"type": "run_started", "t": t0, "run_id": "bench", "config": CONFIG, "config_dir": "/p",
-             "dataset": {"images": 20, "reg_images": 0, "items_per_epoch": 20_000, "concepts": [], "buckets": {}},
-             "total_steps": total, "total_epochs": total // 5000,
-             "steps_per_epoch": 5000, "start_step": 0, "start_epoch": 0, "device": "cuda", "device_name": "bench GPU",
-             "mixed_precision": "bf16", "pid": 1, "resumed_from": None, "elapsed_s": 0.0, "loss_history": []})
+        put(
+            {
+                "type": "run_started",
+                "t": t0,
+                "run_id": "bench",
+                "config": CONFIG,
+                "config_dir": "/p",
+                "dataset": {"images": 20, "reg_images": 0, "items_per_epoch": 20_000, "concepts": [], "buckets": {}},
+                "total_steps": total,
+                "total_epochs": total // 5000,
+                "steps_per_epoch": 5000,
+                "start_step": 0,
+                "start_epoch": 0,
+                "device": "cuda",
+                "device_name": "bench GPU",
+                "mixed_precision": "bf16",
+                "pid": 1,
+                "resumed_from": None,
+                "elapsed_s": 0.0,
+                "loss_history": [],
+            }
+        )
         put({"type": "status", "t": t0, "phase": "training", "message": "training"})
         for step in range(1, steps + 1):
             t = round(t0 + step * 0.05, 3)
-            put({"type": "step", "t": t, "step": step, "epoch": step // 5000 + 1,
-                 "loss": 0.1 + 1 / (1 + step / 500) + (step * 7919 % 1000) / 1e4, "loss_avg": 0.2,
-                 "lr": {"unet": 0.0001, "text_encoder": 5e-05}, "s_per_step": 0.05, "samples_per_s": 80.0,
-                 "elapsed_s": round(step * 0.05, 3)})
+            put(
+                {
+                    "type": "step",
+                    "t": t,
+                    "step": step,
+                    "epoch": step // 5000 + 1,
+                    "loss": 0.1 + 1 / (1 + step / 500) + (step * 7919 % 1000) / 1e4,
+                    "loss_avg": 0.2,
+                    "lr": {"unet": 0.0001, "text_encoder": 5e-05},
+                    "s_per_step": 0.05,
+                    "samples_per_s": 80.0,
+                    "elapsed_s": round(step * 0.05, 3),
+                }
+            )
             if step % 20 == 0:
-                put({"type": "memory", "t": t, "device": "cuda", "allocated": 12 << 30, "reserved": 14 << 30,
-                     "peak_allocated": 13 << 30, "total": 24 << 30})
+                put(
+                    {
+                        "type": "memory",
+                        "t": t,
+                        "device": "cuda",
+                        "allocated": 12 << 30,
+                        "reserved": 14 << 30,
+                        "peak_allocated": 13 << 30,
+                        "total": 24 << 30,
+                    }
+                )
             if step % 5000 == 0:
                 epoch = step // 5000
-                put({"type": "epoch_end", "t": t, "epoch": epoch, "step": step, "loss_avg": 0.3, "elapsed_s": step * 0.05})
+                put(
+                    {
+                        "type": "epoch_end",
+                        "t": t,
+                        "epoch": epoch,
+                        "step": step,
+                        "loss_avg": 0.3,
+                        "elapsed_s": step * 0.05,
+                    }
+                )
                 put({"type": "eval", "t": t, "step": step, "epoch": epoch, "loss": 0.25})
-                put({"type": "checkpoint", "t": t, "path": f"/p/model/bench-{epoch:06d}.safetensors", "bytes": 151_000_000,
-                     "epoch": epoch, "step": step, "kind": "epoch"})
+                put(
+                    {
+                        "type": "checkpoint",
+                        "t": t,
+                        "path": f"/p/model/bench-{epoch:06d}.safetensors",
+                        "bytes": 151_000_000,
+                        "epoch": epoch,
+                        "step": step,
+                        "kind": "epoch",
+                    }
+                )
     (folder / "engine.log").write_text("INFO loading model\nINFO caching latents\n")
 
 
@@ -129,10 +183,28 @@ def start_job(root: Path, env: dict) -> subprocess.Popen:
     folder = root / "log" / JOB_ID
     folder.mkdir(parents=True)
     write_history(folder, HISTORY_STEPS)
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(folder / "events.jsonl"), str(folder / "engine.log"),
-                               str(HISTORY_STEPS), str(EVENTS_PER_S)], start_new_session=True)
-    record = JobRecord(job_id=JOB_ID, run_folder=str(folder), config=str(root / "loratui.toml"), pid=writer.pid,
-                       start_time=start_time(writer.pid), boot_id=boot_id(), host=host_name(), started_at=time.time())
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            WRITER,
+            str(folder / "events.jsonl"),
+            str(folder / "engine.log"),
+            str(HISTORY_STEPS),
+            str(EVENTS_PER_S),
+        ],
+        start_new_session=True,
+    )
+    record = JobRecord(
+        job_id=JOB_ID,
+        run_folder=str(folder),
+        config=str(root / "loratui.toml"),
+        pid=writer.pid,
+        start_time=start_time(writer.pid),
+        boot_id=boot_id(),
+        host=host_name(),
+        started_at=time.time(),
+    )
     write_record(record, folder / "job.json")
     os.environ["LORATUI_STATE_DIR"] = env["LORATUI_STATE_DIR"]
     registry.register(record)
@@ -217,10 +289,18 @@ class PtyRun:
 def run(args) -> None:
     root = Path(tempfile.mkdtemp(prefix="loratui-bench-dash-"))
     env = {k: v for k, v in os.environ.items() if k not in ("COLORTERM", "TEXTUAL_COLOR_SYSTEM", "NO_COLOR")}
-    env.update(TERM="xterm-256color", LORATUI_STATE_DIR=str(root / "state"), LORATUI_CONFIG_DIR=str(root / "config"),
-               PYTHONPATH=str(REPO), COLUMNS=str(COLUMNS), LINES=str(ROWS))
-    print(f"loratui dashboard bench: a job with {HISTORY_STEPS:,} steps of history (no summary snapshot), "
-          f"writing {EVENTS_PER_S} events/s; terminal {COLUMNS}x{ROWS}, TERM=xterm-256color; {os.cpu_count()} CPUs")
+    env.update(
+        TERM="xterm-256color",
+        LORATUI_STATE_DIR=str(root / "state"),
+        LORATUI_CONFIG_DIR=str(root / "config"),
+        PYTHONPATH=str(REPO),
+        COLUMNS=str(COLUMNS),
+        LINES=str(ROWS),
+    )
+    print(
+        f"loratui dashboard bench: a job with {HISTORY_STEPS:,} steps of history (no summary snapshot), "
+        f"writing {EVENTS_PER_S} events/s; terminal {COLUMNS}x{ROWS}, TERM=xterm-256color; {os.cpu_count()} CPUs"
+    )
     writer = start_job(root, env)
     results: dict[str, dict] = {}
     try:
@@ -233,10 +313,17 @@ def run(args) -> None:
         truecolor = b"\x1b[38;2;" in dash.data or b";38;2;" in dash.data
         dash.send(b"q")
         dash.finish()
-        results["dashboard"] = {"first_paint": dash.found.get("first_paint"), "ready": dash.found.get("history"),
-                                "cpu": cpu, "bytes_s": rate, "wall": wall, "exit": os.waitstatus_to_exitcode(dash.status),
-                                "hint": f"loratui attach {JOB_ID}" in dash.text(), "truecolor": truecolor,
-                                "total_cpu": dash.rusage.ru_utime + dash.rusage.ru_stime}
+        results["dashboard"] = {
+            "first_paint": dash.found.get("first_paint"),
+            "ready": dash.found.get("history"),
+            "cpu": cpu,
+            "bytes_s": rate,
+            "wall": wall,
+            "exit": os.waitstatus_to_exitcode(dash.status),
+            "hint": f"loratui attach {JOB_ID}" in dash.text(),
+            "truecolor": truecolor,
+            "total_cpu": dash.rusage.ru_utime + dash.rusage.ru_stime,
+        }
         # -- baselines: the plain-text follower, and the plain attach's start
         plain = PtyRun([sys.executable, "-m", "loratui.cli", "logs", JOB_ID, "--follow"], env)
         plain.pump(30, until={"first_paint": rb"Training on"})
@@ -244,7 +331,12 @@ def run(args) -> None:
         cpu, rate, wall = plain.window(args.seconds)
         plain.send(b"\x03")
         plain.finish()
-        results["logs --follow"] = {"first_paint": plain.found.get("first_paint"), "cpu": cpu, "bytes_s": rate, "wall": wall}
+        results["logs --follow"] = {
+            "first_paint": plain.found.get("first_paint"),
+            "cpu": cpu,
+            "bytes_s": rate,
+            "wall": wall,
+        }
         attach = PtyRun([sys.executable, "-m", "loratui.cli", "attach", JOB_ID, "--no-tui"], env)
         attach.pump(30, until={"ready": rb"Job " + JOB_ID.encode() + rb": running"})
         attach.send(b"\x03")
@@ -279,21 +371,29 @@ def report(results: dict, job_alive: bool) -> None:
     print(f"    loratui (home screen), job list shown         {ms(home['ready'])}")
     print(f"    dashboard, first frame (job id on screen)     {ms(dash['first_paint'])}")
     print(f"    dashboard, history shown (step count)         {ms(dash['ready'])}")
-    print(f"    baseline: attach --no-tui, summary line       {ms(attach['ready'])}   "
-          f"(dashboard/baseline: {ratio(dash['ready'], attach['ready'])})")
+    print(
+        f"    baseline: attach --no-tui, summary line       {ms(attach['ready'])}   "
+        f"(dashboard/baseline: {ratio(dash['ready'], attach['ready'])})"
+    )
     print(f"    baseline: logs --follow, first line           {ms(plain['first_paint'])}")
     print(f"(b) CPU while following {EVENTS_PER_S} events/s (user+system / wall, over {dash['wall']:.1f} s):")
     print(f"    dashboard                                     {dash['cpu'] * 100:.1f}% of one core")
-    print(f"    baseline: logs --follow                       {plain['cpu'] * 100:.1f}% of one core   "
-          f"(dashboard/baseline: {ratio(dash['cpu'], plain['cpu'])})")
-    print(f"(c) bytes written to the terminal at steady state:")
+    print(
+        f"    baseline: logs --follow                       {plain['cpu'] * 100:.1f}% of one core   "
+        f"(dashboard/baseline: {ratio(dash['cpu'], plain['cpu'])})"
+    )
+    print("(c) bytes written to the terminal at steady state:")
     print(f"    dashboard                                     {dash['bytes_s'] / 1024:.1f} KiB/s")
-    print(f"    baseline: logs --follow                       {plain['bytes_s'] / 1024:.2f} KiB/s   "
-          f"(dashboard/baseline: {ratio(dash['bytes_s'], plain['bytes_s'])})")
+    print(
+        f"    baseline: logs --follow                       {plain['bytes_s'] / 1024:.2f} KiB/s   "
+        f"(dashboard/baseline: {ratio(dash['bytes_s'], plain['bytes_s'])})"
+    )
     print()
-    print(f"dashboard: closed with q, exit code {dash['exit']}; re-attach hint printed: {dash['hint']}; "
-          f"job still running after it closed: {job_alive}; colours: {'24-bit' if dash['truecolor'] else '256-colour'} "
-          f"escape codes; its whole life took {dash['total_cpu']:.2f} s of CPU (rusage)")
+    print(
+        f"dashboard: closed with q, exit code {dash['exit']}; re-attach hint printed: {dash['hint']}; "
+        f"job still running after it closed: {job_alive}; colours: {'24-bit' if dash['truecolor'] else '256-colour'} "
+        f"escape codes; its whole life took {dash['total_cpu']:.2f} s of CPU (rusage)"
+    )
 
 
 def main() -> int:

@@ -10,21 +10,41 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import traceback
+import warnings
 from pathlib import Path
 
 from loratui.core.exit_codes import ExitCode
 
+# The libraries whose notices are chatter in a training log (see quiet_libraries).
+LIBRARY_VERBOSITY = ("TRANSFORMERS_VERBOSITY", "DIFFUSERS_VERBOSITY")
+QUIET_LOGGERS = ("bitsandbytes", "diffusers", "transformers", "accelerate", "huggingface_hub", "peft")
+QUIET_WARNING_MODULES = r"(bitsandbytes|diffusers|transformers|accelerate|huggingface_hub|peft)(\.|$)"
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engine", description="loratui's training engine (JSON lines on stdout)")
+    parser = argparse.ArgumentParser(
+        prog="python -m engine", description="loratui's training engine (JSON lines on stdout)"
+    )
     parser.add_argument("config", help="the run's TOML config")
     parser.add_argument("--run-id", help="id for this run (default: a new random one)")
-    parser.add_argument("--resume", metavar="STATE_DIR", help="continue from a saved state folder (overrides training.resume_from)")
-    parser.add_argument("--control", metavar="FIFO", help="read control commands (stop, save, pause, resume) from this FIFO")
-    parser.add_argument("--summary", metavar="JSON", help="keep a snapshot of the run's summary here (when stdout is a file)")
+    parser.add_argument(
+        "--resume", metavar="STATE_DIR", help="continue from a saved state folder (overrides training.resume_from)"
+    )
+    parser.add_argument(
+        "--control", metavar="FIFO", help="read control commands (stop, save, pause, resume) from this FIFO"
+    )
+    parser.add_argument(
+        "--summary", metavar="JSON", help="keep a snapshot of the run's summary here (when stdout is a file)"
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="let this run replace files an earlier run saved under the same output.name",
+    )
     args = parser.parse_args(argv)
 
     from engine.events import claim_stdout
@@ -32,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     events = claim_stdout()
     _keep_summary_snapshots(events, args.summary)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quiet_libraries()  # before the libraries are imported: some read their verbosity once, on import
     from engine.train import StopFlag
 
     stop = StopFlag()
@@ -53,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         from engine.train import Trainer
 
         control = ControlChannel(Path(args.control) if args.control else None)
-        trainer = Trainer(cfg, events, stop, run_id=args.run_id, control=control)
+        trainer = Trainer(cfg, events, stop, run_id=args.run_id, control=control, overwrite=args.overwrite)
         try:
             trainer.run()
         finally:
@@ -68,10 +89,34 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # a bug: keep the traceback for the log, tell the watcher plainly
         traceback.print_exc()
         message = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-        events.emit("error", kind="internal", message=message,
-                    hint="this is a bug in loratui; the traceback is in the engine log (stderr)")
+        events.emit(
+            "error",
+            kind="internal",
+            message=message,
+            hint="this is a bug in loratui; the traceback is in the engine log (stderr)",
+        )
         events.emit("failed", step=step, message=message)
         return ExitCode.FAILED
+
+
+def quiet_libraries() -> None:
+    """Keep the libraries' passing remarks out of ``engine.log``; keep their errors.
+
+    Loading a model makes bitsandbytes, diffusers, transformers and accelerate log notices (kernels
+    not found, dtype casts, unexpected config keys) and Python print FutureWarnings: dozens of lines
+    that bury the engine's own. Their loggers are set to ERROR and those warning categories are
+    ignored, unless the user asked otherwise: ``TRANSFORMERS_VERBOSITY`` / ``DIFFUSERS_VERBOSITY``
+    set in the environment, or ``PYTHONWARNINGS`` / ``-W`` for warnings, win. Exceptions and
+    tracebacks are not logging: they always reach the log.
+    """
+    for variable in LIBRARY_VERBOSITY:
+        os.environ.setdefault(variable, "error")
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    if not sys.warnoptions:
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module=QUIET_WARNING_MODULES)
 
 
 def _keep_summary_snapshots(events, path: str | None) -> None:

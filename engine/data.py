@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -61,8 +61,13 @@ class LatentCache:
         assert self.folder is not None
         return self.folder / (hashlib.sha1(key.encode()).hexdigest() + ".safetensors")
 
-    def fill(self, entries: list[ImageEntry], encode: Callable[[torch.Tensor], torch.Tensor],
-             batch_size: int, progress: Callable[[int, int], None]) -> None:
+    def fill(
+        self,
+        entries: list[ImageEntry],
+        encode: Callable[[torch.Tensor], torch.Tensor],
+        batch_size: int,
+        progress: Callable[[int, int], None],
+    ) -> None:
         unique = list({entry.path: entry for entry in entries}.values())
         todo: list[ImageEntry] = []
         for entry in unique:
@@ -81,7 +86,7 @@ class LatentCache:
             for start in range(0, len(group), batch_size):
                 chunk = group[start : start + batch_size]
                 params = encode(stack_pixels(chunk)).float().cpu()
-                for entry, row in zip(chunk, params):
+                for entry, row in zip(chunk, params, strict=True):
                     self._params[entry.path] = row.clone()
                     if self.mode == "disk":
                         self._save(entry, row)

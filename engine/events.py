@@ -11,7 +11,8 @@ import logging
 import os
 import sys
 import threading
-from typing import Any, Callable, TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
 
 from loratui.core.protocol import encode, make_event
 

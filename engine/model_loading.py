@@ -20,10 +20,13 @@ import torch
 
 from engine.reference_models import SD15_RANDOM_NAME, ensure_sd15_random
 from engine.tiny_model import BUILTIN_NAME, ensure_tiny_model
+from loratui import preflight
 from loratui.errors import UserError
+from loratui.params import CHECKPOINT_SUFFIXES
 
-SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth")
-FOLDER_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+# What is a model and what is not is decided in one place, loratui.preflight, which
+# `loratui check` runs too: the engine refuses exactly what the check refuses, before diffusers
+# spends minutes on it. The loaders below then catch what only loading can tell.
 
 
 @dataclass
@@ -37,7 +40,9 @@ class BaseModel:
     name: str  # for the ss_sd_model_name metadata: the file or folder name
 
 
-def load_base_model(path_setting: str, resolved: Path, family: str, v_prediction: bool, tokenizer_dir: Path | None) -> BaseModel:
+def load_base_model(
+    path_setting: str, resolved: Path, family: str, v_prediction: bool, tokenizer_dir: Path | None
+) -> BaseModel:
     # Nothing in here may reach for a hub: a missing file must fail here, not hang on a network.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if path_setting == BUILTIN_NAME:
@@ -47,14 +52,24 @@ def load_base_model(path_setting: str, resolved: Path, family: str, v_prediction
         model = _load_folder(ensure_sd15_random())
         model.name = SD15_RANDOM_NAME
     elif path_setting.startswith("loratui:"):
-        raise UserError(f"unknown built-in model {path_setting!r}", "model.path",
-                        f"the built-in models are {BUILTIN_NAME!r} and {SD15_RANDOM_NAME!r}", "model")
-    elif resolved.is_dir():
-        model = _load_folder(resolved)
-    elif resolved.is_file():
-        model = _load_single_file(resolved, family, tokenizer_dir)
+        raise UserError(
+            f"unknown built-in model {path_setting!r}",
+            "model.path",
+            f"the built-in models are {BUILTIN_NAME!r} and {SD15_RANDOM_NAME!r}",
+            "model",
+        )
+    elif not resolved.exists():
+        raise UserError(
+            f"no such file or folder: {resolved}",
+            "model.path",
+            "point it at a diffusers folder or a .safetensors checkpoint",
+            "model",
+        )
     else:
-        raise UserError(f"no such file or folder: {resolved}", "model.path", "point it at a diffusers folder or a .safetensors checkpoint", "model")
+        problems = preflight.model_location_problems(resolved)
+        if problems:
+            raise preflight.user_error(problems[0], "model")
+        model = _load_folder(resolved) if resolved.is_dir() else _load_single_file(resolved, family, tokenizer_dir)
     _set_prediction_type(model, v_prediction)
     return model
 
@@ -71,14 +86,6 @@ def _load_folder(folder: Path) -> BaseModel:
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    missing = [part for part in FOLDER_PARTS if not (folder / part).is_dir()]
-    if missing:
-        raise UserError(
-            f"{folder} is not a diffusers model folder: it has no {', '.join(p + '/' for p in missing)}",
-            "model.path",
-            "point model.path at the folder that holds model_index.json, or at a .safetensors checkpoint",
-            "model",
-        )
     try:
         return BaseModel(
             tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True),
@@ -91,16 +98,24 @@ def _load_folder(folder: Path) -> BaseModel:
             name=folder.name,
         )
     except (OSError, ValueError, KeyError) as exc:
-        raise UserError(f"cannot load the model in {folder}: {_first_line(exc)}", "model.path",
-                        "check that the folder is a complete SD 1.x/2.x diffusers model", "model") from exc
+        raise UserError(
+            f"cannot load the model in {folder}: {_first_line(exc)}",
+            "model.path",
+            "check that the folder is a complete SD 1.x/2.x diffusers model",
+            "model",
+        ) from exc
 
 
 def _load_single_file(path: Path, family: str, tokenizer_dir: Path | None) -> BaseModel:
     from diffusers import StableDiffusionPipeline
 
-    if path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
-        raise UserError(f"{path.name} is not a model checkpoint (expected .safetensors or .ckpt)", "model.path",
-                        "point model.path at a .safetensors checkpoint or a diffusers folder", "model")
+    if path.suffix.lower() not in CHECKPOINT_SUFFIXES:
+        raise UserError(
+            f"{path.name} is not a model checkpoint (expected .safetensors or .ckpt)",
+            "model.path",
+            "point model.path at a .safetensors checkpoint or a diffusers folder",
+            "model",
+        )
     if path.stat().st_size == 0:
         raise UserError(f"{path} is empty (zero bytes)", "model.path", "download or copy the checkpoint again", "model")
     if path.suffix.lower() == ".safetensors":
@@ -110,11 +125,21 @@ def _load_single_file(path: Path, family: str, tokenizer_dir: Path | None) -> Ba
     config_dir = _single_file_config(family, tokenizer_dir)
     try:
         pipe = StableDiffusionPipeline.from_single_file(
-            str(path), config=str(config_dir), local_files_only=True, safety_checker=None, requires_safety_checker=False
+            # Training needs no safety checker and no image processor: never load them.
+            str(path),
+            config=str(config_dir),
+            local_files_only=True,
+            safety_checker=None,
+            requires_safety_checker=False,
+            feature_extractor=None,
         )
     except Exception as exc:  # diffusers raises many kinds here; all mean "this file does not load"
-        raise UserError(f"cannot load {path.name} as an SD {family} checkpoint: {_first_line(exc)}", "model.path",
-                        "check model.family (sd1 or sd2) and that the file is a complete checkpoint", "model") from exc
+        raise UserError(
+            f"cannot load {path.name} as an SD {family} checkpoint: {_first_line(exc)}",
+            "model.path",
+            "check model.family (sd1 or sd2) and that the file is a complete checkpoint",
+            "model",
+        ) from exc
     from diffusers import DDPMScheduler
 
     return BaseModel(
@@ -136,8 +161,12 @@ def _check_safetensors(path: Path) -> None:
             if not list(handle.keys()):
                 raise ValueError("it holds no tensors")
     except Exception as exc:
-        raise UserError(f"{path.name} is not a readable safetensors file ({_first_line(exc)})", "model.path",
-                        "the file is damaged or incomplete: download or copy it again", "model") from exc
+        raise UserError(
+            f"{path.name} is not a readable safetensors file ({_first_line(exc)})",
+            "model.path",
+            "the file is damaged or incomplete: download or copy it again",
+            "model",
+        ) from exc
 
 
 def _refuse_pickle(path: Path) -> None:
@@ -160,32 +189,13 @@ def _single_file_config(family: str, tokenizer_dir: Path | None) -> Path:
     """A single checkpoint holds weights only: the layouts come from a diffusers config folder.
 
     loratui ships none (the CLIP tokenizer's vocabulary is not ours to ship), so the folder is
-    ``model.tokenizer``'s parent when it is a full diffusers model, or one found in the local
-    Hugging Face cache.
+    ``model.tokenizer``'s model folder, or the family's repo in the local Hugging Face cache;
+    ``loratui.preflight.single_file_configs`` looks, for the check and for the engine alike.
     """
-    if tokenizer_dir is not None:
-        candidate = tokenizer_dir.parent if tokenizer_dir.name == "tokenizer" else tokenizer_dir
-        if (candidate / "model_index.json").is_file():
-            return candidate
-        raise UserError(
-            f"{tokenizer_dir} is not inside a diffusers model folder (no model_index.json beside it)",
-            "model.tokenizer",
-            "set model.tokenizer to the tokenizer/ folder of a local SD diffusers model of the same family",
-            "model",
-        )
-    repo = {"sd1": "stable-diffusion-v1-5/stable-diffusion-v1-5", "sd2": "stabilityai/stable-diffusion-2-1"}[family]
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(repo, local_files_only=True, allow_patterns=["*.json", "*.txt"]))
-    except Exception as exc:
-        raise UserError(
-            "a single-file checkpoint needs the model's configs and CLIP tokenizer, and none are on this machine",
-            "model.path",
-            f"set model.tokenizer to the tokenizer/ folder of a local SD {family} diffusers model, "
-            f"or fetch the configs once with network: hf download {repo} --include '*.json' '*.txt'",
-            "model",
-        ) from exc
+    found = preflight.single_file_configs(family, tokenizer_dir)
+    if isinstance(found, Path):
+        return found
+    raise preflight.user_error(found, "model")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -6,7 +6,8 @@ Parameter groups carry their own LR: ``unet`` and, when it is trained, ``text_en
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -74,11 +75,26 @@ def make_optimizer(name: str, groups: list[dict[str, Any]], kwargs: dict[str, An
     try:
         return OPTIMIZERS[name](groups, dict(kwargs))
     except TypeError as exc:  # an extra argument the optimizer does not take
-        raise UserError(f"{name} does not accept these arguments: {exc}", "optimizer.args",
-                        f"remove or rename the argument; see the documentation of {name}", "config") from exc
+        raise UserError(
+            f"{name} does not accept these arguments: {exc}",
+            "optimizer.args",
+            f"remove or rename the argument; see the documentation of {name}",
+            "config",
+        ) from exc
+    except (ValueError, AssertionError) as exc:  # a value it refuses (lion_pytorch asserts instead of raising)
+        raise UserError(
+            f"{name} refuses these arguments: {exc or 'a value is out of range'}",
+            "optimizer.args",
+            f"correct the value; see the documentation of {name}",
+            "config",
+        ) from exc
     except ImportError as exc:
-        raise UserError(f"{name} needs a package that is not installed: {exc}", "optimizer.name",
-                        "reinstall loratui (pip install -e .) or choose another optimizer", "config") from exc
+        raise UserError(
+            f"{name} needs a package that is not installed: {exc}",
+            "optimizer.name",
+            "reinstall loratui (pip install -e .) or choose another optimizer",
+            "config",
+        ) from exc
 
 
 def make_scheduler(optimizer, name: str, warmup_steps: int, total_steps: int, cycles: int, power: float):
@@ -107,7 +123,7 @@ def current_lrs(optimizer, scheduler) -> dict[str, float]:
     else:
         values = [g["lr"] for g in optimizer.param_groups]
     out = {}
-    for group, lr in zip(optimizer.param_groups, values):
+    for group, lr in zip(optimizer.param_groups, values, strict=True):
         d = group.get("d")
         out[group.get("name", "unet")] = float(lr * d if d is not None else lr)
     return out

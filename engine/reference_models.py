@@ -134,12 +134,14 @@ def _build_sd15_into(folder: Path) -> None:
     # One component at a time, each freed before the next: the UNet alone is 3.4 GB in float32.
     # Each draws from its own seed, so a change to one never changes the others' weights.
     torch.manual_seed(_SEED)
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        **SD15_TEXT_ENCODER_CONFIG,
-        bos_token_id=vocab["<|startoftext|>"],
-        eos_token_id=vocab["<|endoftext|>"],
-        pad_token_id=vocab["<|endoftext|>"],
-    ))
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            **SD15_TEXT_ENCODER_CONFIG,
+            bos_token_id=vocab["<|startoftext|>"],
+            eos_token_id=vocab["<|endoftext|>"],
+            pad_token_id=vocab["<|endoftext|>"],
+        )
+    )
     text_encoder.to(torch.float16).save_pretrained(folder / "text_encoder")
     del text_encoder
 

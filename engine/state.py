@@ -6,7 +6,8 @@ in the data (epoch and batches done in it) and the run's loss history and traini
 curve and the ETA continue instead of restarting.
 
 A folder is written under a temporary name and renamed into place, so a crash mid-save leaves the
-previous state intact and never a half-written folder under the final name.
+previous state intact and never a half-written folder under the final name (the names are
+:mod:`loratui.atomic`'s, so that the next run can clean up what a killed save left).
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from loratui.atomic import replace_folder, temp_path_for
 from loratui.errors import UserError
 
 STATE_FORMAT = 1
@@ -41,7 +42,8 @@ class Progress:
 
 def save_state(folder: Path, progress: Progress, lora: dict[str, torch.Tensor], optimizer, scheduler, scaler) -> int:
     folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    staging = temp_path_for(folder)
+    staging.mkdir(mode=0o700)
     try:
         save_file({k: v.detach().float().cpu().contiguous() for k, v in lora.items()}, staging / "lora.safetensors")
         torch.save(
@@ -58,23 +60,10 @@ def save_state(folder: Path, progress: Progress, lora: dict[str, torch.Tensor], 
         for item in staging.iterdir():
             with open(item, "rb") as handle:
                 os.fsync(handle.fileno())
-        _replace_folder(staging, folder)
+        replace_folder(staging, folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return sum(item.stat().st_size for item in folder.iterdir())
-
-
-def _replace_folder(new: Path, target: Path) -> None:
-    """Put ``new`` at ``target``. A folder cannot be renamed over a non-empty one, so the old one
-    is moved aside first; at every moment one complete state exists under some name."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(target, old)
-        os.replace(new, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(new, target)
 
 
 def read_progress(folder: Path) -> Progress:
@@ -82,11 +71,19 @@ def read_progress(folder: Path) -> Progress:
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"{folder} is not a loratui state folder ({path.name} unreadable)", "training.resume_from",
-                        "point it at a '<name>-NNNNNN-state' folder written by a loratui run", "config") from exc
+        raise UserError(
+            f"{folder} is not a loratui state folder ({path.name} unreadable)",
+            "training.resume_from",
+            "point it at a '<name>-NNNNNN-state' folder written by a loratui run",
+            "config",
+        ) from exc
     if data.pop("format", None) != STATE_FORMAT:
-        raise UserError(f"{folder} was written by another version of loratui", "training.resume_from",
-                        "resume with the loratui version that wrote it, or start a fresh run", "config")
+        raise UserError(
+            f"{folder} was written by another version of loratui",
+            "training.resume_from",
+            "resume with the loratui version that wrote it, or start a fresh run",
+            "config",
+        )
     return Progress(**data)
 
 

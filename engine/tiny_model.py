@@ -16,8 +16,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -82,9 +82,7 @@ def _byte_level_vocab() -> tuple[dict[str, int], list[str]]:
     """A CLIP-style BPE vocabulary with no merges: every byte is a token, with and without the
     end-of-word marker. Any text tokenizes (character by character), and nothing is downloaded."""
     printable = (
-        list(range(ord("!"), ord("~") + 1))
-        + list(range(ord("¡"), ord("¬") + 1))
-        + list(range(ord("®"), ord("ÿ") + 1))
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     )
     # The GPT-2/CLIP byte-to-unicode table: printable bytes map to themselves, the rest to
     # code points above 255, so every byte has a visible stand-in character.

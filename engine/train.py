@@ -22,17 +22,29 @@ from engine import data as data_mod
 from engine.control import ControlChannel
 from engine.events import EventWriter
 from engine.kohya_format import SAVE_DTYPES, TEXT_ENCODER_PREFIX, UNET_PREFIX, save_lora_file, to_kohya_tensors
-from engine.lora import (TEXT_ENCODER_BLOCKS, UNET_ATTENTION_BLOCKS, UNET_CONV_BLOCKS, LoraTarget, attach_lora,
-                         find_targets, load_lora_state_dict, lora_parameters, lora_state_dict)
+from engine.lora import (
+    TEXT_ENCODER_BLOCKS,
+    UNET_ATTENTION_BLOCKS,
+    UNET_CONV_BLOCKS,
+    LoraTarget,
+    attach_lora,
+    find_targets,
+    load_lora_state_dict,
+    lora_parameters,
+    lora_state_dict,
+)
 from engine.metadata import RunFacts, build_metadata, new_session_id
 from engine.model_loading import BaseModel, load_base_model
 from engine.optim import current_lrs, make_optimizer, make_scheduler
 from engine.spill_watch import SpillWatch
 from engine.state import Progress, load_training_state, read_progress, save_state
+from loratui import preflight
 from loratui.check import CheckResult, check_run
-from loratui.config import RunConfig, config_to_dict, parse_optimizer_args
+from loratui.config import RunConfig, config_to_dict
 from loratui.dataset import ImageEntry
 from loratui.errors import UserError
+from loratui.optimizer_args import parse_optimizer_args
+from loratui.outputs import clean_interrupted_saves, epoch_stem, final_stem, lora_file, state_folder, step_stem
 
 log = logging.getLogger("engine.train")
 
@@ -59,6 +71,13 @@ def pick_device() -> torch.device:
     return torch.device("cpu")
 
 
+def _torch_machine() -> preflight.Machine:
+    """The CUDA GPU torch trains on, in the terms of the check's machine rules."""
+    if not torch.cuda.is_available():
+        return preflight.Machine(None, no_gpu="PyTorch sees no CUDA GPU on this machine")
+    return preflight.Machine(torch.cuda.get_device_name(0), torch.cuda.get_device_capability(0))
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -66,9 +85,17 @@ def device_name(device: torch.device) -> str:
 
 
 class Trainer:
-    def __init__(self, cfg: RunConfig, events: EventWriter, stop: StopFlag, run_id: str | None = None,
-                 control: ControlChannel | None = None) -> None:
+    def __init__(
+        self,
+        cfg: RunConfig,
+        events: EventWriter,
+        stop: StopFlag,
+        run_id: str | None = None,
+        control: ControlChannel | None = None,
+        overwrite: bool = False,
+    ) -> None:
         self.cfg = cfg
+        self.overwrite = overwrite  # may replace files an earlier run saved (loratui.outputs)
         self.events = events
         self.stop = stop
         self.control = control or ControlChannel(None)
@@ -78,6 +105,8 @@ class Trainer:
 
     # ----------------------------------------------------------------- set-up
     def run(self) -> None:
+        for line in clean_interrupted_saves(self.cfg):  # before the check: it may put a state back
+            log.info("left by an interrupted save: %s", line)
         check = self._check()
         self.dataset, self.schedule = check.dataset, check.schedule
         self._prepare_accelerator()
@@ -95,14 +124,20 @@ class Trainer:
         self._train()
 
     def _check(self) -> CheckResult:
-        check = check_run(self.cfg)
+        check = check_run(self.cfg, overwrite=self.overwrite)
         for problem in check.problems:
             if problem.severity == "warning":
-                self.events.emit("warning", code="check", message=f"{problem.where}: {problem.message}", hint=problem.fix)
+                self.events.emit(
+                    "warning", code="check", message=f"{problem.where}: {problem.message}", hint=problem.fix
+                )
         if check.errors:
             first = check.errors[0]
             more = f" (and {len(check.errors) - 1} more problems: run `loratui check`)" if len(check.errors) > 1 else ""
-            kind = "dataset" if first.where.startswith("dataset") or "/" in first.where else "config"
+            kind = (
+                "model"
+                if first.where.startswith("model.")
+                else ("dataset" if first.where.startswith("dataset") or "/" in first.where else "config")
+            )
             raise UserError(first.message + more, first.where, first.fix, kind)
         assert check.dataset is not None and check.schedule is not None
         return check
@@ -113,9 +148,10 @@ class Trainer:
 
         device = pick_device()
         precision = self.cfg.training.mixed_precision
-        if precision == "fp16" and device.type != "cuda":
-            raise UserError(f"fp16 mixed precision needs a CUDA GPU; this run is on {device.type}",
-                            "training.mixed_precision", "use bf16 or no on this machine", "config")
+        # The check judged the GPU NVML reports; this judges the one torch will use, by the same rule.
+        for problem in preflight.precision_problems(precision, _torch_machine()):
+            if problem.severity == "error":
+                raise preflight.user_error(problem)
         # Gradient accumulation is done by hand (see _train) so that an epoch's last, partial
         # group of batches still makes an update, as the step count shown to the user assumes.
         self.accelerator = Accelerator(mixed_precision=precision, cpu=device.type == "cpu")
@@ -128,6 +164,9 @@ class Trainer:
         tokenizer = self.cfg.resolve(settings.tokenizer) if settings.tokenizer else None
         resolved = self.cfg.resolve(settings.path) if not settings.is_builtin else Path(settings.path)
         model = load_base_model(settings.path, resolved, settings.family, settings.v_prediction, tokenizer)
+        layers = model.text_encoder.config.num_hidden_layers
+        for problem in preflight.clip_skip_problems(settings.clip_skip, layers, settings.path):
+            raise preflight.user_error(problem)
         # The base weights are frozen and held in the training precision (half the memory);
         # the LoRA weights added next stay in float32 so small updates are not rounded away.
         model.vae.requires_grad_(False).to(self.device, dtype=torch.float32).eval()
@@ -137,16 +176,21 @@ class Trainer:
             try:
                 model.unet.enable_xformers_memory_efficient_attention()
             except Exception as exc:
-                raise UserError(f"xformers is not usable here: {str(exc).splitlines()[0]}", "training.attention",
-                                "set it to sdpa (PyTorch's built-in attention, as fast on recent PyTorch)", "config") from exc
+                raise UserError(
+                    f"xformers is not usable here: {str(exc).splitlines()[0]}",
+                    "training.attention",
+                    "set it to sdpa (PyTorch's built-in attention, as fast on recent PyTorch)",
+                    "config",
+                ) from exc
         return model
 
     def _add_lora(self) -> None:
         net = self.cfg.network
         self.train_text_encoder = self.cfg.optimizer.text_encoder_lr > 0
         unet, te = self.model.unet, self.model.text_encoder
-        self.unet_targets = find_targets(unet, UNET_ATTENTION_BLOCKS, net.rank, net.alpha,
-                                         UNET_CONV_BLOCKS, net.conv_rank, net.conv_alpha)
+        self.unet_targets = find_targets(
+            unet, UNET_ATTENTION_BLOCKS, net.rank, net.alpha, UNET_CONV_BLOCKS, net.conv_rank, net.conv_alpha
+        )
         attach_lora(unet, self.unet_targets)
         self.te_targets: list[LoraTarget] = []
         if self.train_text_encoder:
@@ -165,20 +209,36 @@ class Trainer:
         opt = self.cfg.optimizer
         groups = [{"params": lora_parameters(self.model.unet), "lr": opt.unet_lr, "name": "unet"}]
         if self.train_text_encoder:
-            groups.append({"params": lora_parameters(self.model.text_encoder), "lr": opt.text_encoder_lr, "name": "text_encoder"})
+            groups.append(
+                {"params": lora_parameters(self.model.text_encoder), "lr": opt.text_encoder_lr, "name": "text_encoder"}
+            )
         kwargs = parse_optimizer_args(opt.args)
         self.optimizer = make_optimizer(opt.name, groups, kwargs)
-        self.lr_scheduler = make_scheduler(self.optimizer, opt.scheduler, opt.warmup_steps, self.schedule.total_steps,
-                                           opt.scheduler_cycles, opt.scheduler_power)
+        self.lr_scheduler = make_scheduler(
+            self.optimizer,
+            opt.scheduler,
+            opt.warmup_steps,
+            self.schedule.total_steps,
+            opt.scheduler_cycles,
+            opt.scheduler_power,
+        )
         self.optimizer_repr = f"{type(self.optimizer).__module__}.{type(self.optimizer).__name__}" + (
-            f"({','.join(f'{k}={v}' for k, v in kwargs.items())})" if kwargs else "")
+            f"({','.join(f'{k}={v}' for k, v in kwargs.items())})" if kwargs else ""
+        )
         self.model.unet, self.model.text_encoder, self.optimizer = self.accelerator.prepare(
-            self.model.unet, self.model.text_encoder, self.optimizer)
+            self.model.unet, self.model.text_encoder, self.optimizer
+        )
 
     def _network_signature(self) -> dict:
         net = self.cfg.network
-        return {"rank": net.rank, "alpha": net.alpha, "conv_rank": net.conv_rank, "conv_alpha": net.conv_alpha,
-                "unet_modules": len(self.unet_targets), "te_modules": len(self.te_targets)}
+        return {
+            "rank": net.rank,
+            "alpha": net.alpha,
+            "conv_rank": net.conv_rank,
+            "conv_alpha": net.conv_alpha,
+            "unet_modules": len(self.unet_targets),
+            "te_modules": len(self.te_targets),
+        }
 
     def _fresh_or_resumed_progress(self) -> Progress:
         source = self.cfg.training.resume_from
@@ -188,12 +248,24 @@ class Trainer:
         folder = self.cfg.resolve(source)
         progress = read_progress(folder)
         if progress.network != self._network_signature():
-            raise UserError(f"{folder} was trained with another network ({progress.network}); this config has "
-                            f"{self._network_signature()}", "training.resume_from",
-                            "resume with the network settings the state was saved with", "config")
-        weights = load_training_state(folder, self.optimizer, self.lr_scheduler, self.accelerator.scaler)
-        unet_weights = {k[len("unet."):]: v for k, v in weights.items() if k.startswith("unet.")}
-        te_weights = {k[len("te."):]: v for k, v in weights.items() if k.startswith("te.")}
+            raise UserError(
+                f"{folder} was trained with another network ({progress.network}); this config has "
+                f"{self._network_signature()}",
+                "training.resume_from",
+                "resume with the network settings the state was saved with",
+                "config",
+            )
+        try:
+            weights = load_training_state(folder, self.optimizer, self.lr_scheduler, self.accelerator.scaler)
+        except (OSError, KeyError, ValueError, RuntimeError) as exc:  # a missing, damaged or foreign file
+            raise UserError(
+                f"cannot resume from {folder}: {str(exc).splitlines()[0][:300]}",
+                "training.resume_from",
+                "resume from another state folder, or start a fresh run",
+                "config",
+            ) from exc
+        unet_weights = {k[len("unet.") :]: v for k, v in weights.items() if k.startswith("unet.")}
+        te_weights = {k[len("te.") :]: v for k, v in weights.items() if k.startswith("te.")}
         load_lora_state_dict(self._unwrapped("unet"), unet_weights)
         if self.train_text_encoder:
             load_lora_state_dict(self._unwrapped("te"), te_weights)
@@ -215,8 +287,12 @@ class Trainer:
         if mode != "off":
             folder = self.cfg.resolve(self.cfg.output.output_dir) / ".latent-cache" if mode == "disk" else None
             self.latents = data_mod.LatentCache(mode, folder, vae_id=f"{self.model.name}:{self.model.source}")
-            self.latents.fill(self.all_entries, self._encode_pixels, max(1, self.cfg.training.batch_size),
-                              lambda done, total: self._status("caching_latents", f"caching latents {done}/{total}", done, total))
+            self.latents.fill(
+                self.all_entries,
+                self._encode_pixels,
+                max(1, self.cfg.training.batch_size),
+                lambda done, total: self._status("caching_latents", f"caching latents {done}/{total}", done, total),
+            )
         self._eval_set = self._make_eval_set()
 
     def _entries_in_plan(self) -> list[ImageEntry]:
@@ -240,7 +316,7 @@ class Trainer:
         missing = [c for c in dict.fromkeys(captions) if c not in self._text_cache]
         if missing:
             with torch.no_grad():
-                for caption, row in zip(missing, self._run_text_encoder(missing)):
+                for caption, row in zip(missing, self._run_text_encoder(missing), strict=True):
                     self._text_cache[caption] = row.to("cpu")
         return torch.stack([self._text_cache[c] for c in captions]).to(self.device)
 
@@ -254,11 +330,13 @@ class Trainer:
         # as A1111 and sd-scripts compute it.
         hidden = encoder(ids, output_hidden_states=True).hidden_states[-skip]
         text_model = self.accelerator.unwrap_model(encoder)
-        final_norm = getattr(getattr(text_model, "text_model", text_model), "final_layer_norm")
+        final_norm = getattr(text_model, "text_model", text_model).final_layer_norm
         return final_norm(hidden)
 
     # --------------------------------------------------------------- the loss
-    def _loss(self, latents: torch.Tensor, captions: list[str], timesteps: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    def _loss(
+        self, latents: torch.Tensor, captions: list[str], timesteps: torch.Tensor, noise: torch.Tensor
+    ) -> torch.Tensor:
         scheduler = self.model.noise_scheduler
         noisy = scheduler.add_noise(latents, noise, timesteps)
         if scheduler.config.prediction_type == "v_prediction":
@@ -288,7 +366,9 @@ class Trainer:
         noise = torch.randn_like(latents)
         if self.cfg.training.noise_offset:
             # Offset noise: a per-channel constant lets the model learn very dark/bright images.
-            noise += self.cfg.training.noise_offset * torch.randn(latents.shape[0], latents.shape[1], 1, 1, device=latents.device)
+            noise += self.cfg.training.noise_offset * torch.randn(
+                latents.shape[0], latents.shape[1], 1, 1, device=latents.device
+            )
         steps = self.model.noise_scheduler.config.num_train_timesteps
         timesteps = torch.randint(0, steps, (latents.shape[0],), device=latents.device).long()
         return self._loss(latents, [e.caption for e in batch], timesteps, noise)
@@ -318,7 +398,9 @@ class Trainer:
     # --------------------------------------------------------------- the loop
     def _train(self) -> None:
         progress = self.progress
-        self.facts = RunFacts(new_session_id(), time.time(), self.model.name, self.optimizer_repr, self.train_text_encoder)
+        self.facts = RunFacts(
+            new_session_id(), time.time(), self.model.name, self.optimizer_repr, self.train_text_encoder
+        )
         self._emit_started()
         self._emit_memory()
         if progress.step == 0:
@@ -341,7 +423,7 @@ class Trainer:
             batches = self.dataset.epoch_batches(batch_size, cfg.training.seed, epoch)
             # Resuming mid-epoch: the epoch's running mean continues from the steps already done.
             done_in_epoch = math.ceil(progress.batches_in_epoch / accumulation)
-            epoch_losses = progress.loss_history[len(progress.loss_history) - done_in_epoch:] if done_in_epoch else []
+            epoch_losses = progress.loss_history[len(progress.loss_history) - done_in_epoch :] if done_in_epoch else []
             pending_loss, pending_samples, pending_batches = 0.0, 0, 0
             for index in range(progress.batches_in_epoch, len(batches)):
                 batch = batches[index]
@@ -364,8 +446,12 @@ class Trainer:
 
                 step_loss = pending_loss / pending_batches
                 if not math.isfinite(step_loss):
-                    raise UserError(f"the loss became {step_loss} at step {progress.step + 1}", "optimizer.unet_lr",
-                                    "lower the learning rate; with fp16 try bf16; resume from the last good state", "runtime")
+                    raise UserError(
+                        f"the loss became {step_loss} at step {progress.step + 1}",
+                        "optimizer.unet_lr",
+                        "lower the learning rate; with fp16 try bf16; resume from the last good state",
+                        "runtime",
+                    )
                 now = time.perf_counter()
                 seconds = now - last_tick
                 last_tick = now
@@ -373,10 +459,17 @@ class Trainer:
                 progress.elapsed_s += seconds
                 progress.loss_history.append(round(step_loss, 6))
                 epoch_losses.append(step_loss)
-                self.events.emit("step", step=progress.step, epoch=epoch + 1, loss=step_loss,
-                                 loss_avg=sum(epoch_losses) / len(epoch_losses), lr=lrs, s_per_step=seconds,
-                                 samples_per_s=pending_samples / seconds if seconds > 0 else 0.0,
-                                 elapsed_s=progress.elapsed_s)
+                self.events.emit(
+                    "step",
+                    step=progress.step,
+                    epoch=epoch + 1,
+                    loss=step_loss,
+                    loss_avg=sum(epoch_losses) / len(epoch_losses),
+                    lr=lrs,
+                    s_per_step=seconds,
+                    samples_per_s=pending_samples / seconds if seconds > 0 else 0.0,
+                    elapsed_s=progress.elapsed_s,
+                )
                 pending_loss, pending_samples, pending_batches = 0.0, 0, 0
                 spill_watch.after_step(progress.step, seconds)
                 if progress.step % MEMORY_EVERY_STEPS == 0:
@@ -390,13 +483,18 @@ class Trainer:
                     return
             # ---- end of an epoch (or of the run, when max_train_steps ends it early)
             progress.epoch, progress.batches_in_epoch = epoch + 1, 0
-            self.events.emit("epoch_end", epoch=epoch + 1, step=progress.step,
-                             loss_avg=sum(epoch_losses) / max(1, len(epoch_losses)), elapsed_s=progress.elapsed_s)
+            self.events.emit(
+                "epoch_end",
+                epoch=epoch + 1,
+                step=progress.step,
+                loss_avg=sum(epoch_losses) / max(1, len(epoch_losses)),
+                elapsed_s=progress.elapsed_s,
+            )
             self.events.emit("eval", step=progress.step, epoch=epoch + 1, loss=self._eval_loss())
             done = progress.step >= schedule.total_steps or epoch + 1 == schedule.epochs
             every = cfg.output.save_every_n_epochs
             if not done and every and (epoch + 1) % every == 0:
-                self._save(f"{cfg.output.name}-{epoch + 1:06d}", "epoch", with_state=cfg.output.save_state)
+                self._save(epoch_stem(cfg.output.name, epoch + 1), "epoch", with_state=cfg.output.save_state)
             if self.stop.reason and not done:
                 self._stop(epoch + 1)
                 return
@@ -404,17 +502,25 @@ class Trainer:
                 break
             last_tick = time.perf_counter()
 
-        path = self._save(cfg.output.name, "final", with_state=cfg.output.save_state, state_name=f"{cfg.output.name}-state")
+        path = self._save(final_stem(cfg.output.name), "final", with_state=cfg.output.save_state)
         self.outcome = "finished"
-        self.events.emit("finished", step=progress.step, epoch=progress.epoch, path=str(path), elapsed_s=progress.elapsed_s)
+        self.events.emit(
+            "finished", step=progress.step, epoch=progress.epoch, path=str(path), elapsed_s=progress.elapsed_s
+        )
 
     def _stop(self, epoch: int) -> None:
-        name = f"{self.cfg.output.name}-step{self.progress.step:08d}"
-        path = self._save(name, "stop", with_state=True)
+        stem = step_stem(self.cfg.output.name, self.progress.step)
+        path = self._save(stem, "stop", with_state=True)
         self.outcome = "stopped"
-        self.events.emit("stopped", step=self.progress.step, epoch=epoch + (1 if self.progress.batches_in_epoch else 0),
-                         path=str(path), state=str(path.with_name(f"{name}-state")), reason=self.stop.reason or "request",
-                         elapsed_s=self.progress.elapsed_s)
+        self.events.emit(
+            "stopped",
+            step=self.progress.step,
+            epoch=epoch + (1 if self.progress.batches_in_epoch else 0),
+            path=str(path),
+            state=str(path.with_name(state_folder(stem))),
+            reason=self.stop.reason or "request",
+            elapsed_s=self.progress.elapsed_s,
+        )
 
     # ---------------------------------------------------------------- control
     def _between_steps(self, epoch: int) -> bool:
@@ -443,7 +549,7 @@ class Trainer:
             self.stop.request("request")
             answer(True, f"stopping after step {step}: saving a LoRA file and a resumable state")
         elif name == "save":
-            path = self._save(f"{self.cfg.output.name}-step{step:08d}", "manual", with_state=True)
+            path = self._save(step_stem(self.cfg.output.name, step), "manual", with_state=True)
             answer(True, f"saved {path} and its resumable state at step {step}")  # answered once it is on disk
             self._status("paused" if self._paused_at is not None else "training", f"saved {path.name}")
         elif name == "pause":
@@ -475,29 +581,46 @@ class Trainer:
         return False, "sampling is not available in this version of loratui"
 
     # ------------------------------------------------------------------ saving
-    def _save(self, name: str, kind: str, with_state: bool, state_name: str | None = None) -> Path:
-        self._status("saving", f"saving {name}")
+    def _save(self, stem: str, kind: str, with_state: bool) -> Path:
+        """Save ``<stem>.safetensors`` and, ``with_state``, ``<stem>-state`` (names: loratui.outputs)."""
+        self._status("saving", f"saving {stem}")
         out_dir = self.cfg.resolve(self.cfg.output.output_dir)
-        path = out_dir / f"{name}.safetensors"
+        path = out_dir / lora_file(stem)
         unet, te = self._unwrapped("unet"), self._unwrapped("te")
         dtype = SAVE_DTYPES[self.cfg.output.save_precision]
         tensors = to_kohya_tensors(lora_state_dict(unet), self.unet_targets, UNET_PREFIX, dtype)
         if self.train_text_encoder:
             tensors.update(to_kohya_tensors(lora_state_dict(te), self.te_targets, TEXT_ENCODER_PREFIX, dtype))
-        metadata = build_metadata(self.cfg, self.dataset, self.schedule, self.facts, self.progress.step, self.progress.epoch)
+        metadata = build_metadata(
+            self.cfg, self.dataset, self.schedule, self.facts, self.progress.step, self.progress.epoch
+        )
         try:
             size = save_lora_file(path, tensors, metadata)
-            self.events.emit("checkpoint", path=str(path), bytes=size, epoch=self.progress.epoch, step=self.progress.step, kind=kind)
+            self.events.emit(
+                "checkpoint", path=str(path), bytes=size, epoch=self.progress.epoch, step=self.progress.step, kind=kind
+            )
             if with_state:
-                state_dir = out_dir / (state_name or f"{name}-state")
+                state_dir = out_dir / state_folder(stem)
                 weights = {f"unet.{k}": v for k, v in lora_state_dict(unet).items()}
                 weights.update({f"te.{k}": v for k, v in lora_state_dict(te).items()})
-                size = save_state(state_dir, self.progress, weights, self.optimizer, self.lr_scheduler, self.accelerator.scaler)
-                self.events.emit("checkpoint", path=str(state_dir), bytes=size, epoch=self.progress.epoch,
-                                 step=self.progress.step, kind="state")
+                size = save_state(
+                    state_dir, self.progress, weights, self.optimizer, self.lr_scheduler, self.accelerator.scaler
+                )
+                self.events.emit(
+                    "checkpoint",
+                    path=str(state_dir),
+                    bytes=size,
+                    epoch=self.progress.epoch,
+                    step=self.progress.step,
+                    kind="state",
+                )
         except OSError as exc:
-            raise UserError(f"cannot write {path}: {exc.strerror or exc}", "output.output_dir",
-                            "free disk space or choose a writable output folder; the last saved files are intact", "output") from exc
+            raise UserError(
+                f"cannot write {path}: {exc.strerror or exc}",
+                "output.output_dir",
+                "free disk space or choose a writable output folder; the last saved files are intact",
+                "output",
+            ) from exc
         if kind == "epoch":
             self._status("training", "training")
         return path
@@ -513,28 +636,47 @@ class Trainer:
             "images": dataset.num_images,
             "reg_images": dataset.num_reg_images,
             "items_per_epoch": dataset.num_items_per_epoch,
-            "concepts": [{"folder": c.folder.name, "repeats": c.repeats, "images": len(c.images)} for c in dataset.concepts],
+            "concepts": [
+                {"folder": c.folder.name, "repeats": c.repeats, "images": len(c.images)} for c in dataset.concepts
+            ],
             "buckets": {f"{w}x{h}": n for (w, h), n in sorted(_bucket_totals(dataset).items())},
         }
         config = config_to_dict(self.cfg)
         self.events.emit(
-            "run_started", run_id=self.run_id, config=config, config_dir=str(self.cfg.base_dir), dataset=summary,
-            total_steps=self.schedule.total_steps, total_epochs=self.schedule.epochs,
-            steps_per_epoch=self.schedule.steps_per_epoch, start_step=self.progress.step,
-            start_epoch=self.progress.epoch, device=self.device.type, device_name=device_name(self.device),
-            mixed_precision=self.cfg.training.mixed_precision, pid=os.getpid(), resumed_from=self.resumed_from,
-            elapsed_s=self.progress.elapsed_s, loss_history=list(self.progress.loss_history),
+            "run_started",
+            run_id=self.run_id,
+            config=config,
+            config_dir=str(self.cfg.base_dir),
+            dataset=summary,
+            total_steps=self.schedule.total_steps,
+            total_epochs=self.schedule.epochs,
+            steps_per_epoch=self.schedule.steps_per_epoch,
+            start_step=self.progress.step,
+            start_epoch=self.progress.epoch,
+            device=self.device.type,
+            device_name=device_name(self.device),
+            mixed_precision=self.cfg.training.mixed_precision,
+            pid=os.getpid(),
+            resumed_from=self.resumed_from,
+            elapsed_s=self.progress.elapsed_s,
+            loss_history=list(self.progress.loss_history),
         )
 
     def _emit_memory(self) -> None:
         if self.device.type == "cuda":
             index = self.device.index or 0
-            self.events.emit("memory", device="cuda", allocated=torch.cuda.memory_allocated(index),
-                             reserved=torch.cuda.memory_reserved(index),
-                             peak_allocated=torch.cuda.max_memory_allocated(index),
-                             total=torch.cuda.get_device_properties(index).total_memory)
+            self.events.emit(
+                "memory",
+                device="cuda",
+                allocated=torch.cuda.memory_allocated(index),
+                reserved=torch.cuda.memory_reserved(index),
+                peak_allocated=torch.cuda.max_memory_allocated(index),
+                total=torch.cuda.get_device_properties(index).total_memory,
+            )
         else:
-            self.events.emit("memory", device=self.device.type, allocated=None, reserved=None, peak_allocated=None, total=None)
+            self.events.emit(
+                "memory", device=self.device.type, allocated=None, reserved=None, peak_allocated=None, total=None
+            )
 
 
 def _bucket_totals(dataset) -> dict[tuple[int, int], int]:
@@ -543,4 +685,3 @@ def _bucket_totals(dataset) -> dict[tuple[int, int], int]:
         for bucket, count in concept.bucket_counts.items():
             totals[bucket] = totals.get(bucket, 0) + count
     return totals
-

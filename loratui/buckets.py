@@ -107,8 +107,7 @@ def _check_bucket_settings(resolution: int, min_reso: int, max_reso: int, step: 
         raise ValueError(f"min bucket resolution must be positive, got {min_reso}")
     if not min_reso <= resolution <= max_reso:
         raise ValueError(
-            f"resolution {resolution} must lie between the min and max bucket resolutions "
-            f"({min_reso}..{max_reso})"
+            f"resolution {resolution} must lie between the min and max bucket resolutions ({min_reso}..{max_reso})"
         )
     # Bucket sides are multiples of the step (the VAE and UNet need multiples of 8). The square
     # (resolution, resolution) is the one exception allowed, as in kohya's trainers.

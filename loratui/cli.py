@@ -11,24 +11,31 @@ import time
 from pathlib import Path
 
 from loratui import __version__
-from loratui.errors import UserError
-from loratui.core.protocol import FINAL_EVENTS
-
 from loratui.core.exit_codes import ExitCode, exit_code_of_run
+from loratui.core.protocol import FINAL_EVENTS
+from loratui.errors import UserError
+from loratui.quantities import count
 
 CONTROL_COMMANDS = ("stop", "pause", "resume", "save")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="loratui", description="Train LoRA adapters for diffusion image models from a terminal.")
+    parser = argparse.ArgumentParser(
+        prog="loratui", description="Train LoRA adapters for diffusion image models from a terminal."
+    )
     parser.add_argument("--version", action="version", version=f"loratui {__version__}")
-    parser.add_argument("--theme", help="TUI theme for this run (loratui-dark, loratui-light, loratui-high-contrast, "
-                                        "loratui-256; the command palette's choice is remembered)")
+    parser.add_argument(
+        "--theme",
+        help="TUI theme for this run (loratui-dark, loratui-light, loratui-high-contrast, "
+        "loratui-256; the command palette's choice is remembered)",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     tui = argparse.ArgumentParser(add_help=False)  # options of the commands that open the app
     tui.add_argument("--theme", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
 
-    new = commands.add_parser("new", parents=[tui], help="the setup wizard for a new project folder (creates img/, model/, log/, reg/)")
+    new = commands.add_parser(
+        "new", parents=[tui], help="the setup wizard for a new project folder (creates img/, model/, log/, reg/)"
+    )
     new.add_argument("dir", nargs="?", default=".", type=Path, help="the project folder (default: this one)")
     new.add_argument("--import-kohya", metavar="JSON", type=Path, help="start from a kohya_ss GUI config")
 
@@ -38,18 +45,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser("check", help="validate a config and scan its dataset; exit 1 if training would fail")
     check.add_argument("config", type=Path, help="the run's TOML config (e.g. loratui.toml)")
+    check.add_argument("--overwrite", action="store_true", help="check as `loratui train --overwrite` will run")
 
-    train = commands.add_parser("train", parents=[tui], help="start a training job from a config and open its dashboard")
+    train = commands.add_parser(
+        "train", parents=[tui], help="start a training job from a config and open its dashboard"
+    )
     train.add_argument("config", type=Path, help="the run's TOML config (e.g. loratui.toml)")
     mode = train.add_mutually_exclusive_group()
-    mode.add_argument("--no-tui", action="store_true", help="follow the job with plain progress lines (Ctrl+C detaches)")
+    mode.add_argument(
+        "--no-tui", action="store_true", help="follow the job with plain progress lines (Ctrl+C detaches)"
+    )
     mode.add_argument("--detach", action="store_true", help="start the job, print its id and return at once")
     train.add_argument("--resume", metavar="STATE_DIR", help="continue from a saved '<name>-...-state' folder")
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="let this run replace the LoRA files and states an earlier run saved under its output.name",
+    )
+    train.add_argument(
+        "--force",
+        action="store_true",
+        help="start even while a job of this config (or writing the same files) is running",
+    )
 
     jobs = commands.add_parser("jobs", help="list your jobs (from any folder) with their state")
     jobs.add_argument("--json", action="store_true", help="one JSON object per job, for scripts")
 
-    attach = commands.add_parser("attach", parents=[tui], help="open a job's dashboard again: its whole history, then live")
+    attach = commands.add_parser(
+        "attach", parents=[tui], help="open a job's dashboard again: its whole history, then live"
+    )
     attach.add_argument("job", nargs="?", help="job id or unique prefix (default: the one running job)")
     attach.add_argument("--no-tui", action="store_true", help="plain progress lines instead of the dashboard")
 
@@ -58,10 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("--follow", "-f", action="store_true", help="keep printing until the job ends")
     logs.add_argument("--json", action="store_true", help="the raw JSON-lines events (see docs/protocol.md)")
 
-    for name, text in (("stop", "stop a job: it finishes the step, saves a LoRA and a resumable state, and exits"),
-                       ("pause", "pause a job after the current step (it keeps its GPU memory)"),
-                       ("resume", "go on with a paused job"),
-                       ("save", "save a LoRA and a resumable state now, and go on training")):
+    for name, text in (
+        ("stop", "stop a job: it finishes the step, saves a LoRA and a resumable state, and exits"),
+        ("pause", "pause a job after the current step (it keeps its GPU memory)"),
+        ("resume", "go on with a paused job"),
+        ("save", "save a LoRA and a resumable state now, and go on training"),
+    ):
         command = commands.add_parser(name, help=text)
         command.add_argument("job", nargs="?", help="job id or unique prefix (default: the one running job)")
         command.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the engine's answer")
@@ -79,8 +105,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return ExitCode.OK
     try:
-        handler = {None: cmd_home, "new": cmd_new, "edit": cmd_edit, "check": cmd_check, "train": cmd_train,
-                   "jobs": cmd_jobs, "attach": cmd_attach, "logs": cmd_logs, "gpu": cmd_gpu}.get(args.command, cmd_control)
+        handler = {
+            None: cmd_home,
+            "new": cmd_new,
+            "edit": cmd_edit,
+            "check": cmd_check,
+            "train": cmd_train,
+            "jobs": cmd_jobs,
+            "attach": cmd_attach,
+            "logs": cmd_logs,
+            "gpu": cmd_gpu,
+        }.get(args.command, cmd_control)
         return handler(args)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -106,32 +141,56 @@ def cmd_check(args) -> int:
     from loratui.report import print_check_report
 
     cfg = _load(args.config)
-    result = check_run(cfg)
+    result = check_run(cfg, overwrite=args.overwrite)
     print_check_report(args.config, result, sys.stdout)
     return ExitCode.OK if result.ok else ExitCode.FAILED
 
 
 def cmd_train(args) -> int:
     from loratui.check import check_run
-    from loratui.jobs.launch import start_job
+    from loratui.jobs.launch import refuse_a_second_run, start_job
     from loratui.report import print_problems
+    from loratui.shell import absolute, attach_command, loratui_command, stop_command, train_command
 
     cfg = _load(args.config)
-    if args.resume:
-        cfg.training.resume_from = args.resume
-    result = check_run(cfg)
+    force, overwrite = getattr(args, "force", False), getattr(args, "overwrite", False)
+    if not force:  # first: a running job explains the files it writes better than "they exist"
+        refuse_a_second_run(args.config, cfg)
+    resume = absolute(args.resume) if args.resume else None  # as typed, from here; the engine runs elsewhere
+    if resume:
+        cfg.training.resume_from = resume
+    result = check_run(cfg, overwrite=overwrite)
     if not result.ok:
         print_problems(result.problems, sys.stderr)
-        print(f"\n{len(result.errors)} error(s): fix them, then run `loratui check {args.config}` again.", file=sys.stderr)
+        flags = ["--overwrite"] if overwrite else []
+        # `check` has no --resume: a resumed run is checked by running the same command again.
+        again = (
+            train_command(args.config, "--resume", resume, *flags)
+            if resume
+            else loratui_command("check", absolute(args.config), *flags)
+        )
+        errors = len(result.errors)
+        print(
+            f"\n{count(errors, 'error')}: fix {'it' if errors == 1 else 'them'}, then run `{again}` again.",
+            file=sys.stderr,
+        )
         return ExitCode.USER_ERROR
-    job = start_job(args.config, cfg, resume=args.resume)
+    dashboard = not args.detach and not args.no_tui and _interactive()
+    if dashboard:
+        from loratui.tui.themes import check_theme_name
+
+        check_theme_name(args.theme)  # before the job starts, not once it runs
+    job = start_job(args.config, cfg, resume=resume, force=force, overwrite=overwrite)
     if args.detach:
         print(job.job_id)
-        print(f"Started job {job.job_id} (engine pid {job.record.pid}); it runs on when you log out.\n"
-              f"  follow it:  loratui attach {job.job_id}     stop it: loratui stop {job.job_id}\n"
-              f"  events:     {job.events_path}\n  log:        {job.log_path}", file=sys.stderr)
+        print(
+            f"Started job {job.job_id} (engine pid {job.record.pid}); it runs on when you log out.\n"
+            f"  follow it:  {attach_command(job.job_id)}     stop it: {stop_command(job.job_id)}\n"
+            f"  events:     {job.events_path}\n  log:        {job.log_path}",
+            file=sys.stderr,
+        )
         return ExitCode.OK
-    if not args.no_tui and _interactive():
+    if dashboard:
         return _open_dashboard(job.record, args)
     print(f"Job {job.job_id}: engine pid {job.record.pid}, events {job.events_path}, log {job.log_path}")
     return _follow_plain(job.record, rebuild_first=False)
@@ -143,7 +202,7 @@ def _follow_plain(record, rebuild_first: bool) -> int:
     from loratui.jobs.process import is_running
     from loratui.plain_progress import PlainProgress
 
-    progress = PlainProgress(sys.stdout)
+    progress = PlainProgress(sys.stdout, job_id=record.job_id, config=record.config)
     offset = 0
     if rebuild_first:
         from loratui.jobs.rebuild import rebuild
@@ -163,8 +222,13 @@ def _follow_plain(record, rebuild_first: bool) -> int:
             elif event.get("type") == "error":
                 error = event
     except KeyboardInterrupt:
-        print(f"\nDetached; job {record.job_id} goes on. Re-attach: loratui attach {record.job_id}   "
-              f"stop it: loratui stop {record.job_id}", file=sys.stderr)
+        from loratui.shell import attach_command, stop_command
+
+        print(
+            f"\nDetached; job {record.job_id} goes on. Re-attach: {attach_command(record.job_id)}   "
+            f"stop it: {stop_command(record.job_id)}",
+            file=sys.stderr,
+        )
         return ExitCode.OK
     finally:
         signal.signal(signal.SIGINT, previous)
@@ -176,10 +240,14 @@ def _print_summary(record, summary) -> None:
 
     total = summary.total_steps or "?"
     eta = summary.eta_s()
-    parts = [f"Job {record.job_id}: {summary.state}, step {summary.step}/{total}, epoch {summary.epoch}/{summary.total_epochs or '?'}"]
+    parts = [
+        f"Job {record.job_id}: {summary.state}, step {summary.step}/{total}, epoch {summary.epoch}/{summary.total_epochs or '?'}"
+    ]
     if summary.loss_last is not None:
-        parts.append(f"loss {summary.loss_last:.4f} (smoothed {summary.loss_smoothed:.4f}, min {summary.loss_min:.4f} "
-                     f"at step {summary.history.min_step})")
+        parts.append(
+            f"loss {summary.loss_last:.4f} (smoothed {summary.loss_smoothed:.4f}, min {summary.loss_min:.4f} "
+            f"at step {summary.history.min_step})"
+        )
     parts.append(f"elapsed {format_duration(summary.elapsed_s)}" + (f", ETA {format_duration(eta)}" if eta else ""))
     print("; ".join(parts))
     for checkpoint in summary.checkpoints[-3:]:
@@ -196,26 +264,38 @@ def _exit_code(final: dict | None, record, error: dict | None = None) -> int:
 
 # --------------------------------------------------------------------------------- jobs
 def cmd_jobs(args) -> int:
-    from loratui.jobs.registry import all_records
-    from loratui.jobs.status import job_status
+    from loratui.jobs.listing import list_jobs
 
-    rows = [(record, job_status(record)) for record in all_records()]
+    rows = list_jobs()
     if args.json:
-        for record, status in rows:
-            print(json.dumps({"id": record.job_id, "state": status.state, "reason": status.reason, "step": status.step,
-                              "total_steps": status.total_steps, "epoch": status.epoch, "pid": record.pid,
-                              "host": record.host, "config": record.config, "run_folder": record.run_folder,
-                              "started_at": record.started_at}))
+        for row in rows:
+            record, status = row.record, row.status
+            print(
+                json.dumps(
+                    {
+                        "id": record.job_id,
+                        "state": status.state,
+                        "reason": status.reason,
+                        "step": status.step,
+                        "total_steps": status.total_steps,
+                        "epoch": status.epoch,
+                        "pid": record.pid,
+                        "host": record.host,
+                        "config": record.config,
+                        "run_folder": record.run_folder,
+                        "started_at": record.started_at,
+                    }
+                )
+            )
         return ExitCode.OK
     if not rows:
         print("No jobs yet. Start one with: loratui train CONFIG --detach")
         return ExitCode.OK
-    width = max(len(record.job_id) for record, _ in rows)
+    width = max(len(row.job_id) for row in rows)
     print(f"{'JOB':<{width}}  {'STATE':<8}  {'STEP':>13}  {'STARTED':<16}  CONFIG")
-    for record, status in rows:
-        steps = f"{status.step}/{status.total_steps}" if status.total_steps else str(status.step)
-        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(record.started_at))
-        print(f"{record.job_id:<{width}}  {status.state:<8}  {steps:>13}  {started:<16}  {record.config}")
+    for row in rows:
+        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(row.record.started_at))
+        print(f"{row.job_id:<{width}}  {row.status.state:<8}  {row.steps:>13}  {started:<16}  {row.record.config}")
     return ExitCode.OK
 
 
@@ -229,65 +309,30 @@ def cmd_attach(args) -> int:
 
 
 # ----------------------------------------------------------------------------- the app
+# One app, opened on the screen the command asks for; leaving it prints what it has to say
+# (loratui.tui.outcome) and the command returns its exit code.
 def _open_dashboard(record, args) -> int:
-    from loratui.tui.dashboard import run_dashboard
+    from loratui.tui import run_dashboard
 
-    return run_dashboard(record, theme=getattr(args, "theme", None))
-
-
-def _launch_for_wizard(config_path: Path) -> str:
-    """The wizard's Launch: check the saved config and start its job (UserError: shown in the wizard)."""
-    from loratui.check import check_run
-    from loratui.jobs.launch import start_job
-
-    cfg = _load(config_path)
-    result = check_run(cfg)
-    if not result.ok:
-        first = result.errors[0]
-        raise UserError(first.message, first.where, first.fix)
-    return start_job(config_path, cfg).job_id
-
-
-def _after_wizard(result, args) -> int:
-    from loratui.jobs.registry import find_job
-
-    if result.job_id:
-        return _open_dashboard(find_job(result.job_id), args)
-    if result.config_path:
-        print(f"Saved {result.config_path}. Train it with: loratui train {result.config_path}")
-    return ExitCode.OK
+    return run_dashboard(record, theme=args.theme)
 
 
 def cmd_new(args) -> int:
     from loratui.tui import run_new
 
-    result = run_new(args.dir, theme=getattr(args, "theme", None), on_launch=_launch_for_wizard,
-                     kohya_json=args.import_kohya)
-    return _after_wizard(result, args)
+    return run_new(args.dir, theme=args.theme, kohya_json=args.import_kohya)
 
 
 def cmd_edit(args) -> int:
     from loratui.tui import run_edit
 
-    result = run_edit(args.config, theme=getattr(args, "theme", None), on_launch=_launch_for_wizard,
-                      kohya_json=args.import_kohya)
-    return _after_wizard(result, args)
+    return run_edit(args.config, theme=args.theme, kohya_json=args.import_kohya)
 
 
 def cmd_home(args) -> int:
-    from loratui.jobs.registry import find_job
     from loratui.tui import run_home
 
-    choice = run_home(theme=args.theme)
-    if choice is None:
-        return ExitCode.OK
-    if choice.action == "attach":
-        return _open_dashboard(find_job(choice.job_id), args)
-    if choice.action == "new":
-        return cmd_new(argparse.Namespace(dir=choice.path, theme=args.theme, import_kohya=None))
-    if choice.action == "edit":
-        return cmd_edit(argparse.Namespace(config=choice.path, theme=args.theme, import_kohya=None))
-    return cmd_train(argparse.Namespace(config=choice.path, theme=args.theme, resume=None, detach=False, no_tui=False))
+    return run_home(theme=args.theme)
 
 
 def cmd_logs(args) -> int:
@@ -305,7 +350,7 @@ def cmd_logs(args) -> int:
             with open(record.events_path, "rb") as handle:
                 sys.stdout.buffer.write(handle.read())
         return ExitCode.OK
-    progress = PlainProgress(sys.stdout, interactive=False)
+    progress = PlainProgress(sys.stdout, interactive=False, job_id=record.job_id, config=record.config)
     try:
         if args.follow:
             for event in follow(record.events_path, lambda: is_running(record.identity)):
@@ -321,12 +366,15 @@ def cmd_logs(args) -> int:
 def cmd_control(args) -> int:
     from loratui.jobs.control import send_command
     from loratui.jobs.registry import find_job
+    from loratui.shell import logs_command
 
     record = find_job(args.job)
     answer = send_command(record, args.command, timeout_s=args.timeout)
     if answer is None:
-        print(f"Sent {args.command} to job {record.job_id}; no answer within {args.timeout:.0f} s. The engine acts on "
-              f"commands between steps (and after loading the model): `loratui logs {record.job_id}` shows when.")
+        print(
+            f"Sent {args.command} to job {record.job_id}; no answer within {args.timeout:.0f} s. The engine acts on "
+            f"commands between steps (and after loading the model): `{logs_command(record.job_id)}` shows when."
+        )
         return ExitCode.OK
     if not answer.ok:
         print(f"error: job {record.job_id} refused {args.command}: {answer.message}", file=sys.stderr)
@@ -340,13 +388,14 @@ def cmd_control(args) -> int:
 def _wait_for_end(record) -> int:
     from loratui.jobs.follow import follow
     from loratui.jobs.process import is_running
+    from loratui.shell import resume_command
 
     final = None
     for event in follow(record.events_path, lambda: is_running(record.identity)):
         if event.get("type") in FINAL_EVENTS:
             final = event
     if final and final["type"] == "stopped":
-        print(f"Stopped at step {final['step']}; resume with: loratui train {record.config} --resume \"{final['state']}\"")
+        print(f"Stopped at step {final['step']}; resume with: {resume_command(record.config, final['state'])}")
     return _exit_code(final, record)
 
 

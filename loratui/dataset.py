@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 
 from loratui.buckets import Bucket, assign_bucket, make_buckets, no_buckets
 from loratui.errors import Problem
+from loratui.quantities import count
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -246,8 +247,7 @@ def scan_dataset(
             Problem(
                 str(image_dir),
                 "there are no usable training images",
-                fix="put .png, .jpg or .webp images into its <repeats>_<name> folders "
-                "(see the other problems listed)",
+                fix="put .png, .jpg or .webp images into its <repeats>_<name> folders (see the other problems listed)",
                 severity="error",
             )
         )
@@ -271,9 +271,7 @@ def _buckets_or_square(
     a fallback still lists every problem in the dataset itself in the same pass.
     """
     try:
-        return tuple(
-            make_buckets(resolution, min_reso, max_reso, step) if enabled else no_buckets(resolution)
-        )
+        return tuple(make_buckets(resolution, min_reso, max_reso, step) if enabled else no_buckets(resolution))
     except ValueError as error:
         side = resolution if resolution > 0 else 512
         problems.append(
@@ -339,7 +337,7 @@ def _scan_root(
                 root,
                 f"{label} has no concept folders",
                 f"put the images in sub-folders named <repeats>_<name>: e.g. {example}/ trains each image "
-                f"in it {example_repeats} time(s) per epoch, captioned '{example_name}' unless the image "
+                f"in it {count(example_repeats, 'time')} per epoch, captioned '{example_name}' unless the image "
                 "has its own caption file",
             )
         )
@@ -358,9 +356,7 @@ def _scan_root(
             )
         elif parsed[0] == 0:
             problems.append(
-                _error(
-                    folder, "0 repeats: its images would never be trained", f"rename it to e.g. 1_{parsed[1]}"
-                )
+                _error(folder, "0 repeats: its images would never be trained", f"rename it to e.g. 1_{parsed[1]}")
             )
         else:
             concepts.append(_scan_concept(folder, parsed[0], parsed[1], is_reg, settings, problems))
@@ -374,9 +370,7 @@ def _scan_concept(
     try:
         _, file_names = _list_folder(folder)
     except OSError as error:
-        problems.append(
-            _error(folder, f"the folder cannot be read ({error.strerror})", "check its permissions")
-        )
+        problems.append(_error(folder, f"the folder cannot be read ({error.strerror})", "check its permissions"))
         return ConceptReport(folder, name, repeats, is_reg, (), (), (), (), (), {}, {})
     # Caption files are looked up in this listing rather than stat'ed one by one: far fewer syscalls.
     present = set(file_names)
@@ -446,7 +440,7 @@ def _concept_problems(
         found.append(
             Problem(
                 str(folder),
-                f"{len(unsupported)} file(s) in a format loratui does not train on will not be used: "
+                f"{count(len(unsupported), 'file')} in a format loratui does not train on will not be used: "
                 f"{_names(unsupported)}",
                 fix="convert them to .png, .jpg or .webp",
                 severity="warning",
@@ -486,8 +480,7 @@ def _concept_problems(
                 str(folder),
                 f"{len(concept.empty_captions)} of {total} {ext} captions are empty; those images are "
                 f"trained with {fallback}: {_names(concept.empty_captions)}",
-                fix=f"write a caption into each, or delete the empty {ext} files to use the folder "
-                "caption on purpose",
+                fix=f"write a caption into each, or delete the empty {ext} files to use the folder caption on purpose",
                 severity=caption_severity,
             )
         )
@@ -514,7 +507,8 @@ def _stray_images_problem(root: Path, label: str, example: Path, stray: list[Pat
         fix = f"move them into a <repeats>_<name> folder, e.g. {example}/"
     return _error(
         root,
-        f"{len(stray)} image(s) lie directly in {label}, outside any <repeats>_<name> folder, and "
+        f"{count(len(stray), 'image')} {'lies' if len(stray) == 1 else 'lie'} directly in {label}, outside any "
+        "<repeats>_<name> folder, and "
         f"would be ignored: {_names(stray)}",
         fix,
     )
@@ -589,14 +583,10 @@ def _caption(caption_path: Path | None, folder_caption: str, problems: list[Prob
         # utf-8-sig: Windows editors like to start UTF-8 files with a byte-order mark.
         text = caption_path.read_bytes().decode("utf-8-sig").strip()
     except OSError as error:
-        problems.append(
-            _error(caption_path, f"the caption cannot be read ({error.strerror})", "check its permissions")
-        )
+        problems.append(_error(caption_path, f"the caption cannot be read ({error.strerror})", "check its permissions"))
         return folder_caption, "folder"
     except UnicodeDecodeError:
-        problems.append(
-            _error(caption_path, "the caption is not UTF-8 text", "re-save it with UTF-8 encoding")
-        )
+        problems.append(_error(caption_path, "the caption is not UTF-8 text", "re-save it with UTF-8 encoding"))
         return folder_caption, "folder"
     if not text:
         return folder_caption, "empty"
@@ -661,8 +651,7 @@ def _epoch_seed(seed: int, epoch: int) -> int:
 
 def _dataset_dirs(concepts: tuple[ConceptReport, ...]) -> dict[str, dict[str, int]]:
     return {
-        concept.folder.name: {"n_repeats": concept.repeats, "img_count": len(concept.images)}
-        for concept in concepts
+        concept.folder.name: {"n_repeats": concept.repeats, "img_count": len(concept.images)} for concept in concepts
     }
 
 

@@ -28,12 +28,14 @@ from __future__ import annotations
 import json
 import math
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-from loratui.config import RunConfig, canonical_optimizer, config_from_dict
+from loratui.config import RunConfig, config_from_dict
 from loratui.errors import UserError
+from loratui.optimizer_args import canonical_optimizer
+from loratui.params import SETTINGS, Setting
 
 SECRET_KEYS = frozenset({"huggingface_token", "wandb_api_key"})
 _SECRET_MASK = "(hidden)"
@@ -148,7 +150,9 @@ def load_kohya_json(path: str | Path, *, total_steps: int | None = None) -> Kohy
         raise UserError("kohya_ss config not found", where, "check the path of the .json file") from err
     except (OSError, UnicodeDecodeError) as err:
         reason = getattr(err, "strerror", None) or str(err)
-        raise UserError(f"cannot read the file: {reason}", where, "check that it is a kohya_ss .json file you may read") from err
+        raise UserError(
+            f"cannot read the file: {reason}", where, "check that it is a kohya_ss .json file you may read"
+        ) from err
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
@@ -265,39 +269,21 @@ def _show(value: object) -> str:
 # ---------------------------------------------------------------------------------------------
 # Key tables
 
-# kohya key -> (loratui field, converter). Special cases are handled in _Importer.
+
+def _converter_for(setting: Setting) -> Callable[[object], object]:
+    """How a GUI value becomes the setting's type. For text, "" means "not set" (loratui's
+    default applies) where the default is not itself empty."""
+    if setting.type is str:
+        return _path_text if setting.default else _text
+    return {bool: _bool, int: _int, float: _float, list: _args}[setting.type]
+
+
+# kohya_ss GUI key -> (loratui setting, converter), from the declarations. Keys that need more
+# than a conversion (kohya_gui_special) are handled in _Importer.
 _DIRECT: dict[str, tuple[str, Callable[[object], object]]] = {
-    "v_parameterization": ("model.v_prediction", _bool),
-    "clip_skip": ("model.clip_skip", _int),
-    "train_data_dir": ("dataset.image_dir", _path_text),
-    "reg_data_dir": ("dataset.reg_dir", _text),
-    "enable_bucket": ("dataset.enable_buckets", _bool),
-    "min_bucket_reso": ("dataset.min_bucket_reso", _int),
-    "max_bucket_reso": ("dataset.max_bucket_reso", _int),
-    "bucket_reso_steps": ("dataset.bucket_reso_steps", _int),
-    "network_dim": ("network.rank", _int),
-    "network_alpha": ("network.alpha", _float),
-    "train_batch_size": ("training.batch_size", _int),
-    "epoch": ("training.epochs", _int),
-    "max_train_steps": ("training.max_train_steps", _int),
-    "gradient_accumulation_steps": ("training.gradient_accumulation_steps", _int),
-    "mixed_precision": ("training.mixed_precision", _text),
-    "gradient_checkpointing": ("training.gradient_checkpointing", _bool),
-    "seed": ("training.seed", _int),
-    "min_snr_gamma": ("training.min_snr_gamma", _float),
-    "max_grad_norm": ("training.max_grad_norm", _float),
-    "resume": ("training.resume_from", _text),
-    "optimizer_args": ("optimizer.args", _args),
-    "lr_scheduler": ("optimizer.scheduler", _text),
-    "lr_scheduler_num_cycles": ("optimizer.scheduler_cycles", _int),
-    "lr_scheduler_power": ("optimizer.scheduler_power", _float),
-    "output_name": ("output.name", _path_text),
-    "output_dir": ("output.output_dir", _path_text),
-    "logging_dir": ("output.log_dir", _path_text),
-    "save_every_n_epochs": ("output.save_every_n_epochs", _int),
-    "save_precision": ("output.save_precision", _text),
-    "save_state": ("output.save_state", _bool),
-    "training_comment": ("output.comment", _text),
+    setting.kohya_gui: (setting.name, _converter_for(setting))
+    for setting in SETTINGS
+    if isinstance(setting.kohya_gui, str) and not setting.kohya_gui_special
 }
 
 # Features loratui does not have: key -> (values at which the feature is off, what the feature is).
@@ -313,7 +299,10 @@ _NEUTRAL: dict[str, tuple[tuple[object, ...], str]] = {
     "flip_aug": ((False,), "flip augmentation"),
     "color_aug": ((False,), "colour augmentation"),
     "random_crop": ((False,), "random crops"),
-    "bucket_no_upscale": ((False,), "leaving small images as they are (loratui upscales them to their bucket; the Dataset step lists them)"),
+    "bucket_no_upscale": (
+        (False,),
+        "leaving small images as they are (loratui upscales them to their bucket; the Dataset step lists them)",
+    ),
     "dataset_config": (("",), "a dataset TOML; loratui reads the img/<repeats>_<name> folders"),
     "prior_loss_weight": ((1,), "a regularisation loss weight other than 1"),
     # loss and noise
@@ -334,7 +323,10 @@ _NEUTRAL: dict[str, tuple[tuple[object, ...], str]] = {
     "module_dropout": ((0,), "module dropout"),
     "scale_weight_norms": ((0,), "max-norm regularisation"),
     "network_weights": (("",), "starting from existing LoRA weights; training.resume_from continues a loratui run"),
-    "lora_network_weights": (("",), "starting from existing LoRA weights; training.resume_from continues a loratui run"),
+    "lora_network_weights": (
+        ("",),
+        "starting from existing LoRA weights; training.resume_from continues a loratui run",
+    ),
     "dim_from_weights": ((False,), "taking the rank from existing weights"),
     "block_dims": (("",), "per-block ranks"),
     "block_alphas": (("",), "per-block alphas"),
@@ -386,7 +378,10 @@ _NEUTRAL: dict[str, tuple[tuple[object, ...], str]] = {
     "save_last_n_steps_state": ((0,), "keeping only the last n step states"),
     "save_last_n_epochs": ((0,), "keeping only the last n epochs"),
     "save_last_n_epochs_state": ((0,), "keeping only the last n epoch states"),
-    "save_state_on_train_end": ((False,), "saving the state only at the end; output.save_state saves it with every checkpoint"),
+    "save_state_on_train_end": (
+        (False,),
+        "saving the state only at the end; output.save_state saves it with every checkpoint",
+    ),
     "sample_every_n_steps": ((0,), "sample images during training"),
     "sample_every_n_epochs": ((0,), "sample images during training"),
     "sample_prompts": (("",), "sample images during training"),
@@ -449,22 +444,45 @@ _FAMILY_ONLY: dict[str, str] = {
     **dict.fromkeys(("sdxl_cache_text_encoder_outputs", "sdxl_no_half_vae"), "SDXL"),
     **dict.fromkeys(
         (
-            "flux1_cache_text_encoder_outputs", "flux1_cache_text_encoder_outputs_to_disk", "flux1_clip_l",
-            "flux1_t5xxl", "flux_fused_backward_pass", "ae", "guidance_scale", "discrete_flow_shift",
-            "model_prediction_type", "timestep_sampling", "apply_t5_attn_mask", "split_mode", "train_blocks",
-            "blocks_to_swap", "double_blocks_to_swap", "single_blocks_to_swap", "cpu_offload_checkpointing",
+            "flux1_cache_text_encoder_outputs",
+            "flux1_cache_text_encoder_outputs_to_disk",
+            "flux1_clip_l",
+            "flux1_t5xxl",
+            "flux_fused_backward_pass",
+            "ae",
+            "guidance_scale",
+            "discrete_flow_shift",
+            "model_prediction_type",
+            "timestep_sampling",
+            "apply_t5_attn_mask",
+            "split_mode",
+            "train_blocks",
+            "blocks_to_swap",
+            "double_blocks_to_swap",
+            "single_blocks_to_swap",
+            "cpu_offload_checkpointing",
             "mem_eff_save_flux",
         ),
         "Flux",
     ),
     **dict.fromkeys(
         (
-            "sd3_cache_text_encoder_outputs", "sd3_cache_text_encoder_outputs_to_disk", "sd3_fused_backward_pass",
-            "sd3_text_encoder_batch_size", "clip_g", "weighting_scheme", "logit_mean", "logit_std", "mode_scale",
+            "sd3_cache_text_encoder_outputs",
+            "sd3_cache_text_encoder_outputs_to_disk",
+            "sd3_fused_backward_pass",
+            "sd3_text_encoder_batch_size",
+            "clip_g",
+            "weighting_scheme",
+            "logit_mean",
+            "logit_std",
+            "mode_scale",
         ),
         "SD3",
     ),
-    **dict.fromkeys(("clip_l", "t5xxl", "t5xxl_device", "t5xxl_dtype", "t5xxl_max_token_length", "save_clip", "save_t5xxl"), "Flux/SD3"),
+    **dict.fromkeys(
+        ("clip_l", "t5xxl", "t5xxl_device", "t5xxl_dtype", "t5xxl_max_token_length", "save_clip", "save_t5xxl"),
+        "Flux/SD3",
+    ),
 }
 
 # Network types loratui trains: plain LoRA, and LoCon conv layers the kohya way.
@@ -547,7 +565,10 @@ class _Importer:
             elif key in _NEUTRAL:
                 self._neutral(key)
             else:
-                self._add(self.report.unknown, ImportEntry(key, self._value(key), reason="not a kohya_ss setting loratui knows"))
+                self._add(
+                    self.report.unknown,
+                    ImportEntry(key, self._value(key), reason="not a kohya_ss setting loratui knows"),
+                )
         return KohyaImport(self.sections, self.report)
 
     def _neutral(self, key: str) -> None:
@@ -611,12 +632,21 @@ class _Importer:
         lora_type = str(data.get("LoRA_type") or "Standard")
         if "LoRA_type" in data:
             if lora_type in _LORA_TYPES:
-                self.ignored("LoRA_type", "loratui trains this network type" + (" (LoCon: conv_dim/conv_alpha)" if lora_type == "Kohya LoCon" else ""))
+                self.ignored(
+                    "LoRA_type",
+                    "loratui trains this network type"
+                    + (" (LoCon: conv_dim/conv_alpha)" if lora_type == "Kohya LoCon" else ""),
+                )
             elif lora_type.lower().startswith("flux"):
                 self.unsupported("LoRA_type", "Flux LoRA is not supported yet")
             else:
-                self.unsupported("LoRA_type", f"network type {lora_type!r} is not supported; imported as a standard LoRA")
-        for key, target, converter in (("conv_dim", "network.conv_rank", _int), ("conv_alpha", "network.conv_alpha", _float)):
+                self.unsupported(
+                    "LoRA_type", f"network type {lora_type!r} is not supported; imported as a standard LoRA"
+                )
+        for key, target, converter in (
+            ("conv_dim", "network.conv_rank", _int),
+            ("conv_alpha", "network.conv_alpha", _float),
+        ):
             if key not in data:
                 continue
             if lora_type == "Kohya LoCon":
@@ -632,15 +662,27 @@ class _Importer:
             ok, ext = self.convert("caption_extension", _text)
             if ok:
                 if not ext:
-                    self.mapped("caption_extension", "dataset.caption_extension", None,
-                                "empty: kohya then reads .caption files; loratui's default is .txt")
+                    self.mapped(
+                        "caption_extension",
+                        "dataset.caption_extension",
+                        None,
+                        "empty: kohya then reads .caption files; loratui's default is .txt",
+                    )
                 elif ext == ".none-use-foldername":
-                    self.mapped("caption_extension", "dataset.caption_extension", ext,
-                                "the GUI's 'no captions': images are captioned with their folder's name")
+                    self.mapped(
+                        "caption_extension",
+                        "dataset.caption_extension",
+                        ext,
+                        "the GUI's 'no captions': images are captioned with their folder's name",
+                    )
                 else:
                     fixed = ext if ext.startswith(".") else "." + ext
-                    self.mapped("caption_extension", "dataset.caption_extension", fixed,
-                                "" if fixed == ext else "a leading dot added")
+                    self.mapped(
+                        "caption_extension",
+                        "dataset.caption_extension",
+                        fixed,
+                        "" if fixed == ext else "a leading dot added",
+                    )
         if "max_resolution" in data:
             self._resolution(data["max_resolution"])
         if "cache_latents" in data or "cache_latents_to_disk" in data:
@@ -668,8 +710,12 @@ class _Importer:
             self.mapped("max_resolution", "dataset.resolution", width)
             return
         side = max(64, round(math.sqrt(width * height) / 64) * 64)
-        self.mapped("max_resolution", "dataset.resolution", side,
-                    f"{width}x{height} is not square; {side} is the multiple of 64 with about the same area")
+        self.mapped(
+            "max_resolution",
+            "dataset.resolution",
+            side,
+            f"{width}x{height} is not square; {side} is the multiple of 64 with about the same area",
+        )
 
     def _attention(self) -> None:
         data = self.data
@@ -679,7 +725,9 @@ class _Importer:
             value = data["xformers"]
             if isinstance(value, str) and value.strip().lower() in ("xformers", "sdpa"):
                 chosen = value.strip().lower()
-            elif isinstance(value, bool) or (isinstance(value, str) and value.strip().lower() in ("none", "", "true", "false")):
+            elif isinstance(value, bool) or (
+                isinstance(value, str) and value.strip().lower() in ("none", "", "true", "false")
+            ):
                 on = value is True or (isinstance(value, str) and value.strip().lower() == "true")
                 chosen = "xformers" if on else "sdpa"
                 if not on:
@@ -700,8 +748,11 @@ class _Importer:
             ok, mem = self.convert("mem_eff_attn", _bool)
             if ok:
                 if mem:
-                    self.unsupported("mem_eff_attn", f"kohya's own memory-efficient attention is not supported; "
-                                     f"training.attention = {chosen or 'sdpa'} is used (also memory-efficient)")
+                    self.unsupported(
+                        "mem_eff_attn",
+                        f"kohya's own memory-efficient attention is not supported; "
+                        f"training.attention = {chosen or 'sdpa'} is used (also memory-efficient)",
+                    )
                 else:
                     self.ignored("mem_eff_attn", "off")
 
@@ -712,7 +763,9 @@ class _Importer:
             if noise_type == "Original":
                 self.ignored("noise_offset_type", "the plain noise offset, as loratui's training.noise_offset")
             else:
-                self.unsupported("noise_offset_type", f"{noise_type} noise is not supported; loratui only has the plain noise offset")
+                self.unsupported(
+                    "noise_offset_type", f"{noise_type} noise is not supported; loratui only has the plain noise offset"
+                )
         if "noise_offset" in data:
             if noise_type == "Original":
                 ok, value = self.convert("noise_offset", _float)
@@ -728,7 +781,9 @@ class _Importer:
             elif key == "multires_noise_iterations" and not _is_neutral(data[key], (0,)):
                 self.unsupported(key, "multi-resolution noise is not supported; training.noise_offset stays 0")
             else:
-                self.ignored(key, "multi-resolution noise is not supported" if key.endswith("discount") else "off at this value")
+                self.ignored(
+                    key, "multi-resolution noise is not supported" if key.endswith("discount") else "off at this value"
+                )
 
     def _learning_rates(self) -> None:
         """kohya_ss GUI rules: "" counts as 0; unet_lr and text_encoder_lr both 0 -> learning_rate
@@ -760,15 +815,26 @@ class _Importer:
             self.mapped("unet_lr", "optimizer.unet_lr", unet)
             if te_missing:
                 if base is not None:
-                    self.mapped("learning_rate", "optimizer.text_encoder_lr", base,
-                                "text_encoder_lr not set: kohya uses learning_rate")
+                    self.mapped(
+                        "learning_rate",
+                        "optimizer.text_encoder_lr",
+                        base,
+                        "text_encoder_lr not set: kohya uses learning_rate",
+                    )
             else:
-                self.mapped("text_encoder_lr", "optimizer.text_encoder_lr", 0.0,
-                            "0 with unet_lr set: kohya trains the U-Net only, so the text encoder is frozen")
+                self.mapped(
+                    "text_encoder_lr",
+                    "optimizer.text_encoder_lr",
+                    0.0,
+                    "0 with unet_lr set: kohya trains the U-Net only, so the text encoder is frozen",
+                )
             self.ignored("learning_rate", "unet_lr is set and takes precedence")
         elif unet is None:
-            self.unsupported("unet_lr", "training only the text encoder (unet_lr 0) is not supported; "
-                             "the U-Net LR is learning_rate, or loratui's default")
+            self.unsupported(
+                "unet_lr",
+                "training only the text encoder (unet_lr 0) is not supported; "
+                "the U-Net LR is learning_rate, or loratui's default",
+            )
             if base is not None:
                 self.mapped("learning_rate", "optimizer.unet_lr", base)
             self.mapped("text_encoder_lr", "optimizer.text_encoder_lr", te)

@@ -9,7 +9,9 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
+from loratui import quantities
 from loratui.core.eta import EtaEstimator
+from loratui.shell import loratui_command, resume_command
 
 
 def format_duration(seconds: float) -> str:
@@ -20,18 +22,25 @@ def format_duration(seconds: float) -> str:
 
 
 def format_bytes(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
+    """Bytes in binary units (KiB, MiB, GiB), as the dashboard and ``loratui gpu`` write them."""
+    return quantities.size(size)
 
 
 class PlainProgress:
-    def __init__(self, out: TextIO = sys.stdout, interactive: bool | None = None) -> None:
+    def __init__(
+        self,
+        out: TextIO = sys.stdout,
+        interactive: bool | None = None,
+        *,
+        job_id: str | None = None,
+        config: str | None = None,
+    ) -> None:
+        """``job_id`` and ``config`` (the job's id and the absolute path of its TOML): the commands
+        printed on a pause or a stop are then the real ones, ready to paste."""
         self.out = out
         self.interactive = out.isatty() if interactive is None else interactive
+        self.job_id = job_id
+        self.config = config
         self.total_steps = 0
         self.total_epochs = 0
         self.start_step = 0
@@ -76,10 +85,13 @@ class PlainProgress:
         self.eta.set_prior(e["elapsed_s"], e["start_step"])
         data = e["dataset"]
         # The dataset summary is informative only: a field missing from it must not end the follower.
-        reg = f" + {data.get('reg_images')} reg images" if data.get("reg_images") else ""
-        self._print(f"Training on {e['device_name']} (mixed precision: {e['mixed_precision']}): {e['total_steps']} steps, "
-                    f"{e['total_epochs']} epochs of {e['steps_per_epoch']} steps; {data.get('images', '?')} images{reg}, "
-                    f"{data.get('items_per_epoch', '?')} items per epoch")
+        reg = f" + {_count(data.get('reg_images'), 'reg image')}" if data.get("reg_images") else ""
+        self._print(
+            f"Training on {e['device_name']} (mixed precision: {e['mixed_precision']}): "
+            f"{_count(e['total_steps'], 'step')}, {_count(e['total_epochs'], 'epoch')} of "
+            f"{_count(e['steps_per_epoch'], 'step')}; {_count(data.get('images'), 'image')}{reg}, "
+            f"{_count(data.get('items_per_epoch'), 'item')} per epoch"
+        )
         if e["resumed_from"]:
             self._print(f"Resumed from {e['resumed_from']} at step {e['start_step']}")
 
@@ -97,9 +109,11 @@ class PlainProgress:
         seconds_left = self.eta.eta(total - step)
         eta = format_duration(seconds_left) if seconds_left is not None else "?"
         lrs = " ".join(f"{name} {value:.2e}" for name, value in e["lr"].items())
-        line = (f"step {step}/{total}  epoch {e['epoch']}/{self.total_epochs}  loss {e['loss']:.4f} "
-                f"(avg {e['loss_avg']:.4f})  lr {lrs}  {e['s_per_step']:.2f} s/step  "
-                f"elapsed {format_duration(e['elapsed_s'])}  ETA {eta}")
+        line = (
+            f"step {step}/{total}  epoch {e['epoch']}/{self.total_epochs}  loss {e['loss']:.4f} "
+            f"(avg {e['loss_avg']:.4f})  lr {lrs}  {e['s_per_step']:.2f} s/step  "
+            f"elapsed {format_duration(e['elapsed_s'])}  ETA {eta}"
+        )
         if self.interactive:
             self._redraw(line)
         elif step - self._last_printed_step >= max(1, total // 20) or step == total:
@@ -124,14 +138,17 @@ class PlainProgress:
 
     def _on_memory(self, e: dict) -> None:
         if e.get("total"):
-            self._print(f"GPU memory: {format_bytes(e['allocated'])} allocated, {format_bytes(e['reserved'])} reserved "
-                        f"of {format_bytes(e['total'])}")
+            self._print(
+                f"GPU memory: {format_bytes(e['allocated'])} allocated, {format_bytes(e['reserved'])} reserved "
+                f"of {format_bytes(e['total'])}"
+            )
 
     def _on_control(self, e: dict) -> None:
         self._print(f"{e['command']}: {e['message']}" if e["ok"] else f"{e['command']} refused: {e['message']}")
 
     def _on_paused(self, e: dict) -> None:
-        self._print(f"paused after step {e['step']} (resume: loratui resume JOB)")
+        resume = f" (resume: {loratui_command('resume', self.job_id)})" if self.job_id else ""
+        self._print(f"paused after step {e['step']}{resume}")
 
     def _on_resumed(self, e: dict) -> None:
         self._print(f"resumed at step {e['step']} after a pause of {format_duration(e['paused_s'])}")
@@ -145,12 +162,22 @@ class PlainProgress:
         self._print(f"error: {e['message']}{hint}")
 
     def _on_finished(self, e: dict) -> None:
-        self._print(f"Finished: {e['path']} ({e['step']} steps, {e['epoch']} epochs, {format_duration(e['elapsed_s'])} of training)")
+        self._print(
+            f"Finished: {e['path']} ({_count(e['step'], 'step')}, {_count(e['epoch'], 'epoch')}, "
+            f"{format_duration(e['elapsed_s'])} of training)"
+        )
 
     def _on_stopped(self, e: dict) -> None:
         self._print(f"Stopped at step {e['step']}: saved {e['path']}")
-        if e.get("state"):
-            self._print(f"Resume with: loratui train CONFIG --resume \"{e['state']}\"")
+        if e.get("state") and self.config:
+            self._print(f"Resume with: {resume_command(self.config, e['state'])}")
+        elif e.get("state"):
+            self._print(f"Resumable state: {e['state']}")
 
     def _on_failed(self, e: dict) -> None:
         self._print(f"Failed at step {e['step']}: {e['message']}")
+
+
+def _count(number: object, noun: str) -> str:
+    """A count from an event ("?" when the engine did not send it)."""
+    return quantities.count(number, noun) if isinstance(number, int) else f"? {noun}s"

@@ -8,6 +8,7 @@ from typing import TextIO
 from loratui.check import CheckResult
 from loratui.dataset import DatasetReport
 from loratui.errors import Problem
+from loratui.quantities import count, noun_for
 
 _LABEL = {"error": "error  ", "warning": "warning", "note": "note   "}
 _ORDER = {"error": 0, "warning": 1, "note": 2}
@@ -24,9 +25,10 @@ def _concept_lines(dataset: DatasetReport, batch_size: int) -> list[str]:
         label = ("reg " if concept.is_reg else "") + concept.folder.name
         captions = len(concept.images) - len(concept.missing_captions) - len(concept.empty_captions)
         buckets = ", ".join(f"{w}x{h}: {n}" for (w, h), n in sorted(concept.bucket_counts.items()))
-        lines.append(
-            f"  {label:<26} {len(concept.images):>4} images x {concept.repeats:>3} repeats"
-            f" = {len(concept.images) * concept.repeats:>5}   captions {captions}/{len(concept.images)}   buckets {buckets}"
+        images, repeats = len(concept.images), concept.repeats
+        lines.append(  # the nouns padded to one width, so that the columns stay aligned
+            f"  {label:<26} {images:>4} {noun_for(images, 'image'):<6} x {repeats:>3} {noun_for(repeats, 'repeat'):<7}"
+            f" = {images * repeats:>5}   captions {captions}/{images}   buckets {buckets}"
         )
     return lines
 
@@ -38,8 +40,14 @@ def print_check_report(config_path: Path, result: CheckResult, out: TextIO) -> N
     net = cfg.network
     conv = f", conv rank {net.conv_rank} alpha {net.conv_alpha:g}" if net.conv_rank else ""
     out.write(f"Network  LoRA rank {net.rank}, alpha {net.alpha:g} (scale {net.alpha / max(net.rank, 1):.3g}){conv}\n")
-    te = f"text encoder LR {cfg.optimizer.text_encoder_lr:g}" if cfg.optimizer.text_encoder_lr > 0 else "text encoder frozen"
-    out.write(f"Optim    {cfg.optimizer.name}, UNet LR {cfg.optimizer.unet_lr:g}, {te}, {cfg.optimizer.scheduler} schedule\n")
+    te = (
+        f"text encoder LR {cfg.optimizer.text_encoder_lr:g}"
+        if cfg.optimizer.text_encoder_lr > 0
+        else "text encoder frozen"
+    )
+    out.write(
+        f"Optim    {cfg.optimizer.name}, UNet LR {cfg.optimizer.unet_lr:g}, {te}, {cfg.optimizer.scheduler} schedule\n"
+    )
     dataset = result.dataset
     if dataset is not None:
         out.write(f"Dataset  {dataset.image_dir}" + (f" (reg: {dataset.reg_dir})" if dataset.reg_dir else "") + "\n")
@@ -47,20 +55,44 @@ def print_check_report(config_path: Path, result: CheckResult, out: TextIO) -> N
             out.write(line + "\n")
     if result.schedule is not None:
         s = result.schedule
-        reg = f" (+{dataset.num_items_per_epoch - _train_items(dataset)} reg)" if dataset and dataset.num_reg_images else ""
+        reg = (
+            f" (+{dataset.num_items_per_epoch - _train_items(dataset)} reg)"
+            if dataset and dataset.num_reg_images
+            else ""
+        )
         out.write(
             f"Steps    {_train_items(dataset)} images x repeats{reg} per epoch, batch {cfg.training.batch_size}"
-            + (f", accumulation {cfg.training.gradient_accumulation_steps}" if cfg.training.gradient_accumulation_steps > 1 else "")
-            + f" -> {s.steps_per_epoch} steps per epoch x {s.epochs} epochs = {s.total_steps} steps\n"
+            + (
+                f", accumulation {cfg.training.gradient_accumulation_steps}"
+                if cfg.training.gradient_accumulation_steps > 1
+                else ""
+            )
+            + f" -> {count(s.steps_per_epoch, 'step')} per epoch x {count(s.epochs, 'epoch')}"
+            f" = {count(s.total_steps, 'step')}\n"
         )
-    out.write(f"Output   {cfg.resolve(cfg.output.output_dir) / cfg.output.name}.safetensors"
-              + (f", every {cfg.output.save_every_n_epochs} epoch(s)" if cfg.output.save_every_n_epochs else "") + "\n")
+    out.write(
+        f"Output   {cfg.resolve(cfg.output.output_dir) / cfg.output.name}.safetensors"
+        + (f", every {_every(cfg.output.save_every_n_epochs, 'epoch')}" if cfg.output.save_every_n_epochs else "")
+        + "\n"
+    )
     if result.problems:
         out.write("\nProblems:\n")
         print_problems(result.problems, out)
     errors = len(result.errors)
-    out.write("\n" + (f"{errors} error(s): training would fail. Fix them and run `loratui check` again.\n" if errors
-                      else "OK: ready to train.\n"))
+    fix = "Fix them" if errors != 1 else "Fix it"
+    out.write(
+        "\n"
+        + (
+            f"{count(errors, 'error')}: training would fail. {fix} and run `loratui check` again.\n"
+            if errors
+            else "OK: ready to train.\n"
+        )
+    )
+
+
+def _every(number: int, noun: str) -> str:
+    """ "every epoch", "every 2 epochs"."""
+    return noun if number == 1 else count(number, noun)
 
 
 def _train_items(dataset: DatasetReport | None) -> int:

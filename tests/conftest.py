@@ -32,14 +32,23 @@ def private_tui_settings(tmp_path, monkeypatch):
     monkeypatch.delenv("LORATUI_THEMES_DIR", raising=False)
     monkeypatch.delenv("TEXTUAL_COLOR_SYSTEM", raising=False)
     monkeypatch.setenv("COLORTERM", "truecolor")
+    # What the wizard shows depends on the machine (fp16/bf16 need a CUDA GPU): the same one everywhere.
+    from loratui import preflight
+
+    monkeypatch.setattr(preflight, "this_machine", lambda: preflight.Machine(None, no_gpu="this test has no GPU"))
 
 
 def small_config(**sections) -> dict:
     """A fast config over the sample images: 8 images x 10 repeats, batch 4 -> 20 steps/epoch."""
     data = {
         "model": {"path": "loratui:tiny-sd"},
-        "dataset": {"image_dir": "img", "resolution": 128, "min_bucket_reso": 64, "max_bucket_reso": 256,
-                    "cache_latents": "memory"},
+        "dataset": {
+            "image_dir": "img",
+            "resolution": 128,
+            "min_bucket_reso": 64,
+            "max_bucket_reso": 256,
+            "cache_latents": "memory",
+        },
         "network": {"rank": 8, "alpha": 2.0},
         "training": {"batch_size": 4, "epochs": 2, "mixed_precision": "no", "seed": 7},
         "optimizer": {"name": "AdamW", "unet_lr": 1e-3, "text_encoder_lr": 5e-4, "scheduler": "constant"},
@@ -86,13 +95,14 @@ class Recorder(io.StringIO):
         return [e for e in self.events if e["type"] == kind]
 
 
-def train_in_process(config_path: Path, on_event=None, resume: str | None = None):
-    """Run the engine's Trainer in this process; returns (recorder, trainer)."""
+def train_in_process(config_path: Path, on_event=None, resume: str | None = None, overwrite: bool = False):
+    """Run the engine's Trainer in this process; returns (recorder, trainer). ``overwrite``: as
+    ``python -m engine --overwrite`` (the run may replace an earlier run's files)."""
+    from accelerate.state import AcceleratorState
+
     from engine.events import EventWriter
     from engine.train import StopFlag, Trainer
     from loratui.config import load_config
-
-    from accelerate.state import AcceleratorState
 
     # accelerate keeps one state per process; the engine runs one training per process, but
     # these tests run many (with different precisions) in one, so start each from a clean state.
@@ -102,7 +112,7 @@ def train_in_process(config_path: Path, on_event=None, resume: str | None = None
         cfg.training.resume_from = resume
     stop = StopFlag()
     recorder = Recorder(on_event=(lambda e: on_event(e, stop)) if on_event else None)
-    trainer = Trainer(cfg, EventWriter(recorder), stop)
+    trainer = Trainer(cfg, EventWriter(recorder), stop, overwrite=overwrite)
     trainer.run()
     return recorder, trainer
 
@@ -120,3 +130,10 @@ async def workers_done(app) -> None:
         except WorkerCancelled:
             await asyncio.sleep(0.01)
     raise AssertionError("workers kept being cancelled and replaced")
+
+
+# `pytest --hypothesis-profile=thorough` runs the property tests with many more examples than
+# the default profile CI uses (a search for crashes before a release).
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile("thorough", max_examples=1500)

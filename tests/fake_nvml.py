@@ -7,7 +7,8 @@ It copies what the real module (nvidia-ml-py 13) does at the edges loratui touch
 - calls before ``nvmlInit`` (or after ``nvmlShutdown``) raise ``NVMLError_Uninitialized``;
 - names, UUIDs and the driver version are ``str``; memory info has ``total``, ``free``, ``used``
   in bytes; power is in milliwatts; temperature in °C; utilization has ``gpu`` and ``memory``;
-- processes are objects with ``pid`` and ``usedGpuMemory`` (None under Windows WDDM).
+- processes are objects with ``pid`` and ``usedGpuMemory`` (None under Windows WDDM);
+- the compute capability is a ``(major, minor)`` tuple of ints.
 
 Build one per test with :func:`make_module` and put it in ``sys.modules["pynvml"]``
 (:func:`install` does that with monkeypatch).
@@ -99,6 +100,7 @@ class FakeGpu:
     temperature: int = 40  # °C
     power_mw: int = 30_000  # milliwatts, as NVML reports them
     power_limit_mw: int = 450_000
+    compute_capability: tuple[int, int] = (8, 9)  # (major, minor): an RTX 4090 is 8.9
     compute: list[tuple[int, int | None]] = field(default_factory=list)  # (pid, bytes or None)
     graphics: list[tuple[int, int | None]] = field(default_factory=list)
     # Function name -> NVML error code that call raises for this GPU (e.g. NOT_SUPPORTED).
@@ -193,9 +195,14 @@ def make_module(
     def nvmlDeviceGetEnforcedPowerLimit(handle: _Handle) -> int:
         return gpu_call("nvmlDeviceGetEnforcedPowerLimit", handle).power_limit_mw
 
+    def nvmlDeviceGetCudaComputeCapability(handle: _Handle) -> tuple[int, int]:
+        return gpu_call("nvmlDeviceGetCudaComputeCapability", handle).compute_capability
+
     def processes(entries: list[tuple[int, int | None]]) -> list[types.SimpleNamespace]:
-        return [types.SimpleNamespace(pid=pid, usedGpuMemory=used, gpuInstanceId=0xFFFFFFFF, computeInstanceId=0xFFFFFFFF)
-                for pid, used in entries]
+        return [
+            types.SimpleNamespace(pid=pid, usedGpuMemory=used, gpuInstanceId=0xFFFFFFFF, computeInstanceId=0xFFFFFFFF)
+            for pid, used in entries
+        ]
 
     def nvmlDeviceGetComputeRunningProcesses_v2(handle: _Handle) -> list[types.SimpleNamespace]:
         return processes(gpu_call("nvmlDeviceGetComputeRunningProcesses", handle).compute)
@@ -206,8 +213,11 @@ def make_module(
     def unversioned(v2):
         def call(handle: _Handle) -> list[types.SimpleNamespace]:
             if process_mismatch:
-                raise NVMLLibraryMismatchError("Unversioned function called and the pyNVML version does not match the NVML lib version.")
+                raise NVMLLibraryMismatchError(
+                    "Unversioned function called and the pyNVML version does not match the NVML lib version."
+                )
             return v2(handle)
+
         return call
 
     for name, value in list(locals().items()):

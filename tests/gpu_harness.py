@@ -83,8 +83,10 @@ class Comparison:
     error_low: float  # |loaded - trained|, both in the training precision under autocast
 
     def __str__(self) -> str:
-        return (f"LoRA effect {self.effect:.3g} of the base output; in units of that effect: float32 error "
-                f"{self.error:.3g}, training-precision error {self.error_low:.3g}, its rounding noise {self.noise:.3g}")
+        return (
+            f"LoRA effect {self.effect:.3g} of the base output; in units of that effect: float32 error "
+            f"{self.error:.3g}, training-precision error {self.error_low:.3g}, its rounding noise {self.noise:.3g}"
+        )
 
 
 @dataclass
@@ -106,7 +108,9 @@ def make_dataset(folder: Path, resolution: int) -> Path:
     generator = torch.Generator().manual_seed(0)
     for index in range(IMAGES):
         coarse = torch.rand(1, 3, 6, 6, generator=generator)
-        pixels = torch.nn.functional.interpolate(coarse, size=(resolution, resolution), mode="bicubic", align_corners=False)
+        pixels = torch.nn.functional.interpolate(
+            coarse, size=(resolution, resolution), mode="bicubic", align_corners=False
+        )
         pixels = (pixels.clamp(0, 1)[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
         Image.fromarray(pixels, "RGB").save(concept / f"{index:02d}.png")
         (concept / f"{index:02d}.txt").write_text(CAPTIONS[index % len(CAPTIONS)])
@@ -117,16 +121,37 @@ def entry_config(entry: Entry, model: str, resolution: int) -> dict:
     te_lr = entry.lr if entry.train_text_encoder else 0.0
     return {
         "model": {"path": model},
-        "dataset": {"image_dir": "img", "reg_dir": "", "resolution": resolution, "enable_buckets": False,
-                    "cache_latents": entry.cache_latents},
+        "dataset": {
+            "image_dir": "img",
+            "reg_dir": "",
+            "resolution": resolution,
+            "enable_buckets": False,
+            "cache_latents": entry.cache_latents,
+        },
         "network": {"rank": 8, "alpha": 4.0},
-        "training": {"batch_size": entry.batch_size, "epochs": 1, "max_train_steps": entry.steps,
-                     "mixed_precision": entry.precision, "seed": 11,
-                     "gradient_checkpointing": entry.gradient_checkpointing},
-        "optimizer": {"name": entry.optimizer, "args": list(entry.args), "unet_lr": entry.lr,
-                      "text_encoder_lr": te_lr, "scheduler": "constant"},
-        "output": {"name": "gpu_lora", "output_dir": "model", "log_dir": "log", "save_every_n_epochs": 0,
-                   "save_state": False, "save_precision": "fp16"},
+        "training": {
+            "batch_size": entry.batch_size,
+            "epochs": 1,
+            "max_train_steps": entry.steps,
+            "mixed_precision": entry.precision,
+            "seed": 11,
+            "gradient_checkpointing": entry.gradient_checkpointing,
+        },
+        "optimizer": {
+            "name": entry.optimizer,
+            "args": list(entry.args),
+            "unet_lr": entry.lr,
+            "text_encoder_lr": te_lr,
+            "scheduler": "constant",
+        },
+        "output": {
+            "name": "gpu_lora",
+            "output_dir": "model",
+            "log_dir": "log",
+            "save_every_n_epochs": 0,
+            "save_state": False,
+            "save_precision": "fp16",
+        },
     }
 
 
@@ -161,14 +186,17 @@ def _check_lora_moved(entry: Entry, lora_file: Path) -> dict[str, int]:
             continue
         assert ups, f"{entry.id}: no {prefix} tensors in {lora_file.name}"
         still_zero = sorted(k for k, v in ups.items() if not v.float().abs().max() > 0)
-        assert not still_zero, (f"{entry.id}: {len(still_zero)} of {len(ups)} {name} lora_up weights did not move "
-                                f"from their zero start, e.g. {still_zero[:3]}")
+        assert not still_zero, (
+            f"{entry.id}: {len(still_zero)} of {len(ups)} {name} lora_up weights did not move "
+            f"from their zero start, e.g. {still_zero[:3]}"
+        )
         counts[name] = len(ups)
     return counts
 
 
-def _check_reload(entry: Entry, trainer, lora_file: Path, model_folder: Path, resolution: int,
-                  result: EntryResult) -> None:
+def _check_reload(
+    entry: Entry, trainer, lora_file: Path, model_folder: Path, resolution: int, result: EntryResult
+) -> None:
     from diffusers import StableDiffusionPipeline
 
     device = trainer.device
@@ -177,8 +205,9 @@ def _check_reload(entry: Entry, trainer, lora_file: Path, model_folder: Path, re
     latents = torch.randn(2, 4, resolution // 8, resolution // 8, generator=generator).to(device)
     timesteps = torch.tensor([150, 700], device=device)
     tokenizer = trainer.model.tokenizer
-    ids = tokenizer(list(CAPTIONS[:2]), padding="max_length", max_length=77, truncation=True,
-                    return_tensors="pt").input_ids.to(device)
+    ids = tokenizer(
+        list(CAPTIONS[:2]), padding="max_length", max_length=77, truncation=True, return_tensors="pt"
+    ).input_ids.to(device)
 
     def outputs(unet, text_encoder, compute_dtype):
         """(text-encoder hidden states, UNet output), the UNet fed its own text encoder's output,
@@ -191,8 +220,9 @@ def _check_reload(entry: Entry, trainer, lora_file: Path, model_folder: Path, re
         return hidden.float(), sample.float()
 
     # The pipeline in the training dtype, so its base weights are the values trained with.
-    pipe = StableDiffusionPipeline.from_pretrained(model_folder, torch_dtype=dtype, local_files_only=True,
-                                                   safety_checker=None, requires_safety_checker=False).to(device)
+    pipe = StableDiffusionPipeline.from_pretrained(
+        model_folder, torch_dtype=dtype, local_files_only=True, safety_checker=None, requires_safety_checker=False
+    ).to(device)
     pipe.set_progress_bar_config(disable=True)
     pipe.load_lora_weights(str(lora_file))
     try:
@@ -227,13 +257,16 @@ def _check_reload(entry: Entry, trainer, lora_file: Path, model_folder: Path, re
         assert comparison.effect > MIN_EFFECT, f"{where}: the LoRA barely changed the model ({comparison})"
         assert comparison.error < FLOAT32_TOLERANCE, (
             f"{where}, float32: the reloaded file is off by {comparison.error:.3g} of the LoRA's effect "
-            f"(tolerance {FLOAT32_TOLERANCE}); {comparison}")
+            f"(tolerance {FLOAT32_TOLERANCE}); {comparison}"
+        )
         if dtype == torch.float32:
             continue
         assert comparison.noise < MAX_NOISE, (
             f"{where}: the LoRA's effect hardly stands out of {entry.precision}'s rounding noise, so the comparison "
-            f"in {entry.precision} would mean little; raise this entry's lr or steps ({comparison})")
+            f"in {entry.precision} would mean little; raise this entry's lr or steps ({comparison})"
+        )
         tolerance = NOISE_FACTOR * comparison.noise + FLOAT32_TOLERANCE
         assert comparison.error_low < tolerance, (
             f"{where}, {entry.precision} under autocast: the reloaded file is off by {comparison.error_low:.3g} of "
-            f"the LoRA's effect, more than {entry.precision}'s own rounding noise allows ({tolerance:.3g}); {comparison}")
+            f"the LoRA's effect, more than {entry.precision}'s own rounding noise allows ({tolerance:.3g}); {comparison}"
+        )

@@ -21,8 +21,14 @@ import torch
 from safetensors.torch import load_file, save_file
 
 # Children of a UNet ResnetBlock2D, diffusers -> LDM ResBlock.
-UNET_RESNET = {"norm1": "in_layers.0", "conv1": "in_layers.2", "norm2": "out_layers.0", "conv2": "out_layers.3",
-               "time_emb_proj": "emb_layers.1", "conv_shortcut": "skip_connection"}
+UNET_RESNET = {
+    "norm1": "in_layers.0",
+    "conv1": "in_layers.2",
+    "norm2": "out_layers.0",
+    "conv2": "out_layers.3",
+    "time_emb_proj": "emb_layers.1",
+    "conv_shortcut": "skip_connection",
+}
 VAE_RESNET = {"conv_shortcut": "nin_shortcut"}  # the other children keep their names
 VAE_ATTENTION = {"group_norm": "norm", "to_q": "q", "to_k": "k", "to_v": "v", "to_out.0": "proj_out"}
 
@@ -80,8 +86,13 @@ def _unet_names(config: dict) -> dict[str, str]:
     if not isinstance(per_block, int):
         raise ValueError("only one layers_per_block for all blocks is supported")
     names: dict[str, str] = {}
-    for diffusers, ldm in [("time_embedding.linear_1", "time_embed.0"), ("time_embedding.linear_2", "time_embed.2"),
-                           ("conv_in", "input_blocks.0.0"), ("conv_norm_out", "out.0"), ("conv_out", "out.2")]:
+    for diffusers, ldm in [
+        ("time_embedding.linear_1", "time_embed.0"),
+        ("time_embedding.linear_2", "time_embed.2"),
+        ("conv_in", "input_blocks.0.0"),
+        ("conv_norm_out", "out.0"),
+        ("conv_out", "out.2"),
+    ]:
         _add(names, diffusers, ldm)
     _add(names, "mid_block.resnets.0", "middle_block.0", UNET_RESNET)
     _add(names, "mid_block.attentions.0", "middle_block.1")
@@ -105,8 +116,14 @@ def _unet_names(config: dict) -> dict[str, str]:
 
 def _vae_names(config: dict) -> dict[str, str]:
     names: dict[str, str] = {}
-    for part in ("quant_conv", "post_quant_conv", "encoder.conv_in", "encoder.conv_out",
-                 "decoder.conv_in", "decoder.conv_out"):
+    for part in (
+        "quant_conv",
+        "post_quant_conv",
+        "encoder.conv_in",
+        "encoder.conv_out",
+        "decoder.conv_in",
+        "decoder.conv_out",
+    ):
         _add(names, part, part)
     blocks, per_block = len(config["down_block_types"]), config["layers_per_block"]
     for side in ("encoder", "decoder"):
@@ -116,8 +133,9 @@ def _vae_names(config: dict) -> dict[str, str]:
         _add(names, f"{side}.mid_block.attentions.0", f"{side}.mid.attn_1", VAE_ATTENTION)
     for block in range(blocks):
         for layer in range(per_block):
-            _add(names, f"encoder.down_blocks.{block}.resnets.{layer}", f"encoder.down.{block}.block.{layer}",
-                 VAE_RESNET)
+            _add(
+                names, f"encoder.down_blocks.{block}.resnets.{layer}", f"encoder.down.{block}.block.{layer}", VAE_RESNET
+            )
         _add(names, f"encoder.down_blocks.{block}.downsamplers.0.conv", f"encoder.down.{block}.downsample.conv")
         # The decoder's up blocks run in the opposite order: diffusers' up_blocks.0 is LDM's up.{last}.
         up = blocks - 1 - block

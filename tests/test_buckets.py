@@ -51,9 +51,7 @@ def test_small_settings_give_exactly_these_buckets():
 def test_the_square_is_kept_even_off_the_step_grid():
     buckets = make_buckets(520, 256, 1024, 64)
     assert (520, 520) in buckets
-    assert all(
-        width % 64 == 0 and height % 64 == 0 for width, height in buckets if (width, height) != (520, 520)
-    )
+    assert all(width % 64 == 0 and height % 64 == 0 for width, height in buckets if (width, height) != (520, 520))
 
 
 def test_no_buckets_is_the_square():

@@ -16,8 +16,9 @@ from tests.conftest import REPO, small_config, write_config
 
 def loratui(*args: str, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-m", "loratui.cli", *args], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "loratui.cli", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout
+    )
 
 
 def assert_clean_failure(result: subprocess.CompletedProcess, *needles: str) -> str:
@@ -30,10 +31,12 @@ def assert_clean_failure(result: subprocess.CompletedProcess, *needles: str) -> 
 
 
 def test_terminal_side_never_imports_torch():
-    code = ("import sys, loratui, loratui.cli, loratui.config, loratui.dataset, loratui.check, loratui.jobs.launch, "
-            "loratui.jobs.follow, loratui.core.protocol, loratui.report, loratui.plain_progress; "
-            "heavy = {'torch', 'diffusers', 'transformers', 'peft', 'accelerate', 'bitsandbytes'} & set(sys.modules); "
-            "print(sorted(heavy))")
+    code = (
+        "import sys, loratui, loratui.cli, loratui.config, loratui.dataset, loratui.check, loratui.jobs.launch, "
+        "loratui.jobs.follow, loratui.core.protocol, loratui.report, loratui.plain_progress; "
+        "heavy = {'torch', 'diffusers', 'transformers', 'peft', 'accelerate', 'bitsandbytes'} & set(sys.modules); "
+        "print(sorted(heavy))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -47,8 +50,10 @@ def test_check_of_the_sample_project_passes():
 def test_check_without_torch_in_the_process(project):
     """`loratui check` scans and validates without ever loading torch."""
     config = write_config(project, small_config())
-    code = ("import sys; from loratui.cli import main; rc = main(['check', sys.argv[1]]); "
-            "assert 'torch' not in sys.modules; sys.exit(rc)")
+    code = (
+        "import sys; from loratui.cli import main; rc = main(['check', sys.argv[1]]); "
+        "assert 'torch' not in sys.modules; sys.exit(rc)"
+    )
     result = subprocess.run([sys.executable, "-c", code, str(config)], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -77,6 +82,8 @@ def _break(project: Path, how: str) -> dict:
         return {"network": {"rank": 0}}
     if how == "negative LR":
         return {"optimizer": {"unet_lr": -1e-4}}
+    if how == "negative max_train_steps":  # crashed check and train in the step calculator
+        return {"training": {"max_train_steps": -5}}
     if how == "batch larger than the dataset":
         return {"training": {"batch_size": 500}}
     if how == "unwritable output folder":
@@ -85,19 +92,23 @@ def _break(project: Path, how: str) -> dict:
     return {}
 
 
-@pytest.mark.parametrize("how,needle", [
-    ("missing image folder", "no-such-folder"),
-    ("empty image folder", "empty"),
-    ("folder without NN_ prefix", "ohwx extra"),
-    ("folder with 0 repeats", "0_ohwx extra"),
-    ("corrupt image", "broken.png"),
-    ("zero-byte image", "empty.jpg"),
-    ("missing model file", "nothing-here.safetensors"),
-    ("rank 0", "network.rank"),
-    ("negative LR", "optimizer.unet_lr"),
-    ("batch larger than the dataset", "training.batch_size"),
-    ("unwritable output folder", "output.output_dir"),
-])
+@pytest.mark.parametrize(
+    "how,needle",
+    [
+        ("missing image folder", "no-such-folder"),
+        ("empty image folder", "empty"),
+        ("folder without NN_ prefix", "ohwx extra"),
+        ("folder with 0 repeats", "0_ohwx extra"),
+        ("corrupt image", "broken.png"),
+        ("zero-byte image", "empty.jpg"),
+        ("missing model file", "nothing-here.safetensors"),
+        ("rank 0", "network.rank"),
+        ("negative LR", "optimizer.unet_lr"),
+        ("negative max_train_steps", "training.max_train_steps"),
+        ("batch larger than the dataset", "training.batch_size"),
+        ("unwritable output folder", "output.output_dir"),
+    ],
+)
 def test_each_mistake_gets_a_clear_message_and_a_non_zero_exit(project, how, needle):
     data = small_config()
     for section, values in _break(project, how).items():
@@ -132,7 +143,8 @@ def test_missing_config_file(project):
 def test_train_runs_the_engine_as_a_child_and_prints_progress(project):
     data = small_config()
     data["training"].update({"max_train_steps": 8})
-    result = loratui("train", str(write_config(project, data)), "--no-tui", cwd=project)
+    config = write_config(project, data)
+    result = loratui("train", str(config), "--no-tui", cwd=project)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Finished:" in result.stdout and "step 8/8" in result.stdout
     runs = list((project / "log").iterdir())
@@ -140,6 +152,42 @@ def test_train_runs_the_engine_as_a_child_and_prints_progress(project):
     events = [json.loads(line) for line in (runs[0] / "events.jsonl").read_text().splitlines()]
     assert events[-1]["type"] == "finished"
     assert (project / "model" / "test_lora.safetensors").is_file()
+
+    # The same command again would overwrite that LoRA: refused, with the way out; nothing starts.
+    again = loratui("train", str(config), "--no-tui", cwd=project)
+    assert again.returncode == 2
+    assert_clean_failure(again, "model/test_lora.safetensors exists from an earlier run", "run with --overwrite")
+    assert len(list((project / "log").iterdir())) == 1
+
+
+def test_a_resume_path_is_taken_from_the_folder_the_command_runs_in(project, monkeypatch):
+    """`loratui train my_lora/loratui.toml --resume my_lora/model/...-state`, as the README shows,
+    from the folder above the project: the state path is the one typed, not one under the project."""
+    from loratui import cli
+
+    state = project / "model" / "test_lora-step00000013-state"
+    state.mkdir(parents=True)
+    (state / "progress.json").write_text(json.dumps({"format": 1, "run_id": "r", "step": 13, "epoch": 0}))
+    for name in ("lora.safetensors", "training.pt"):  # their contents are the engine's to read
+        (state / name).write_bytes(b"")
+    write_config(project, small_config())
+    started = {}
+
+    class Started(Exception):
+        pass
+
+    def start_job(config_path, cfg, resume=None, **options):
+        started.update(resume=resume, resume_from=cfg.training.resume_from)
+        raise Started
+
+    monkeypatch.setattr("loratui.jobs.launch.start_job", start_job)
+    monkeypatch.setenv("LORATUI_STATE_DIR", str(project / "state"))
+    monkeypatch.chdir(project.parent)
+    with pytest.raises(Started):
+        cli.main(
+            ["train", f"{project.name}/loratui.toml", "--resume", f"{project.name}/model/{state.name}", "--detach"]
+        )
+    assert started == {"resume": str(state), "resume_from": str(state)}
 
 
 @pytest.mark.slow
@@ -160,8 +208,9 @@ def test_engine_directly_writes_only_events_on_stdout(project):
     data["training"].update({"max_train_steps": 3})
     config = write_config(project, data)
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    result = subprocess.run([sys.executable, "-m", "engine", str(config)], capture_output=True, text=True,
-                            cwd=project, env=env, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-m", "engine", str(config)], capture_output=True, text=True, cwd=project, env=env, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     from loratui.core.protocol import decode
 

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from loratui import atomic as atomic_module
-from loratui import config as config_module
 from loratui.config import (
     DatasetSettings,
     ModelSettings,
@@ -20,18 +19,25 @@ from loratui.config import (
     OptimizerSettings,
     OutputSettings,
     RunConfig,
-    Schedule,
     TrainingSettings,
     config_from_dict,
     config_to_dict,
     load_config,
-    parse_optimizer_args,
-    resolve_schedule,
     save_config,
     to_toml,
-    validate,
 )
 from loratui.errors import UserError
+from loratui.optimizer_args import parse_optimizer_args
+from loratui.schedule import Schedule, resolve_schedule
+from loratui.validation import validate
+
+
+@pytest.fixture(autouse=True)
+def _settings_and_rules_only(monkeypatch):
+    """These tests are about the settings' declarations and the rules across them; what this
+    machine and the model files allow (loratui.preflight) is tested in test_preflight.py and
+    through the engine in test_check_corpus.py. Here a model folder may be empty."""
+    monkeypatch.setattr("loratui.validation.preflight", lambda cfg, found=(): [])
 
 
 def non_default_config(base_dir: Path) -> RunConfig:
@@ -191,7 +197,7 @@ def test_config_from_dict_uses_the_given_base_dir_or_cwd(tmp_path):
 
 
 def test_invalid_toml_reports_file_line_and_column(tmp_path):
-    error = load_error(tmp_path, '[network]\nrank = 32\nalpha = \n')
+    error = load_error(tmp_path, "[network]\nrank = 32\nalpha = \n")
     assert error.where == str(tmp_path / "run.toml")
     assert error.kind == "config"
     assert "line 3, column 9" in error.message
@@ -231,7 +237,7 @@ def test_non_utf8_file(tmp_path):
 
 def test_utf8_byte_order_mark_is_accepted(tmp_path):
     path = tmp_path / "run.toml"
-    path.write_bytes(b'\xef\xbb\xbf[network]\nrank = 4\n')
+    path.write_bytes(b"\xef\xbb\xbf[network]\nrank = 4\n")
     assert load_config(path).network.rank == 4
 
 
@@ -301,8 +307,11 @@ def test_bool_is_not_a_number(tmp_path, toml, field):
         ("[training]\nepochs = 10.5\n", "training.epochs", "epochs = 10"),
         ('[model]\nv_prediction = "True"\n', "model.v_prediction", "v_prediction = true"),
         ("[model]\npath = 15\n", "model.path", 'path = "15"'),
-        ('[optimizer]\nargs = "decouple=True weight_decay=0.01"\n', "optimizer.args",
-         'args = ["decouple=True", "weight_decay=0.01"]'),
+        (
+            '[optimizer]\nargs = "decouple=True weight_decay=0.01"\n',
+            "optimizer.args",
+            'args = ["decouple=True", "weight_decay=0.01"]',
+        ),
         ("[optimizer]\nargs = [1, 2]\n", "optimizer.args", 'args = ["1", "2"]'),
         ("[network]\nalpha = nan\n", "network.alpha", "alpha = 16.0"),
         ("network = 3\n", "network", "[network]"),
@@ -747,8 +756,17 @@ def test_gradient_accumulation_with_max_train_steps():
 
 @pytest.mark.parametrize("steps_per_epoch", [0, -3])
 def test_schedule_needs_at_least_one_batch(steps_per_epoch):
-    with pytest.raises(ValueError):
-        resolve_schedule(schedule_config(), steps_per_epoch)
+    assert resolve_schedule(schedule_config(), steps_per_epoch) is None
+
+
+@pytest.mark.parametrize(
+    ("max_train_steps", "epochs", "accumulation"), [(-5, 10, 1), (0, 0, 1), (0, -2, 1), (100, 10, 0), (100, 10, -1)]
+)
+def test_an_invalid_length_has_no_schedule_and_no_crash(max_train_steps, epochs, accumulation):
+    # max_train_steps = -5 typed in the wizard used to crash it (and check, edit, train) with a
+    # ValueError from here; validation reports these, the schedule is simply not there.
+    cfg = schedule_config(epochs=epochs, max_train_steps=max_train_steps, accumulation=accumulation)
+    assert resolve_schedule(cfg, 10) is None
 
 
 def test_schedule_is_frozen():

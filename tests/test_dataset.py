@@ -190,9 +190,7 @@ def test_an_empty_caption_extension_is_a_problem_not_a_crash(tmp_path):
     assert report.concepts[0].images[0].caption == "from txt"
 
 
-@pytest.mark.parametrize(
-    ("orientation", "expected"), [(1, (60, 20)), (3, (60, 20)), (6, (20, 60)), (8, (20, 60))]
-)
+@pytest.mark.parametrize(("orientation", "expected"), [(1, (60, 20)), (3, (60, 20)), (6, (20, 60)), (8, (20, 60))])
 def test_exif_orientation_is_honoured(tmp_path, orientation, expected):
     exif = Image.Exif()
     exif[0x0112] = orientation
@@ -463,9 +461,7 @@ def test_steps_per_epoch_matches_the_batches(tmp_path, batch_size, with_reg):
 def test_an_epoch_trains_each_image_times_its_repeats(tmp_path):
     report = mixed_dataset(tmp_path, with_reg=False)
     items = Counter(entry.path.name for batch in report.epoch_batches(2, 1, 0) for entry in batch)
-    assert items == Counter(
-        {**{f"s{i}.png": 3 for i in range(5)}, **{f"w{i}.png": 2 for i in range(3)}, "t0.png": 1}
-    )
+    assert items == Counter({**{f"s{i}.png": 3 for i in range(5)}, **{f"w{i}.png": 2 for i in range(3)}, "t0.png": 1})
     assert report.num_items_per_epoch == report.num_train_items == 22
     assert report.steps_per_epoch(1) == 22
     assert report.steps_per_epoch(4) == 4 + 2 + 1  # ceil(15/4) + ceil(6/4) + ceil(1/4)
@@ -586,9 +582,7 @@ def test_the_sample_project_scans_cleanly():
     assert report.steps_per_epoch(1) == 160
     sizes = {(e.width, e.height) for e in report.concepts[0].images}
     assert sizes == {(128, 128), (192, 128), (128, 192), (256, 256)}
-    assert all(
-        e.caption.startswith("ohwx shape, ") and e.caption_source == "file" for e in report.concepts[0].images
-    )
+    assert all(e.caption.startswith("ohwx shape, ") and e.caption_source == "file" for e in report.concepts[0].images)
     assert all(e.caption.startswith("shape, ") for e in report.reg_concepts[0].images)
     assert all(path.stat().st_size < 4096 for path in SAMPLE_PROJECT.glob("*/*/*.png"))
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from loratui.jobs.follow import EventFileReader, follow
 from loratui.core.protocol import PROTOCOL_VERSION, encode, make_event
+from loratui.jobs.follow import EventFileReader, follow
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -25,8 +25,17 @@ def line(event_type: str, **fields) -> bytes:
 
 
 def step(n: int) -> bytes:
-    return line("step", step=n, epoch=1, loss=1.0 / n, loss_avg=1.0, lr={"unet": 1e-4}, s_per_step=0.1,
-                samples_per_s=40.0, elapsed_s=0.1 * n)
+    return line(
+        "step",
+        step=n,
+        epoch=1,
+        loss=1.0 / n,
+        loss_avg=1.0,
+        lr={"unet": 1e-4},
+        s_per_step=0.1,
+        samples_per_s=40.0,
+        elapsed_s=0.1 * n,
+    )
 
 
 FINISHED = line("finished", step=3, epoch=1, path="/tmp/x.safetensors", elapsed_s=0.3)
@@ -261,8 +270,9 @@ CHILD = textwrap.dedent(
 
 def start_child(path: Path, mode: str) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    return subprocess.Popen([sys.executable, "-c", CHILD, str(path), mode], cwd=str(REPO), env=env,
-                            stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(path), mode], cwd=str(REPO), env=env, stdout=subprocess.PIPE, text=True
+    )
 
 
 @pytest.mark.timeout(60)

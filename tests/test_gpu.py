@@ -17,8 +17,8 @@ from loratui.gpu import (
     process_memory,
     read_gpus,
     read_shared_usage,
+    shared_memory,
 )
-from loratui.gpu import shared_memory
 from tests import fake_nvml
 from tests.fake_nvml import GIB, FakeGpu
 
@@ -71,11 +71,27 @@ def test_driver_without_devices(monkeypatch):
 
 def two_gpus() -> list[FakeGpu]:
     return [
-        FakeGpu(name="NVIDIA GeForce RTX 4090", uuid="GPU-aaaa", total=24 * GIB, used=20 * GIB,
-                utilization=97, temperature=71, power_mw=402_500, power_limit_mw=450_000,
-                compute=[(4242, 18 * GIB)]),
-        FakeGpu(name="NVIDIA RTX A4000", uuid="GPU-bbbb", total=16 * GIB, used=512 * MIB,
-                utilization=0, temperature=35, power_mw=14_000, power_limit_mw=140_000),
+        FakeGpu(
+            name="NVIDIA GeForce RTX 4090",
+            uuid="GPU-aaaa",
+            total=24 * GIB,
+            used=20 * GIB,
+            utilization=97,
+            temperature=71,
+            power_mw=402_500,
+            power_limit_mw=450_000,
+            compute=[(4242, 18 * GIB)],
+        ),
+        FakeGpu(
+            name="NVIDIA RTX A4000",
+            uuid="GPU-bbbb",
+            total=16 * GIB,
+            used=512 * MIB,
+            utilization=0,
+            temperature=35,
+            power_mw=14_000,
+            power_limit_mw=140_000,
+        ),
     ]
 
 
@@ -113,13 +129,15 @@ def test_describe_reads_like_a_small_nvidia_smi(monkeypatch):
 
 def test_unsupported_queries_are_none_and_shown_as_na(monkeypatch):
     # A consumer card under a restricted container: no power, no temperature, no utilization.
-    gpu = FakeGpu(errors={
-        "nvmlDeviceGetPowerUsage": fake_nvml.NVML_ERROR_NOT_SUPPORTED,
-        "nvmlDeviceGetEnforcedPowerLimit": fake_nvml.NVML_ERROR_NOT_SUPPORTED,
-        "nvmlDeviceGetTemperature": fake_nvml.NVML_ERROR_NO_PERMISSION,
-        "nvmlDeviceGetUtilizationRates": fake_nvml.NVML_ERROR_NOT_SUPPORTED,
-        "nvmlDeviceGetComputeRunningProcesses": fake_nvml.NVML_ERROR_NO_PERMISSION,
-    })
+    gpu = FakeGpu(
+        errors={
+            "nvmlDeviceGetPowerUsage": fake_nvml.NVML_ERROR_NOT_SUPPORTED,
+            "nvmlDeviceGetEnforcedPowerLimit": fake_nvml.NVML_ERROR_NOT_SUPPORTED,
+            "nvmlDeviceGetTemperature": fake_nvml.NVML_ERROR_NO_PERMISSION,
+            "nvmlDeviceGetUtilizationRates": fake_nvml.NVML_ERROR_NOT_SUPPORTED,
+            "nvmlDeviceGetComputeRunningProcesses": fake_nvml.NVML_ERROR_NO_PERMISSION,
+        }
+    )
     fake_nvml.install(monkeypatch, [gpu])
     device = read_gpus().devices[0]
     assert device.power_w is None and device.power_limit_w is None
@@ -170,14 +188,21 @@ def test_process_memory_adds_up_the_pid_over_gpus_and_merges_compute_with_graphi
     gpus = [
         # pid 7 has a compute and a graphics context on GPU 0: NVML reports the same total twice.
         # pid 10: the two lists disagree (or one cannot tell): the larger known figure is kept.
-        FakeGpu(compute=[(7, 3 * GIB), (8, 1 * GIB), (10, GIB), (11, None)],
-                graphics=[(7, 3 * GIB), (9, 200 * MIB), (10, 2 * GIB), (11, 300 * MIB)]),
+        FakeGpu(
+            compute=[(7, 3 * GIB), (8, 1 * GIB), (10, GIB), (11, None)],
+            graphics=[(7, 3 * GIB), (9, 200 * MIB), (10, 2 * GIB), (11, 300 * MIB)],
+        ),
         FakeGpu(compute=[(7, 2 * GIB)]),
     ]
     fake_nvml.install(monkeypatch, gpus)
     snapshot = read_gpus()
     assert [(p.pid, p.used_memory) for p in snapshot.devices[0].processes] == [
-        (7, 3 * GIB), (8, 1 * GIB), (9, 200 * MIB), (10, 2 * GIB), (11, 300 * MIB)]
+        (7, 3 * GIB),
+        (8, 1 * GIB),
+        (9, 200 * MIB),
+        (10, 2 * GIB),
+        (11, 300 * MIB),
+    ]
     assert process_memory(snapshot, 7) == 5 * GIB
     assert process_memory(snapshot, 9) == 200 * MIB
     assert process_memory(snapshot, 12345) is None  # not on any GPU (or a container's own pid)
@@ -208,8 +233,12 @@ def test_the_fake_matches_the_real_pynvml():
             assert hasattr(pynvml, name), name
         if name.startswith("NVML_"):
             assert getattr(fake, name) == getattr(pynvml, name), name
-    for code in (fake_nvml.NVML_ERROR_NOT_SUPPORTED, fake_nvml.NVML_ERROR_NO_PERMISSION,
-                 fake_nvml.NVML_ERROR_DRIVER_NOT_LOADED, fake_nvml.NVML_ERROR_LIBRARY_NOT_FOUND):
+    for code in (
+        fake_nvml.NVML_ERROR_NOT_SUPPORTED,
+        fake_nvml.NVML_ERROR_NO_PERMISSION,
+        fake_nvml.NVML_ERROR_DRIVER_NOT_LOADED,
+        fake_nvml.NVML_ERROR_LIBRARY_NOT_FOUND,
+    ):
         real, ours = pynvml.NVMLError(code), fake.NVMLError(code)
         assert type(real).__name__ == type(ours).__name__
         assert str(real) == str(ours)
@@ -284,7 +313,9 @@ class FakePdh:
         def PdhGetFormattedCounterArrayW(counter, fmt, size, count, items):
             assert fmt == shared_memory.PDH_FMT_LARGE
             entries = self.counters[self.paths[counter.value - 1]]
-            need = len(entries) * ctypes.sizeof(item) + sum((len(n) + 1) * ctypes.sizeof(ctypes.c_wchar) for n, _, _ in entries)
+            need = len(entries) * ctypes.sizeof(item) + sum(
+                (len(n) + 1) * ctypes.sizeof(ctypes.c_wchar) for n, _, _ in entries
+            )
             if items and self.appear:  # a process started since the size query: more data now
                 self.appear = 0
                 size[0] = need + 64
@@ -308,7 +339,13 @@ class FakePdh:
             self.closed = True
             return 0
 
-        for function in (PdhOpenQueryW, PdhAddEnglishCounterW, PdhCollectQueryData, PdhGetFormattedCounterArrayW, PdhCloseQuery):
+        for function in (
+            PdhOpenQueryW,
+            PdhAddEnglishCounterW,
+            PdhCollectQueryData,
+            PdhGetFormattedCounterArrayW,
+            PdhCloseQuery,
+        ):
             setattr(self, function.__name__, function)
 
 
@@ -320,21 +357,28 @@ def test_pdh_structures_have_the_windows_x64_layout():
 
 
 def test_read_counter_arrays_copies_names_and_values_and_skips_invalid_data():
-    pdh = FakePdh({
-        shared_memory.PROCESS_COUNTER: [(f"pid_7_{GPU}", 3 * GIB, 0), (f"pid_8_{GPU}", 5, 0xC0000BBA)],
-        shared_memory.ADAPTER_COUNTER: [(GPU, 4 * GIB, 1)],
-    }, appear=1)
-    process_items, adapter_items = shared_memory.read_counter_arrays(pdh, [shared_memory.PROCESS_COUNTER, shared_memory.ADAPTER_COUNTER])
+    pdh = FakePdh(
+        {
+            shared_memory.PROCESS_COUNTER: [(f"pid_7_{GPU}", 3 * GIB, 0), (f"pid_8_{GPU}", 5, 0xC0000BBA)],
+            shared_memory.ADAPTER_COUNTER: [(GPU, 4 * GIB, 1)],
+        },
+        appear=1,
+    )
+    process_items, adapter_items = shared_memory.read_counter_arrays(
+        pdh, [shared_memory.PROCESS_COUNTER, shared_memory.ADAPTER_COUNTER]
+    )
     assert process_items == [(f"pid_7_{GPU}", 3 * GIB)]
     assert adapter_items == [(GPU, 4 * GIB)]
     assert pdh.closed
 
 
 def test_read_shared_usage_on_windows_through_pdh(monkeypatch):
-    pdh = FakePdh({
-        shared_memory.PROCESS_COUNTER: [(f"pid_7_{GPU}", 2 * GIB, 0)],
-        shared_memory.ADAPTER_COUNTER: [(GPU, 3 * GIB, 0), (IGPU, GIB, 0)],
-    })
+    pdh = FakePdh(
+        {
+            shared_memory.PROCESS_COUNTER: [(f"pid_7_{GPU}", 2 * GIB, 0)],
+            shared_memory.ADAPTER_COUNTER: [(GPU, 3 * GIB, 0), (IGPU, GIB, 0)],
+        }
+    )
     monkeypatch.setattr(ctypes, "WinDLL", lambda name: pdh, raising=False)
     reading = read_shared_usage(7, platform="win32")
     assert (reading.supported, reading.process_shared_bytes, reading.adapter_shared_bytes) == (True, 2 * GIB, 3 * GIB)

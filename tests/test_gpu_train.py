@@ -57,8 +57,11 @@ import torch
 pytestmark = pytest.mark.gpu
 
 if not torch.cuda.is_available():
-    pytest.skip("no CUDA GPU here (torch.cuda.is_available() is False): the GPU suite trains a full-size "
-                "SD 1.5 on CUDA; tests/test_gpu_harness.py proves its harness on the CPU", allow_module_level=True)
+    pytest.skip(
+        "no CUDA GPU here (torch.cuda.is_available() is False): the GPU suite trains a full-size "
+        "SD 1.5 on CUDA; tests/test_gpu_harness.py proves its harness on the CPU",
+        allow_module_level=True,
+    )
 
 from engine.reference_models import SD15_RANDOM_NAME, ensure_sd15_random  # noqa: E402
 from tests.conftest import REPO, write_config  # noqa: E402
@@ -69,8 +72,9 @@ GIB = 1024**3
 
 MATRIX = [
     Entry("fp16-b1-adamw-te", "fp16", 1, "AdamW", 1e-3, train_text_encoder=True),
-    Entry("bf16-b4-adamw8bit-gc-nocache", "bf16", 4, "AdamW8bit", 1e-3, gradient_checkpointing=True,
-          cache_latents="off"),
+    Entry(
+        "bf16-b4-adamw8bit-gc-nocache", "bf16", 4, "AdamW8bit", 1e-3, gradient_checkpointing=True, cache_latents="off"
+    ),
     Entry("fp16-b4-lion8bit-gc-te", "fp16", 4, "Lion8bit", 3e-4, gradient_checkpointing=True, train_text_encoder=True),
     Entry("bf16-b1-adafactor-nocache-te", "bf16", 1, "Adafactor", 1e-3, cache_latents="off", train_text_encoder=True),
     Entry("bf16-b4-prodigy", "bf16", 4, "Prodigy", 1.0, args=("d0=1e-4",)),
@@ -98,9 +102,11 @@ def test_training_matrix_entry(entry, sd15_folder, tmp_path):
     started = time.perf_counter()
     result = run_entry(tmp_path, entry, SD15_RANDOM_NAME, sd15_folder, RESOLUTION)
     assert result.device == "cuda", f"the engine trained on {result.device}, not on the GPU"
-    print(f"\n{entry.id}: {time.perf_counter() - started:.0f} s, peak allocated "
-          f"{torch.cuda.max_memory_allocated() / GIB:.1f} GiB, losses {[round(x, 4) for x in result.losses]}, "
-          f"lora_up weights {result.up_weights}")
+    print(
+        f"\n{entry.id}: {time.perf_counter() - started:.0f} s, peak allocated "
+        f"{torch.cuda.max_memory_allocated() / GIB:.1f} GiB, losses {[round(x, 4) for x in result.losses]}, "
+        f"lora_up weights {result.up_weights}"
+    )
     for name, comparison in result.comparisons.items():
         print(f"  {name}: {comparison}")
 
@@ -115,8 +121,9 @@ def engine_under_nvml(sd15_folder, tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("nvml")
     make_dataset(folder, RESOLUTION)
-    config = write_config(folder, entry_config(Entry("nvml", "bf16", 1, "AdamW", 1e-4, steps=40),
-                                               SD15_RANDOM_NAME, RESOLUTION))
+    config = write_config(
+        folder, entry_config(Entry("nvml", "bf16", 1, "AdamW", 1e-4, steps=40), SD15_RANDOM_NAME, RESOLUTION)
+    )
     gc.collect()
     torch.cuda.empty_cache()  # what this process holds stays constant from here on
     index = _nvml_index(torch.device("cuda", 0))
@@ -128,16 +135,23 @@ def engine_under_nvml(sd15_folder, tmp_path_factory):
     events_path, log_path = folder / "events.jsonl", folder / "engine.log"
     readings = []  # (training has started, device used bytes, engine pid's bytes or None, pids NVML lists)
     with open(events_path, "wb") as out, open(log_path, "wb") as err:
-        engine = subprocess.Popen([sys.executable, "-m", "engine", str(config)], stdout=out, stderr=err,
-                                  cwd=REPO, env=dict(os.environ))
+        engine = subprocess.Popen(
+            [sys.executable, "-m", "engine", str(config)], stdout=out, stderr=err, cwd=REPO, env=dict(os.environ)
+        )
     try:
         deadline = time.monotonic() + 480
         while engine.poll() is None and time.monotonic() < deadline:
             snapshot = telemetry.read()
             device = snapshot.devices[index]
             training = '"phase":"training"' in events_path.read_text()  # the engine's status event, compact JSON
-            readings.append((training, device.memory_used, process_memory(snapshot, engine.pid),
-                             sorted(p.pid for p in device.processes)))
+            readings.append(
+                (
+                    training,
+                    device.memory_used,
+                    process_memory(snapshot, engine.pid),
+                    sorted(p.pid for p in device.processes),
+                )
+            )
             time.sleep(0.2)
         if engine.poll() is None:
             engine.kill()
@@ -149,10 +163,15 @@ def engine_under_nvml(sd15_folder, tmp_path_factory):
         telemetry.close()
     events = [json.loads(line) for line in events_path.read_text().splitlines() if line.strip()]
     return {
-        "pid": engine.pid, "returncode": engine.returncode, "events": events,
+        "pid": engine.pid,
+        "returncode": engine.returncode,
+        "events": events,
         "log_tail": log_path.read_text(errors="replace")[-3000:],
-        "before": before.devices[index].memory_used, "after": after.devices[index].memory_used,
-        "readings": readings, "driver": before.driver_version, "name": before.devices[index].name,
+        "before": before.devices[index].memory_used,
+        "after": after.devices[index].memory_used,
+        "readings": readings,
+        "driver": before.driver_version,
+        "name": before.devices[index].name,
     }
 
 
@@ -163,8 +182,10 @@ def test_nvml_used_memory_rises_during_the_run_and_falls_after(engine_under_nvml
     during = [used for training, used, _, _ in run["readings"] if training and used is not None]
     assert during, f"no NVML reading was taken while the engine trained ({len(run['readings'])} readings in all)"
     before, peak, after = run["before"], max(during), run["after"]
-    print(f"\n{run['name']}, driver {run['driver']}: used {before / GIB:.2f} GiB before, peak {peak / GIB:.2f} GiB "
-          f"while training ({len(during)} readings), {after / GIB:.2f} GiB after")
+    print(
+        f"\n{run['name']}, driver {run['driver']}: used {before / GIB:.2f} GiB before, peak {peak / GIB:.2f} GiB "
+        f"while training ({len(during)} readings), {after / GIB:.2f} GiB after"
+    )
     # bf16 SD 1.5 weights alone are ~2.3 GB (UNet and text encoder in bf16, the VAE in float32).
     assert peak > before + 2 * GIB, f"used memory rose only from {before / GIB:.2f} to {peak / GIB:.2f} GiB"
     assert after < before + 1 * GIB, f"used memory stayed at {after / GIB:.2f} GiB after the engine exited"
@@ -176,8 +197,10 @@ def test_nvml_attributes_memory_to_the_engine_pid(engine_under_nvml):
     attributed = [memory for training, _, memory, _ in run["readings"] if training and memory is not None]
     if not attributed:
         listed = sorted({pid for *_, pids in run["readings"] for pid in pids})
-        pytest.skip(f"NVML never listed the engine's pid {run['pid']} (it listed {listed or 'no processes'}): this "
-                    "test runs in a pid namespace (a container), where NVML reports host pids; "
-                    "process_memory() then returns None by design")
+        pytest.skip(
+            f"NVML never listed the engine's pid {run['pid']} (it listed {listed or 'no processes'}): this "
+            "test runs in a pid namespace (a container), where NVML reports host pids; "
+            "process_memory() then returns None by design"
+        )
     print(f"\nengine pid {run['pid']}: up to {max(attributed) / GIB:.2f} GiB attributed by NVML")
     assert max(attributed) > 2 * GIB, f"NVML attributed only {max(attributed) / GIB:.2f} GiB to the engine"

@@ -7,8 +7,10 @@ the middle of a save, SIGKILL to a viewer, two viewers at once, pause/save/resum
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -19,20 +21,27 @@ from pathlib import Path
 import pytest
 from safetensors import safe_open
 
+from loratui.core.protocol import encode, make_event
 from loratui.errors import UserError
 from loratui.jobs import registry
 from loratui.jobs.process import boot_id, host_name, identity_of, is_running, start_time
 from loratui.jobs.record import JobRecord, write_record
 from loratui.jobs.status import job_status
-from loratui.core.protocol import encode, make_event
 from tests.conftest import REPO, small_config, write_config
 
 # ----------------------------------------------------------------------------- helpers
 
 
 def loratui(*args: str, cwd: Path | None = None, timeout: float = 120, **popen) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "loratui.cli", *args], capture_output=True, text=True, cwd=cwd,
-                          env=_env(), timeout=timeout, **popen)
+    return subprocess.run(
+        [sys.executable, "-m", "loratui.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=_env(),
+        timeout=timeout,
+        **popen,
+    )
 
 
 def _env(**extra: str) -> dict:
@@ -72,8 +81,16 @@ def fake_record(tmp_path: Path, events: list[dict], pid: int | None = None, **ch
     proc = subprocess.Popen(["true"])
     proc.wait()
     pid = pid if pid is not None else proc.pid  # a pid that has just been freed
-    record = JobRecord(job_id=folder.name, run_folder=str(folder), config=str(tmp_path / "loratui.toml"), pid=pid,
-                       start_time=12345, boot_id=boot_id(), host=host_name(), started_at=time.time())
+    record = JobRecord(
+        job_id=folder.name,
+        run_folder=str(folder),
+        config=str(tmp_path / "loratui.toml"),
+        pid=pid,
+        start_time=12345,
+        boot_id=boot_id(),
+        host=host_name(),
+        started_at=time.time(),
+    )
     for name, value in changes.items():
         setattr(record, name, value)
     write_record(record, folder / "job.json")
@@ -87,9 +104,25 @@ def _own_registry(tmp_path, monkeypatch):
 
 
 FINISHED = make_event("finished", step=80, epoch=2, path="/p/ohwx.safetensors", elapsed_s=38.5)
-STARTED = make_event("run_started", run_id="r", config={}, config_dir="/p", dataset={"images": 8}, total_steps=80,
-                     total_epochs=2, steps_per_epoch=40, start_step=0, start_epoch=0, device="cpu", device_name="CPU",
-                     mixed_precision="no", pid=1, resumed_from=None, elapsed_s=0.0, loss_history=[])
+STARTED = make_event(
+    "run_started",
+    run_id="r",
+    config={},
+    config_dir="/p",
+    dataset={"images": 8},
+    total_steps=80,
+    total_epochs=2,
+    steps_per_epoch=40,
+    start_step=0,
+    start_epoch=0,
+    device="cpu",
+    device_name="CPU",
+    mixed_precision="no",
+    pid=1,
+    resumed_from=None,
+    elapsed_s=0.0,
+    loss_history=[],
+)
 
 
 # ------------------------------------------------------------------ process identity, state
@@ -183,13 +216,198 @@ def test_a_run_folder_that_cannot_be_created_is_a_clear_error_and_nothing_starts
 # ----------------------------------------------------------------------- real engines
 
 
+# -------------------------------------------------- ids, launches and the commands printed
+
+
+def pasted(line: str, cwd: Path) -> list[str]:
+    """The words ``loratui`` gets when ``line`` is pasted into bash (a function stands in for it)."""
+    out = subprocess.run(
+        ["bash", "-c", 'loratui() { printf "%s\\0" "$@"; }\n' + line], capture_output=True, cwd=cwd, check=True
+    )
+    return out.stdout.decode().split("\0")[:-1]
+
+
+def test_job_ids_are_readable_words_a_shell_cannot_misread(project, monkeypatch):
+    from loratui.config import load_config
+    from loratui.jobs import launch
+
+    monkeypatch.setattr(launch, "_timestamp", lambda: "20261201-133210")
+    cfg = load_config(write_config(project, small_config(output={"name": "ohwx woman v1"})))
+    assert launch.new_run_folder(cfg).name == "ohwx-woman-v1-20261201-133210"
+    for name, stem in (
+        ("-rf", "rf"),
+        (".hidden", "hidden"),
+        ("$(rm -rf ~) 'x'", "rm-rf-x"),
+        ("café  über", "cafe-uber"),
+        ("日本", "lora"),
+        ("ohwx_v1.5", "ohwx_v1.5"),
+    ):
+        assert launch.job_id_stem(name) == stem, name
+
+
+def test_two_jobs_started_in_the_same_second_get_different_ids(tmp_path, monkeypatch):
+    """Two projects, the same output.name, the same second: each id is claimed in the registry."""
+    from loratui.config import load_config
+    from loratui.jobs import launch
+
+    monkeypatch.setattr(launch, "_timestamp", lambda: "20261201-133210")
+    ids = []
+    for project in ("a", "b", "b"):
+        (tmp_path / project).mkdir(exist_ok=True)
+        ids.append(launch.new_run_folder(load_config(write_config(tmp_path / project, small_config()))).name)
+    assert ids == ["test_lora-20261201-133210", "test_lora-20261201-133210-2", "test_lora-20261201-133210-3"]
+
+
+@pytest.mark.slow
+def test_a_name_that_looks_like_an_option_is_never_read_as_one(project):
+    from loratui.config import load_config
+    from loratui.jobs.launch import start_job
+
+    config = write_config(project, small_config(output={"name": "-rf"}, dataset={"image_dir": "no-such-folder"}))
+    job = start_job(config, load_config(config))
+    assert job.job_id.startswith("rf-")
+    # It read its arguments, loaded the config and refused it (the folder, and such a name too),
+    # saying so in events: an option parser that took the id for an option would have written none.
+    assert job.process.wait(timeout=300) == 2
+    assert events_of(job.record)[-1]["type"] == "failed" and "usage:" not in job.log_path.read_text()
+    assert job.record.command[-2:] == ["--", str(config.resolve())]
+
+
+def _live_job(tmp_path: Path, config: Path, events: list[dict], job_id: str) -> tuple[JobRecord, subprocess.Popen]:
+    """A registered job whose engine is alive (a sleep stands in for it)."""
+    sleeper = subprocess.Popen(["sleep", "120"])
+    record = fake_record(
+        tmp_path,
+        events,
+        pid=sleeper.pid,
+        job_id=job_id,
+        start_time=start_time(sleeper.pid),
+        config=str(config.resolve()),
+        output_dir=str((config.parent / "model").resolve()),
+        output_name="ohwx woman v1",
+    )
+    return record, sleeper
+
+
+def test_a_second_launch_while_the_job_runs_is_refused_until_forced(project, tmp_path):
+    from loratui.config import load_config
+    from loratui.jobs.launch import running_job_for, start_job
+
+    config = write_config(project, small_config(output={"name": "ohwx woman v1"}))
+    record, sleeper = _live_job(tmp_path / "runs", config, [STARTED], "ohwx-woman-v1-20261201-133210")
+    try:
+        refused = loratui("train", str(config), "--detach", cwd=Path("/"))
+        assert refused.returncode == 2, refused.stderr
+        (line,) = refused.stderr.strip().splitlines()
+        assert f"job {record.job_id} is still running from this config" in line and "--force" in line
+        watch, stop = re.findall(r"`([^`]*)`", line)
+        assert pasted(watch, project) == ["attach", record.job_id] and pasted(stop, project) == ["stop", record.job_id]
+        assert [r.job_id for r in registry.all_records()] == [record.job_id]  # nothing was started
+        # The wizard's Launch goes through start_job: refused the same way. So is another config
+        # that writes the same files; a config writing other files is not.
+        with pytest.raises(UserError, match="still running from this config"):
+            start_job(config, load_config(config))
+        same_files = write_config(project, small_config(output={"name": "ohwx woman v1"}), name="copy.toml")
+        with pytest.raises(UserError, match=r"from .*loratui.toml, writing the same files \(ohwx woman v1 in "):
+            start_job(same_files, load_config(same_files))
+        other = write_config(project, small_config(output={"name": "ohwx man"}), name="other.toml")
+        assert running_job_for(other, load_config(other)) is None
+
+        forced = start_job(config, load_config(config), force=True)
+        forced.process.kill()
+        forced.process.wait()
+        assert {r.job_id for r in registry.all_records()} == {record.job_id, forced.job_id}
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert running_job_for(config, load_config(config)) is None  # its engine is gone: free to start again
+
+
+def test_a_paused_job_counts_as_running(project, tmp_path):
+    from loratui.config import load_config
+    from loratui.jobs.launch import refuse_a_second_run
+
+    config = write_config(project, small_config(output={"name": "ohwx woman v1"}))
+    paused = make_event("paused", step=3, epoch=1)
+    record, sleeper = _live_job(tmp_path / "runs", config, [STARTED, paused], "ohwx-woman-v1-20261201-133210")
+    try:
+        with pytest.raises(UserError, match=f"job {record.job_id} is still paused from this config"):
+            refuse_a_second_run(config, load_config(config))
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_every_printed_command_pastes_as_the_words_it_shows(tmp_path):
+    """A project folder whose name has spaces, quotes and $(...): each command loratui prints for
+    it is pasted into bash and must reach loratui as exactly the words meant, running nothing."""
+    from loratui.core.summary import RunSummary
+    from loratui.plain_progress import PlainProgress
+    from loratui.tui.dashboard.outcome import outcome_lines
+    from loratui.tui.dashboard.result import DashboardResult
+    from loratui.tui.outcome import AppResult
+
+    folder = tmp_path / "my $(touch pwned) 'lora' \"v1\""
+    folder.mkdir()
+    config = write_config(folder, small_config(dataset={"image_dir": "no such img"}))
+    state = str(folder / "model" / "ohwx v1-step00000013-state")
+    stopped = make_event(
+        "stopped",
+        step=13,
+        epoch=1,
+        path=state[: -len("-state")] + ".safetensors",
+        state=state,
+        reason="request",
+        elapsed_s=5.0,
+    )
+    record = fake_record(folder, [STARTED, stopped], job_id="ohwx-v1-20261201-133210", config=str(config))
+    resume = ["train", str(config), "--resume", state]
+
+    out = io.StringIO()
+    progress = PlainProgress(out, interactive=False, job_id=record.job_id, config=record.config)
+    progress.handle(make_event("paused", step=13, epoch=1))
+    progress.handle(stopped)
+    assert pasted(re.search(r"\(resume: (.*)\)", out.getvalue())[1], tmp_path) == ["resume", record.job_id]
+    assert pasted(re.search(r"Resume with: (.*)", out.getvalue())[1], tmp_path) == resume
+
+    summary = RunSummary()
+    for event in (STARTED, stopped):
+        summary.apply(event)
+    lines = [text for text, _ in outcome_lines(record, summary, engine_gone=False)]
+    assert pasted(lines[lines.index("Resume with:") + 1], tmp_path) == resume
+
+    (detached,) = DashboardResult(record.job_id, "running", None, None, "quit").farewell()
+    attach, stop = re.fullmatch(r".*Re-attach: (.*)   stop it: (.*)", detached).groups()
+    assert pasted(attach, tmp_path) == ["attach", record.job_id] and pasted(stop, tmp_path) == ["stop", record.job_id]
+
+    app_lines = [text for text, _ in AppResult(saved=(config,), launched=(record.job_id,)).farewell()]
+    last_command = re.compile(r"(loratui [^:]*)$")  # each line ends with its command
+    assert pasted(last_command.search(app_lines[0])[1], tmp_path) == ["attach", record.job_id]
+    assert pasted(last_command.search(app_lines[1])[1], tmp_path) == ["train", str(config)]
+
+    late = loratui("stop", record.job_id, cwd=tmp_path)  # the job has stopped: how to go on
+    assert pasted(late.stderr.split("resume it: ")[1].rstrip(")\n"), tmp_path) == resume
+
+    # A relative config path: the command printed is absolute, so it works from any folder.
+    broken = loratui("train", f"{folder.name}/loratui.toml", "--detach", cwd=folder.parent)
+    assert broken.returncode == 2
+    assert pasted(re.search(r"then run `(.*)` again", broken.stderr)[1], Path("/")) == ["check", str(config)]
+    assert not list(tmp_path.rglob("pwned"))  # no $(...) ran anywhere
+
+
 @pytest.mark.slow
 def test_detached_job_survives_sighup_and_obeys_pause_save_resume_stop(project):
     config = long_config(project)
     # The "terminal": a shell in a session of its own, as sshd starts a login shell.
-    shell = subprocess.Popen(["sh", "-c", f'"{sys.executable}" -m loratui.cli train "{config}" --detach; sleep 600'],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
-                             start_new_session=True, cwd=project)
+    shell = subprocess.Popen(
+        ["sh", "-c", f'"{sys.executable}" -m loratui.cli train "{config}" --detach; sleep 600'],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+        start_new_session=True,
+        cwd=project,
+    )
     job_id = shell.stdout.readline().strip()
     record = registry.find_job(job_id)
     os.killpg(shell.pid, signal.SIGHUP)  # the SSH link drops: the terminal's process group gets SIGHUP
@@ -197,8 +415,15 @@ def test_detached_job_survives_sighup_and_obeys_pause_save_resume_stop(project):
     assert is_running(record.identity)
     wait_for(lambda: steps_done(record) >= 3, what="training steps after the SIGHUP")
 
-    followers = [subprocess.Popen([sys.executable, "-m", "loratui.cli", "logs", job_id, "--follow", "--json"],
-                                  stdout=subprocess.PIPE, text=True, env=_env()) for _ in range(2)]
+    followers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "loratui.cli", "logs", job_id, "--follow", "--json"],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=_env(),
+        )
+        for _ in range(2)
+    ]
     paused = loratui("pause", job_id)
     assert paused.returncode == 0 and "paused after step" in paused.stdout, paused.stderr
     assert job_status(record).state == "paused"
@@ -219,7 +444,9 @@ def test_detached_job_survives_sighup_and_obeys_pause_save_resume_stop(project):
 
     stopped = loratui("stop", job_id, "--wait", timeout=300)
     assert stopped.returncode == 3, stopped.stdout + stopped.stderr
-    assert "resume with: loratui train" in stopped.stdout
+    state = str(project / "model" / f"test_lora-step{events_of(record)[-1]['step']:08d}-state")
+    resume = stopped.stdout.split("resume with: ")[1].strip()
+    assert pasted(resume, Path("/")) == ["train", str(config), "--resume", state]
     events = events_of(record)
     assert events[-1]["type"] == "stopped" and events[-1]["reason"] == "request"
     kinds = [e["type"] for e in events]
@@ -243,15 +470,25 @@ def test_detached_job_survives_sighup_and_obeys_pause_save_resume_stop(project):
     snapshot, offset = read_snapshot(record.events_path)
     assert offset == record.events_path.stat().st_size and snapshot.state == "stopped"
     full, _ = rebuild(record.events_path, use_snapshot=False)
-    assert (snapshot.step, snapshot.loss_min, snapshot.history.count, len(snapshot.checkpoints)) == \
-           (full.step, full.loss_min, full.history.count, len(full.checkpoints))
+    assert (snapshot.step, snapshot.loss_min, snapshot.history.count, len(snapshot.checkpoints)) == (
+        full.step,
+        full.loss_min,
+        full.history.count,
+        len(full.checkpoints),
+    )
 
 
 @pytest.mark.slow
 def test_ctrl_c_detaches_the_viewer_and_attach_picks_the_job_up_again(project):
     config = long_config(project)
-    viewer = subprocess.Popen([sys.executable, "-m", "loratui.cli", "train", str(config), "--no-tui"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=project)
+    viewer = subprocess.Popen(
+        [sys.executable, "-m", "loratui.cli", "train", str(config), "--no-tui"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+        cwd=project,
+    )
     first = viewer.stdout.readline()
     assert first.startswith("Job "), first
     job_id = first.split()[1].rstrip(":")
@@ -263,8 +500,9 @@ def test_ctrl_c_detaches_the_viewer_and_attach_picks_the_job_up_again(project):
     before = steps_done(record)
     wait_for(lambda: steps_done(record) > before + 2, what="the job to go on without its viewer")
 
-    attached = subprocess.Popen([sys.executable, "-m", "loratui.cli", "attach", "--no-tui"], stdout=subprocess.PIPE,
-                                text=True, env=_env())  # no id: the one running job
+    attached = subprocess.Popen(
+        [sys.executable, "-m", "loratui.cli", "attach", "--no-tui"], stdout=subprocess.PIPE, text=True, env=_env()
+    )  # no id: the one running job
     summary_line = attached.stdout.readline()
     assert summary_line.startswith(f"Job {job_id}: running, step ") and "ETA" in summary_line
     attached.kill()
@@ -276,8 +514,14 @@ def test_ctrl_c_detaches_the_viewer_and_attach_picks_the_job_up_again(project):
 @pytest.mark.slow
 def test_sigkill_in_the_middle_of_a_save_leaves_the_last_checkpoint_intact(project):
     config = write_config(project, small_config(training={"epochs": 50}, output={"save_every_n_epochs": 1}))
-    result = subprocess.run([sys.executable, "-m", "loratui.cli", "train", str(config), "--detach"], capture_output=True,
-                            text=True, env=_env(LORATUI_TEST_SAVE_DELAY_S="1.5"), cwd=project, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "loratui.cli", "train", str(config), "--detach"],
+        capture_output=True,
+        text=True,
+        env=_env(LORATUI_TEST_SAVE_DELAY_S="1.5"),
+        cwd=project,
+        timeout=60,
+    )
     record = registry.find_job(result.stdout.strip())
     model = project / "model"
     first = model / "test_lora-000001.safetensors"
@@ -298,14 +542,35 @@ def test_sigkill_in_the_middle_of_a_save_leaves_the_last_checkpoint_intact(proje
     assert listed["state"] == "failed"
     assert temp[0].name.startswith(".")  # a leftover temp file is hidden and never loaded by any UI
 
+    # The next engine to use the folder removes it first; then it refuses to overwrite epoch 1's files.
+    again = subprocess.run(
+        [sys.executable, "-m", "engine", str(config)],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        cwd=project,
+        timeout=300,
+        check=False,
+    )
+    assert again.returncode == 2 and not temp[0].exists()
+    error = [json.loads(line) for line in again.stdout.splitlines() if '"error"' in line][-1]
+    assert "output.name: model/test_lora-000001.safetensors exists from an earlier run" in error["message"]
+
 
 @pytest.mark.slow
 def test_engine_whose_events_cannot_be_written_saves_and_stops(project):
     """A full disk under the run folder: /dev/full fails every write with ENOSPC."""
     config = write_config(project, small_config(training={"epochs": 50}))
     with open("/dev/full", "w") as full:
-        result = subprocess.run([sys.executable, "-m", "engine", str(config)], stdout=full, stderr=subprocess.PIPE,
-                                text=True, env=_env(), cwd=project, timeout=300)
+        result = subprocess.run(
+            [sys.executable, "-m", "engine", str(config)],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(),
+            cwd=project,
+            timeout=300,
+        )
     assert result.returncode == 3, result.stderr[-2000:]
     assert "cannot write events" in result.stderr
     states = list((project / "model").glob("test_lora-step*-state"))

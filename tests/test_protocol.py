@@ -28,8 +28,13 @@ EXAMPLES: dict[str, dict] = {
         "run_id": "ohwx_shape-20261122-040925",
         "config": {"model": {"path": "loratui:tiny-sd"}, "training": {"batch_size": 4, "epochs": 2}},
         "config_dir": "/home/ana/loras/ohwx_shape",
-        "dataset": {"images": 8, "reg_images": 4, "items_per_epoch": 160,
-                    "concepts": [{"folder": "10_ohwx shape", "repeats": 10, "images": 8}], "buckets": {"128x128": 8}},
+        "dataset": {
+            "images": 8,
+            "reg_images": 4,
+            "items_per_epoch": 160,
+            "concepts": [{"folder": "10_ohwx shape", "repeats": 10, "images": 8}],
+            "buckets": {"128x128": 8},
+        },
         "total_steps": 80,
         "total_epochs": 2,
         "steps_per_epoch": 40,
@@ -44,20 +49,50 @@ EXAMPLES: dict[str, dict] = {
         "loss_history": [1.095733, 1.123361, 1.159658],
     },
     "status": {"phase": "caching_latents", "message": "caching latents 4/12", "current": 4, "total": 12},
-    "step": {"step": 4, "epoch": 1, "loss": 1.1596579551696777, "loss_avg": 1.12625, "lr": {"unet": 0.0004, "text_encoder": 0.0002},
-             "s_per_step": 0.15, "samples_per_s": 26.6, "elapsed_s": 0.67},
+    "step": {
+        "step": 4,
+        "epoch": 1,
+        "loss": 1.1596579551696777,
+        "loss_avg": 1.12625,
+        "lr": {"unet": 0.0004, "text_encoder": 0.0002},
+        "s_per_step": 0.15,
+        "samples_per_s": 26.6,
+        "elapsed_s": 0.67,
+    },
     "epoch_end": {"epoch": 1, "step": 40, "loss_avg": 1.035, "elapsed_s": 20.7},
     "eval": {"step": 0, "epoch": 0, "loss": 1.147},
-    "checkpoint": {"path": "/home/ana/model/ohwx_shape-000001.safetensors", "bytes": 252868, "epoch": 1, "step": 40, "kind": "epoch"},
-    "memory": {"device": "cuda", "allocated": 2914033664, "reserved": 4418699264, "peak_allocated": 3820978176, "total": 85017755648},
+    "checkpoint": {
+        "path": "/home/ana/model/ohwx_shape-000001.safetensors",
+        "bytes": 252868,
+        "epoch": 1,
+        "step": 40,
+        "kind": "epoch",
+    },
+    "memory": {
+        "device": "cuda",
+        "allocated": 2914033664,
+        "reserved": 4418699264,
+        "peak_allocated": 3820978176,
+        "total": 85017755648,
+    },
     "control": {"command": "pause", "id": "c0ffee12", "ok": True, "message": "pausing after step 12"},
     "paused": {"step": 12, "epoch": 1},
     "resumed": {"step": 12, "paused_s": 95.25},
-    "warning": {"code": "check", "message": "optimizer.warmup_steps: warmup lasts the whole run", "hint": "set it to 8"},
+    "warning": {
+        "code": "check",
+        "message": "optimizer.warmup_steps: warmup lasts the whole run",
+        "hint": "set it to 8",
+    },
     "error": {"kind": "runtime", "message": "the loss became nan at step 58\nsecond line", "hint": ""},
     "finished": {"step": 80, "epoch": 2, "path": "/home/ana/model/ohwx_shape.safetensors", "elapsed_s": 38.58},
-    "stopped": {"step": 57, "epoch": 2, "path": None, "state": "/home/ana/model/ohwx_shape-step00000057-state",
-                "reason": "signal", "elapsed_s": 27},
+    "stopped": {
+        "step": 57,
+        "epoch": 2,
+        "path": None,
+        "state": "/home/ana/model/ohwx_shape-step00000057-state",
+        "reason": "signal",
+        "elapsed_s": 27,
+    },
     "failed": {"step": 57, "message": "the loss became nan at step 58 — ünïcode \u2028 too"},
 }
 
@@ -113,7 +148,7 @@ def test_round_trip_every_event_type(event_type):
 def test_encode_is_compact_and_keeps_unicode_readable():
     event = make_event("failed", **EXAMPLES["failed"])
     line = encode(event)
-    assert line.startswith('{"v":%d,"type":"failed","t":' % PROTOCOL_VERSION)
+    assert line.startswith(f'{{"v":{PROTOCOL_VERSION},"type":"failed","t":')
     assert "ünïcode" in line  # not \\u-escaped
     assert decode(line.encode("utf-8").decode("utf-8"))["message"] == EXAMPLES["failed"]["message"]
 
@@ -217,8 +252,16 @@ def test_text_that_is_not_json_is_refused(text):
 @pytest.mark.parametrize(
     "changes",
     [
-        {"v": ...}, {"v": 0}, {"v": -1}, {"v": "1"}, {"v": 1.0}, {"v": None},
-        {"t": ...}, {"t": "1795320571.801"}, {"t": None}, {"t": True},
+        {"v": ...},
+        {"v": 0},
+        {"v": -1},
+        {"v": "1"},
+        {"v": 1.0},
+        {"v": None},
+        {"t": ...},
+        {"t": "1795320571.801"},
+        {"t": None},
+        {"t": True},
     ],
 )
 def test_bad_common_fields_are_refused(changes):
@@ -327,7 +370,7 @@ def _table(section: str) -> dict[str, list[str]]:
     start = next((i for i, line in enumerate(lines) if line.startswith("|")), None)
     if start is None:
         return rows
-    for line in lines[start + 2:]:  # skip the header and the |---| line
+    for line in lines[start + 2 :]:  # skip the header and the |---| line
         if not line.startswith("|"):
             break
         cells = [cell.strip() for cell in line.strip("|").split("|")]
@@ -344,7 +387,15 @@ def _examples(section: str) -> list[str]:
     ]
 
 
-TYPE_NAMES = {bool: "boolean", int: "integer", float: "number", str: "string", dict: "object", list: "array", type(None): "null"}
+TYPE_NAMES = {
+    bool: "boolean",
+    int: "integer",
+    float: "number",
+    str: "string",
+    dict: "object",
+    list: "array",
+    type(None): "null",
+}
 
 
 def _expected_type(field) -> str:
@@ -391,8 +442,10 @@ def test_doc_states_the_current_version():
 
 def test_doc_section_parser_sees_through_other_headings():
     """The doc checks above rely on the parser; make sure it can tell a stale section apart."""
-    text = "## Events\n\n### `step`\n\n| Field | Type | Meaning |\n|---|---|---|\n| `step` | integer | x |\n\n" \
-           "### `gone`\n\n| Field | Type | Meaning |\n|---|---|---|\n| `a` | string | y |\n\n## Other\n\n| `b` | c |\n"
+    text = (
+        "## Events\n\n### `step`\n\n| Field | Type | Meaning |\n|---|---|---|\n| `step` | integer | x |\n\n"
+        "### `gone`\n\n| Field | Type | Meaning |\n|---|---|---|\n| `a` | string | y |\n\n## Other\n\n| `b` | c |\n"
+    )
     sections = _event_sections(text)
     assert set(sections) == {"step", "gone"}
     assert set(_table(sections["step"])) == {"step"}
@@ -400,6 +453,7 @@ def test_doc_section_parser_sees_through_other_headings():
 
 
 # ------------------------------------------------------------------------- control commands
+
 
 def test_command_round_trip_and_size():
     from loratui.core.protocol import COMMANDS, MAX_COMMAND_BYTES, decode_command, encode_command, make_command
@@ -410,7 +464,9 @@ def test_command_round_trip_and_size():
         assert decode_command(data)["cmd"] == name
 
 
-@pytest.mark.parametrize("line", ['{"cmd":"explode","id":"x"}', '{"cmd":"stop"}', '{"cmd":"stop","id":""}', "[1]", "stop"])
+@pytest.mark.parametrize(
+    "line", ['{"cmd":"explode","id":"x"}', '{"cmd":"stop"}', '{"cmd":"stop","id":""}', "[1]", "stop"]
+)
 def test_bad_commands_are_refused(line):
     from loratui.core.protocol import decode_command
 

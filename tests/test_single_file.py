@@ -30,8 +30,14 @@ WEIGHTS = {
     "vae": "vae/diffusion_pytorch_model.safetensors",
     "text_encoder": "text_encoder/model.safetensors",
 }
-CONFIGS = ["model_index.json", "unet/config.json", "vae/config.json", "text_encoder/config.json",
-           "scheduler/scheduler_config.json", "tokenizer/tokenizer_config.json"]
+CONFIGS = [
+    "model_index.json",
+    "unet/config.json",
+    "vae/config.json",
+    "text_encoder/config.json",
+    "scheduler/scheduler_config.json",
+    "tokenizer/tokenizer_config.json",
+]
 
 
 @pytest.fixture(scope="module")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from loratui.core.history import LossHistory
+from loratui.core.summary import RunSummary
 from loratui.jobs import rebuild as rebuild_module
 from loratui.jobs.follow import EventFileReader
-from loratui.core.history import LossHistory
 from loratui.jobs.rebuild import rebuild
-from loratui.core.summary import RunSummary
 from tests.event_log import EventLog
 
 
@@ -21,19 +21,38 @@ def fold(path) -> RunSummary:
 def visible_state(s: RunSummary) -> dict:
     """What a user sees of a summary (floats of the curve compared with a tolerance)."""
     return {
-        "state": s.state, "step": s.step, "epoch": s.epoch, "total": s.total_steps, "lr": s.lr, "elapsed": s.elapsed_s,
-        "last": s.loss_last, "min": s.loss_min, "min_step": s.history.min_step, "count": s.history.count,
-        "first_step": s.history.first_step, "width": s.history.width, "checkpoints": [c.path for c in s.checkpoints],
-        "evals": s.evals, "epochs": s.epoch_losses, "warnings": s.warning_count, "spill": s.spill_warning,
-        "memory": s.memory, "pace": s.eta.pace, "paused_s": s.paused_total_s, "final": s.final,
-        "answers": list(s.control_answers), "eta": s.eta_s(now=s.last_event_t),
+        "state": s.state,
+        "step": s.step,
+        "epoch": s.epoch,
+        "total": s.total_steps,
+        "lr": s.lr,
+        "elapsed": s.elapsed_s,
+        "last": s.loss_last,
+        "min": s.loss_min,
+        "min_step": s.history.min_step,
+        "count": s.history.count,
+        "first_step": s.history.first_step,
+        "width": s.history.width,
+        "checkpoints": [c.path for c in s.checkpoints],
+        "evals": s.evals,
+        "epochs": s.epoch_losses,
+        "warnings": s.warning_count,
+        "spill": s.spill_warning,
+        "memory": s.memory,
+        "pace": s.eta.pace,
+        "paused_s": s.paused_total_s,
+        "final": s.final,
+        "answers": list(s.control_answers),
+        "eta": s.eta_s(now=s.last_event_t),
     }
 
 
 def long_run(tmp_path, resume_at: int = 0):
     log = EventLog()
     history = [round(1 / (1 + s / 50), 6) for s in range(1, resume_at + 1)]
-    log.started(total_steps=6000, steps_per_epoch=700, start_step=resume_at, elapsed_s=resume_at * 0.5, loss_history=history)
+    log.started(
+        total_steps=6000, steps_per_epoch=700, start_step=resume_at, elapsed_s=resume_at * 0.5, loss_history=history
+    )
     log.steps(resume_at + 1, 2000)
     log.add("warning", code="vram_spill", message="VRAM is full", hint="smaller batch")
     log.add("control", command="pause", id="abc", ok=True, message="paused after step 2000")
@@ -67,8 +86,11 @@ def test_fast_rebuild_falls_back_when_lines_are_not_in_the_engines_layout(tmp_pa
     log.started(total_steps=100, steps_per_epoch=1000)
     log.steps(1, 60)
     # A step written by another program, with its fields in another order: still counted.
-    log.lines.insert(10, '{"loss":9.5,"type":"step","v":1,"t":1795000001.0,"step":7,"epoch":1,"loss_avg":0.5,'
-                         '"lr":{"unet":0.0001},"s_per_step":0.5,"samples_per_s":8,"elapsed_s":3.5}\n')
+    log.lines.insert(
+        10,
+        '{"loss":9.5,"type":"step","v":1,"t":1795000001.0,"step":7,"epoch":1,"loss_avg":0.5,'
+        '"lr":{"unet":0.0001},"s_per_step":0.5,"samples_per_s":8,"elapsed_s":3.5}\n',
+    )
     log.lines.insert(11, "this line is not JSON\n")
     path = log.write(tmp_path / "events.jsonl")
     summary, _ = rebuild(path, RunSummary(history_points=64))
@@ -80,11 +102,14 @@ def test_history_stays_bounded_and_keeps_the_mean(tmp_path):
     history = LossHistory(max_points=100)
     losses = [1.0 / (1 + i) for i in range(200_001)]
     for start in range(0, len(losses), 7777):
-        history.extend(losses[start:start + 7777])
+        history.extend(losses[start : start + 7777])
     points = history.points()
     assert len(points) <= 100 and history.count == len(losses)
-    full = [sum(losses[i:i + history.width]) / history.width for i in range(0, len(losses) - history.width + 1, history.width)]
-    assert points[:len(full)] == pytest.approx(full[:len(points)])
+    full = [
+        sum(losses[i : i + history.width]) / history.width
+        for i in range(0, len(losses) - history.width + 1, history.width)
+    ]
+    assert points[: len(full)] == pytest.approx(full[: len(points)])
     assert history.min == losses[-1] and history.min_step == len(losses) and history.last == losses[-1]
 
 
@@ -133,8 +158,7 @@ def test_eta_leaves_out_pauses(tmp_path):
 def test_eta_and_epochs_continue_after_a_resume(tmp_path):
     """A resumed launch (new events file) starts from the saved step, with the pace it had."""
     log = EventLog()
-    log.started(total_steps=1000, steps_per_epoch=100, start_step=400, elapsed_s=200.0,
-                loss_history=[0.5] * 400)
+    log.started(total_steps=1000, steps_per_epoch=100, start_step=400, elapsed_s=200.0, loss_history=[0.5] * 400)
     path = log.write(tmp_path / "events.jsonl")
     summary, _ = rebuild(path)
     assert summary.step == 400 and summary.epoch == 4 and summary.progress == pytest.approx(0.4)

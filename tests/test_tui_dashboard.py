@@ -25,13 +25,14 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from loratui.core.protocol import decode_command, encode, make_event
 from loratui.errors import UserError
 from loratui.gpu.shared_memory import LINUX_REASON
 from loratui.jobs.process import identity_of
 from loratui.jobs.record import JobRecord, write_record
-from loratui.core.protocol import decode_command, encode, make_event
-from loratui.tui.dashboard import DashboardApp, DashboardResult, DashboardScreen
-from loratui.tui.dashboard import chart
+from loratui.tui import AppResult, make_dashboard_app
+from loratui.tui.app import LoratuiApp
+from loratui.tui.dashboard import DashboardResult, DashboardScreen, chart
 from loratui.tui.dashboard import format as fmt
 from loratui.tui.dashboard.log_reader import LogTail
 from loratui.tui.dashboard.loss_panel import LossChart
@@ -68,10 +69,25 @@ def _private(tmp_path, monkeypatch):
 def started(total_steps: int = 200, steps_per_epoch: int = 40) -> EventLog:
     log = EventLog()
     log.add("status", phase="loading_model", message="loading the model")
-    log.add("run_started", run_id="r1", config=RUN_CONFIG, config_dir="/home/me/ohwx", dataset={"images": 20, "reg_images": 0},
-            total_steps=total_steps, total_epochs=-(-total_steps // steps_per_epoch), steps_per_epoch=steps_per_epoch,
-            start_step=0, start_epoch=0, device="cuda", device_name="NVIDIA GeForce RTX 4090", mixed_precision="bf16",
-            pid=4242, resumed_from=None, elapsed_s=0.0, loss_history=[])
+    log.add(
+        "run_started",
+        run_id="r1",
+        config=RUN_CONFIG,
+        config_dir="/home/me/ohwx",
+        dataset={"images": 20, "reg_images": 0},
+        total_steps=total_steps,
+        total_epochs=-(-total_steps // steps_per_epoch),
+        steps_per_epoch=steps_per_epoch,
+        start_step=0,
+        start_epoch=0,
+        device="cuda",
+        device_name="NVIDIA GeForce RTX 4090",
+        mixed_precision="bf16",
+        pid=4242,
+        resumed_from=None,
+        elapsed_s=0.0,
+        loss_history=[],
+    )
     log.add("status", phase="training", message="training")
     log.elapsed, log.steps_per_epoch = 0.0, steps_per_epoch
     return log
@@ -92,8 +108,16 @@ def run_folder(tmp_path: Path, log: EventLog, *, alive: bool = True, engine_log:
         gone.wait()
         pid, start = gone.pid, 1
     me = identity_of(os.getpid())
-    record = JobRecord(job_id=JOB_ID, run_folder=str(folder), config=CONFIG, pid=pid, start_time=start,
-                       boot_id=me.boot_id, host=me.host, started_at=1_795_000_000.0)
+    record = JobRecord(
+        job_id=JOB_ID,
+        run_folder=str(folder),
+        config=CONFIG,
+        pid=pid,
+        start_time=start,
+        boot_id=me.boot_id,
+        host=me.host,
+        started_at=1_795_000_000.0,
+    )
     write_record(record, folder / "job.json")
     return record
 
@@ -105,19 +129,34 @@ def append(record: JobRecord, log: EventLog, first_line: int) -> int:
     return len(log.lines)
 
 
-def make_app(record: JobRecord, log: EventLog, *, later_s: float = 1.0, **options) -> DashboardApp:
-    """The app with a clock fixed at ``later_s`` after the last event (ETA and elapsed do not
-    depend on the wall clock), polling fast."""
+def make_app(record: JobRecord, log: EventLog, *, later_s: float = 1.0, **options) -> LoratuiApp:
+    """The app opened on the job's dashboard (``loratui attach``), with a clock fixed at
+    ``later_s`` after the last event (ETA and elapsed do not depend on the wall clock), polling fast."""
     now = log.t + later_s
     options.setdefault("poll_s", 0.05)
-    return DashboardApp(record, theme="loratui-dark", now=lambda: now, watch_terminal=False, **options)
+    return make_dashboard_app(record, theme="loratui-dark", dashboard_options=dict(now=lambda: now, **options))
+
+
+def left_from(app: LoratuiApp) -> DashboardResult:
+    """The dashboard the app was left from (q on the dashboard it opened on quits the app)."""
+    result = app.return_value
+    assert isinstance(result, AppResult) and result.dashboard is not None, result
+    return result.dashboard
 
 
 def screen_text(app) -> str:
     """What the terminal shows, as plain text."""
     width, height = app.size
-    console = Console(width=width, height=height, file=io.StringIO(), force_terminal=True, color_system="truecolor",
-                      record=True, legacy_windows=False, safe_box=False)
+    console = Console(
+        width=width,
+        height=height,
+        file=io.StringIO(),
+        force_terminal=True,
+        color_system="truecolor",
+        record=True,
+        legacy_windows=False,
+        safe_box=False,
+    )
     console.print(app.screen._compositor.render_update(full=True, screen_stack=app._background_screens))
     return console.export_text()
 
@@ -144,7 +183,9 @@ async def shows(pilot, text: str, timeout: float = 5.0) -> str:
 
 async def loaded(pilot, gpu: bool = True) -> DashboardScreen:
     """The history is shown (and a GPU reading, unless there is none to wait for)."""
-    await wait_for(pilot, lambda: pilot.app.dashboard() is not None and pilot.app.dashboard().view.loaded, what="history")
+    await wait_for(
+        pilot, lambda: pilot.app.dashboard() is not None and pilot.app.dashboard().view.loaded, what="history"
+    )
     screen = dashboard(pilot.app)
     if gpu:
         await wait_for(pilot, lambda: screen.view.gpu is not None, what="a GPU reading")
@@ -158,8 +199,11 @@ def run(coro):
 
 def footer_keys(app) -> set[str]:
     """The actions the footer offers now."""
-    return {binding.action for (_node, binding, enabled, _tooltip) in app.screen.active_bindings.values()
-            if binding.show and enabled}
+    return {
+        binding.action
+        for (_node, binding, enabled, _tooltip) in app.screen.active_bindings.values()
+        if binding.show and enabled
+    }
 
 
 # ---------------------------------------------------------------------------------- states
@@ -200,8 +244,10 @@ def test_running_job_shows_step_loss_eta_lr_and_the_y_range(tmp_path):
             assert "Step  57 / 200" in text and "28.5%" in text
             assert "Epoch    2 / 5" in text  # and 17 of the epoch's 40 steps: 42.5%
             assert "42.5%" in text
-            # 143 steps left at 0.5 s, half a step of it already spent since the last one
-            assert "ETA 1:11" in text and "elapsed 0:29" in text
+            # 143 steps left at 0.5 s, half a step of it already spent since the last one; the
+            # elapsed time is the wall time since the launch (the record's start, here the first
+            # event): 57 steps of 0.5 s, 3 s saving after epoch 1, 1 s since the last step
+            assert "ETA 1:11" in text and "elapsed 0:32" in text
             assert "speed 2.00 it/s" in text and "samples/s 8.0" in text
             assert "LR unet 1e-4 · text_encoder 5e-5" in text
             assert f"loss {losses[-1]:.4f}" in text
@@ -211,7 +257,8 @@ def test_running_job_shows_step_loss_eta_lr_and_the_y_range(tmp_path):
             assert f"{fmt.axis(high, high - low)}┤" in text and f"{fmt.axis(low, high - low)}┤" in text
             assert low <= min(losses) and high >= max(losses) * 0.95
             assert "step 1" in text and "▆ raw  ─ smoothed" in text
-            assert "network rank 32 / alpha 16" in text and "optimizer AdamW8bit" in text
+            params = screen.query_one("#dash-params").shown_text  # further down at 80x24: the CPU panel is above
+            assert "network rank 32 / alpha 16" in params and "optimizer AdamW8bit" in params
             assert {"detach", "stop", "pause", "save"} <= footer_keys(pilot.app)
             assert "resume" not in footer_keys(pilot.app)
 
@@ -230,7 +277,9 @@ def test_the_rest_of_the_panels_at_80x24_scroll_into_view(tmp_path):
             await pilot.pause(0.2)
             text = screen_text(pilot.app)
             assert "x-000002.safetensors" in text and "in /p/model" in text
-            assert "lr unet 1e-4 · te 5e-5" in text and "scheduler cosine" in text and "resolution 512 (buckets)" in text
+            assert (
+                "lr unet 1e-4 · te 5e-5" in text and "scheduler cosine" in text and "resolution 512 (buckets)" in text
+            )
             assert "caching: 100%|##########| 12/12" in text  # the log's last redraw of the progress bar
             assert "caching: 50%" not in text
 
@@ -261,8 +310,12 @@ def test_paused_job_says_since_when_and_offers_resume(tmp_path):
 def test_spill_warning_banner_stays_until_dismissed(tmp_path):
     log = started()
     log.steps(1, 30)
-    log.add("warning", code="vram_spill", message="VRAM 97% full and steps 4.1x slower than before",
-            hint="use less VRAM: a smaller training.batch_size")
+    log.add(
+        "warning",
+        code="vram_spill",
+        message="VRAM 97% full and steps 4.1x slower than before",
+        hint="use less VRAM: a smaller training.batch_size",
+    )
     record = run_folder(tmp_path, log)
 
     async def scenario():
@@ -294,7 +347,9 @@ def test_spill_warning_banner_stays_until_dismissed(tmp_path):
 def test_finished_job_shows_where_the_lora_is_and_quitting_prints_it(tmp_path):
     log = started(total_steps=80)
     log.steps(1, 80)
-    log.add("checkpoint", path="/home/me/ohwx/model/ohwx.safetensors", bytes=151_000_000, epoch=2, step=80, kind="final")
+    log.add(
+        "checkpoint", path="/home/me/ohwx/model/ohwx.safetensors", bytes=151_000_000, epoch=2, step=80, kind="final"
+    )
     log.add("finished", step=80, epoch=2, path="/home/me/ohwx/model/ohwx.safetensors", elapsed_s=40.0)
     record = run_folder(tmp_path, log, alive=False)
 
@@ -309,7 +364,7 @@ def test_finished_job_shows_where_the_lora_is_and_quitting_prints_it(tmp_path):
             assert "ETA done" in text
             assert footer_keys(pilot.app) == {"detach"}  # nothing left to control
             await pilot.press("q")
-        return app.return_value
+        return left_from(app)
 
     result = run(scenario())
     assert isinstance(result, DashboardResult) and result.ended and result.exit_code == 0
@@ -321,10 +376,19 @@ def test_stopped_job_shows_the_exact_resume_command(tmp_path):
     log.steps(1, 57)
     state = "/home/me/ohwx/model/ohwx-step00000057-state"
     log.add("control", command="stop", id="b2", ok=True, message="stopping after step 57")
-    log.add("checkpoint", path="/home/me/ohwx/model/ohwx-step00000057.safetensors", bytes=10, epoch=1, step=57, kind="stop")
+    log.add(
+        "checkpoint", path="/home/me/ohwx/model/ohwx-step00000057.safetensors", bytes=10, epoch=1, step=57, kind="stop"
+    )
     log.add("checkpoint", path=state, bytes=10, epoch=1, step=57, kind="state")
-    log.add("stopped", step=57, epoch=2, path="/home/me/ohwx/model/ohwx-step00000057.safetensors", state=state,
-            reason="request", elapsed_s=28.5)
+    log.add(
+        "stopped",
+        step=57,
+        epoch=2,
+        path="/home/me/ohwx/model/ohwx-step00000057.safetensors",
+        state=state,
+        reason="request",
+        elapsed_s=28.5,
+    )
     record = run_folder(tmp_path, log, alive=False)
 
     async def scenario():
@@ -341,7 +405,7 @@ def test_stopped_job_shows_the_exact_resume_command(tmp_path):
             await pilot.press("c")
             assert pilot.app.clipboard == f"loratui train {CONFIG} --resume {state}"
             await pilot.press("q")
-        return app.return_value
+        return left_from(app)
 
     result = run(scenario())
     assert result.exit_code == 3
@@ -351,8 +415,12 @@ def test_stopped_job_shows_the_exact_resume_command(tmp_path):
 def test_failed_job_shows_the_error_and_its_fix(tmp_path):
     log = started()
     log.steps(1, 12)
-    log.add("error", kind="runtime", message="CUDA out of memory while training",
-            hint="lower training.batch_size or network.rank, or set training.gradient_checkpointing = true")
+    log.add(
+        "error",
+        kind="runtime",
+        message="CUDA out of memory while training",
+        hint="lower training.batch_size or network.rank, or set training.gradient_checkpointing = true",
+    )
     log.add("failed", step=12, message="CUDA out of memory while training")
     record = run_folder(tmp_path, log, alive=False)
 
@@ -365,7 +433,7 @@ def test_failed_job_shows_the_error_and_its_fix(tmp_path):
             assert "Fix: lower training.batch_size or network.rank" in text
             assert "Engine log:" in text
             await pilot.press("q")
-        return app.return_value
+        return left_from(app)
 
     result = run(scenario())
     assert result.exit_code == 2  # a runtime error the user can fix, like the CLI's
@@ -485,7 +553,7 @@ class FakeEngine:
         self._step = 57
         self._paused_at = 0.0
 
-    def __enter__(self) -> "FakeEngine":
+    def __enter__(self) -> FakeEngine:
         self._thread.start()
         return self
 
@@ -530,12 +598,21 @@ class FakeEngine:
         elif name == "save":
             path = f"/p/model/ohwx-step{step:08d}.safetensors"
             self._emit("checkpoint", path=path, bytes=1000, epoch=1, step=step, kind="manual")
-            self._emit("control", command=name, id=cid, ok=True, message=f"saved {path} and its resumable state at step {step}")
+            self._emit(
+                "control", command=name, id=cid, ok=True, message=f"saved {path} and its resumable state at step {step}"
+            )
         elif name == "stop":
             self._emit("control", command=name, id=cid, ok=True, message=f"stopping after step {step}")
             state = f"/p/model/ohwx-step{step:08d}-state"
-            self._emit("stopped", step=step, epoch=2, path=f"/p/model/ohwx-step{step:08d}.safetensors", state=state,
-                       reason="request", elapsed_s=28.5)
+            self._emit(
+                "stopped",
+                step=step,
+                epoch=2,
+                path=f"/p/model/ohwx-step{step:08d}.safetensors",
+                state=state,
+                reason="request",
+                elapsed_s=28.5,
+            )
 
 
 def notices(app) -> str:
@@ -594,10 +671,10 @@ def test_stop_asks_first(tmp_path):
                 await shows(pilot, "STOPPED")
                 assert engine.commands == ["stop"]
                 outcome = pilot.app.screen.query_one("#dash-outcome").shown_text
-                assert f"--resume /p/model/ohwx-step00000057-state" in outcome
+                assert "--resume /p/model/ohwx-step00000057-state" in outcome
                 await wait_for(pilot, lambda: "stopping after step 57" in notices(pilot.app))
                 await pilot.press("q")
-            return app.return_value
+            return left_from(app)
 
     result = run(scenario())
     assert result.state == "stopped" and result.exit_code == 3
@@ -623,10 +700,21 @@ def test_a_command_to_a_job_without_an_engine_says_why(tmp_path):
 
 
 def test_gpu_gauges_from_nvml_with_a_near_full_gpu(tmp_path, monkeypatch):
-    fake_nvml.install(monkeypatch, [
-        FakeGpu(name="NVIDIA GeForce RTX 4090", total=24 * GIB, used=int(23.6 * GIB), utilization=99, temperature=78,
-                power_mw=431_000, power_limit_mw=450_000, compute=[(os.getpid(), int(22.5 * GIB))]),
-    ])
+    fake_nvml.install(
+        monkeypatch,
+        [
+            FakeGpu(
+                name="NVIDIA GeForce RTX 4090",
+                total=24 * GIB,
+                used=int(23.6 * GIB),
+                utilization=99,
+                temperature=78,
+                power_mw=431_000,
+                power_limit_mw=450_000,
+                compute=[(os.getpid(), int(22.5 * GIB))],
+            ),
+        ],
+    )
     log = started()
     log.steps(1, 20)
     record = run_folder(tmp_path, log)
@@ -665,7 +753,14 @@ def test_two_gpus_each_get_a_gauge(tmp_path, monkeypatch):
 def test_without_an_nvidia_gpu_it_says_so_and_shows_the_engines_own_memory(tmp_path):
     log = started()
     log.steps(1, 19)
-    log.add("memory", device="cuda", allocated=int(1.5 * GIB), reserved=2 * GIB, peak_allocated=int(1.8 * GIB), total=8 * GIB)
+    log.add(
+        "memory",
+        device="cuda",
+        allocated=int(1.5 * GIB),
+        reserved=2 * GIB,
+        peak_allocated=int(1.8 * GIB),
+        total=8 * GIB,
+    )
     record = run_folder(tmp_path, log)
 
     async def scenario():
@@ -708,12 +803,13 @@ def test_quitting_a_running_job_leaves_it_running_and_says_how_to_reattach(tmp_p
         async with app.run_test(size=(80, 24)) as pilot:
             await loaded(pilot)
             await pilot.press("q")
-        return app.return_value
+        return left_from(app)
 
     result = run(scenario())
     assert not result.ended and result.exit_code == 0 and result.state == "running"
-    assert result.farewell() == [f"Detached; job {JOB_ID} runs on. Re-attach: loratui attach {JOB_ID}   "
-                                 f"stop it: loratui stop {JOB_ID}"]
+    assert result.farewell() == [
+        f"Detached; job {JOB_ID} runs on. Re-attach: loratui attach {JOB_ID}   stop it: loratui stop {JOB_ID}"
+    ]
 
 
 # ---------------------------------------------------------------------------- the terminal
@@ -723,7 +819,7 @@ CHILD = """
 import sys
 from loratui.jobs.record import read_record
 from pathlib import Path
-from loratui.tui.dashboard import run_dashboard
+from loratui.tui import run_dashboard
 sys.exit(run_dashboard(read_record(Path(sys.argv[1]))))
 """
 
@@ -783,8 +879,14 @@ def test_closing_the_terminal_closes_the_dashboard_and_not_the_job(tmp_path):
 def test_without_a_terminal_it_refuses_and_names_the_plain_ways(tmp_path):
     engine, record = _job_process(tmp_path)
     try:
-        out = subprocess.run([sys.executable, "-c", CHILD, str(record.folder / "job.json")], stdin=subprocess.DEVNULL,
-                             capture_output=True, text=True, timeout=60, env=dict(os.environ, PYTHONPATH=str(REPO)))
+        out = subprocess.run(
+            [sys.executable, "-c", CHILD, str(record.folder / "job.json")],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=dict(os.environ, PYTHONPATH=str(REPO)),
+        )
         assert out.returncode == 2
         assert "needs a terminal" in out.stderr and f"loratui attach {JOB_ID} --no-tui" in out.stderr
         assert engine.poll() is None
@@ -796,13 +898,15 @@ def test_without_a_terminal_it_refuses_and_names_the_plain_ways(tmp_path):
 def test_an_unknown_theme_is_refused_with_the_names_there_are(tmp_path):
     record = run_folder(tmp_path, started())
     with pytest.raises(UserError) as caught:
-        DashboardApp(record, theme="no-such-theme")
+        make_dashboard_app(record, theme="no-such-theme")
     assert caught.value.where == "--theme" and "loratui-256" in caught.value.fix
 
 
 def test_the_dashboard_imports_no_torch():
-    code = ("import sys\nimport loratui.tui.dashboard, loratui.tui.dashboard.screen, loratui.tui.dashboard.app\n"
-            "assert 'torch' not in sys.modules, 'torch was imported'\nprint('ok')")
+    code = (
+        "import sys\nimport loratui.tui.dashboard, loratui.tui.dashboard.screen, loratui.tui.app\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\nprint('ok')"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
@@ -847,9 +951,21 @@ def test_log_tail_keeps_the_last_lines_and_survives_truncation(tmp_path):
 # ------------------------------------------------------------------------------- snapshots
 
 
-def _snapshot_app(tmp_path: Path, monkeypatch, finished: bool) -> DashboardApp:
-    fake_nvml.install(monkeypatch, [FakeGpu(name="NVIDIA GeForce RTX 4090", total=24 * GIB, used=int(17.2 * GIB),
-                                            utilization=97, temperature=71, power_mw=402_000, power_limit_mw=450_000)])
+def _snapshot_app(tmp_path: Path, monkeypatch, finished: bool) -> LoratuiApp:
+    fake_nvml.install(
+        monkeypatch,
+        [
+            FakeGpu(
+                name="NVIDIA GeForce RTX 4090",
+                total=24 * GIB,
+                used=int(17.2 * GIB),
+                utilization=97,
+                temperature=71,
+                power_mw=402_000,
+                power_limit_mw=450_000,
+            )
+        ],
+    )
     log = started(total_steps=400, steps_per_epoch=100)
     log.add("eval", step=0, epoch=0, loss=0.31)
     log.steps(1, 400 if finished else 233, seconds=0.8)
@@ -868,3 +984,206 @@ async def _settled(pilot) -> None:
 def test_dashboard_snapshot(snap_compare, tmp_path, monkeypatch, state, size):
     app = _snapshot_app(tmp_path, monkeypatch, finished=state == "finished")
     assert snap_compare(app, terminal_size=size, run_before=_settled)
+
+
+# ------------------------------------------------------- warnings, engine log, elapsed time, CPU
+
+
+def test_warnings_are_readable_without_a_key_and_all_of_them_with_w(tmp_path):
+    log = started()
+    log.add(
+        "warning",
+        code="check",
+        message="optimizer.warmup_steps: warmup (500 steps) lasts the whole run (200 steps)",
+        hint="set it to about 5-10% of the run, e.g. 20",
+    )
+    log.add(
+        "warning",
+        code="check",
+        message="img/10_ohwx woman: 1 of 8 images have no .txt caption",
+        hint="add a same-named .txt file next to each image",
+    )
+    log.steps(1, 10)
+    record = run_folder(tmp_path, log)
+
+    async def scenario():
+        async with make_app(record, log).run_test(size=(80, 24)) as pilot:
+            screen = await loaded(pilot)
+            text = screen_text(pilot.app)
+            assert "2 warnings" in text  # the status line counts them...
+            # ...and the latest one is there to read, with its fix, without a key
+            assert "Latest of 2 warnings (w lists them)" in text
+            assert "⚠ img/10_ohwx woman: 1 of 8 images have no .txt caption" in text
+            assert "fix: add a same-named .txt file next to each image" in text
+            assert "warmup (500 steps)" not in text
+            assert "show_warnings" in footer_keys(pilot.app)
+            # w lists them all, newest first, each with its fix
+            await pilot.press("w")
+            listing = await shows(pilot, "Warnings: 2")
+            assert listing.index("1 of 8 images have no .txt caption") < listing.index("warmup (500 steps) lasts")
+            assert "fix: set it to about 5-10% of the run, e.g. 20" in listing
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: "Warnings: 2" not in screen_text(pilot.app), what="the list to close")
+            # a spill warning is on the banner: the panel does not repeat it until it is dismissed
+            log.t += 10
+            log.add(
+                "warning", code="vram_spill", message="VRAM 97% full and steps 4.1x slower", hint="lower network.rank"
+            )
+            append(record, log, len(log.lines) - 1)
+            await shows(pilot, "VRAM spill-over: VRAM 97% full")
+            panel = screen.query_one("#dash-warnings")
+            assert "1 of 8 images" in panel.shown_text and "VRAM" not in panel.shown_text
+            await pilot.press("d")
+            await wait_for(
+                pilot, lambda: "VRAM 97% full" in panel.shown_text, what="the dismissed warning in the panel"
+            )
+            assert "Latest of 3 warnings" in screen_text(pilot.app)
+
+    run(scenario())
+
+
+def test_a_run_without_warnings_has_no_warnings_panel_or_key(tmp_path):
+    log = started()
+    log.steps(1, 10)
+    record = run_folder(tmp_path, log)
+
+    async def scenario():
+        async with make_app(record, log).run_test(size=(80, 24)) as pilot:
+            screen = await loaded(pilot)
+            assert not screen.query_one("#dash-warnings").display
+            assert "show_warnings" not in footer_keys(pilot.app)
+
+    run(scenario())
+
+
+NOISY_LOG = (
+    "\n".join(
+        [
+            "2026-12-01 15:20:19,457 WARNING bitsandbytes.backends.cpu.ops: Failed to load CPU gemm_4bit_forward",
+            "/venv/lib/python3.11/site-packages/diffusers/models/attention.py:12: FutureWarning: `foo` is deprecated",
+            "  warnings.warn(",
+            "There are modules in AutoencoderKL that should be kept in float32: []. Casting directly with `to()` can lead to",
+            "2026-12-01 15:20:20,001 INFO engine.train: cached the latents of 12 images in "
+            "/home/me/projects/a/rather/long/folder/name/that/goes/on/and/on/cache/latents, the last word is END-OF-LINE-42",
+            "Traceback (most recent call last):",
+            '  File "/app/engine/train.py", line 3, in run',
+            "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB",
+        ]
+    )
+    + "\n"
+)
+
+
+def test_engine_log_wraps_long_lines_and_dims_library_chatter(tmp_path):
+    log = started()
+    log.steps(1, 10)
+    record = run_folder(tmp_path, log, engine_log=NOISY_LOG)
+
+    async def scenario():
+        async with make_app(record, log).run_test(size=(80, 24)) as pilot:
+            screen = await loaded(pilot)
+            engine_log = screen.query_one("#dash-log")
+            await pilot.press("end")
+            await pilot.pause(0.2)
+            assert "END-OF-LINE-42" in screen_text(pilot.app)  # wrapped onto the next row, not cut off
+            width = engine_log.scrollable_content_region.width
+            assert max(strip.cell_length for strip in engine_log.lines) <= width
+            kinds = [kind for _line, kind in engine_log.kinds()]
+            assert kinds == ["chatter", "chatter", "chatter", "chatter", "", "error", "error", "error"]
+            # drawn in the colours of their kind: chatter muted, errors in the error colour
+            chatter = engine_log.get_component_rich_style("engine-log--chatter", partial=True).color
+            error = engine_log.get_component_rich_style("engine-log--error", partial=True).color
+            colours = {
+                segment.text.strip(): segment.style.color
+                for strip in engine_log.lines
+                for segment in strip
+                if segment.text.strip() and segment.style
+            }
+            assert colours["warnings.warn("] == chatter
+            assert colours["Traceback (most recent call last):"] == error
+            assert all(colour != chatter for text, colour in colours.items() if "engine.train" in text)
+            rows_at_80 = len(engine_log.lines)
+            # in two columns the log is narrower: the lines are wrapped again to the new width
+            await pilot.resize_terminal(120, 40)
+            await pilot.pause(0.3)
+            assert engine_log.scrollable_content_region.width < width
+            assert len(engine_log.lines) > rows_at_80
+            assert max(strip.cell_length for strip in engine_log.lines) <= engine_log.scrollable_content_region.width
+
+    run(scenario())
+
+
+def test_elapsed_time_counts_from_the_launch(tmp_path):
+    log = started()
+    launched = log.t - 45  # the engine took 45 s to load before its first event here
+    log.steps(1, 10, seconds=0.5)  # then 5 s of training
+    record = run_folder(tmp_path, log)
+    record.started_at = launched
+
+    async def scenario(record, log, later_s=1.0):
+        async with make_app(record, log, later_s=later_s).run_test(size=(80, 24)) as pilot:
+            await loaded(pilot)
+            return screen_text(pilot.app)
+
+    assert "elapsed 0:51" in run(scenario(record, log))  # 45 s loading + 5 s of steps + 1 s since the last step
+    # before the first step too: the panel says what the engine does, and for how long it has been at it
+    loading = EventLog()
+    loading.add("status", phase="loading_model", message="loading the model")
+    record = run_folder(tmp_path / "loading", loading)
+    record.started_at = loading.t - 20
+    text = run(scenario(record, loading))
+    assert "loading the model" in text and "elapsed 0:21" in text
+    # after the end the time stops at the final event
+    ended = started(total_steps=10)
+    ended.steps(1, 10)
+    ended.add("finished", step=10, epoch=1, path="/p/model/x.safetensors", elapsed_s=5.0)
+    record = run_folder(tmp_path / "ended", ended, alive=False)
+    assert "elapsed 0:05" in run(scenario(record, ended, later_s=3600.0))
+
+
+def test_without_a_gpu_the_panel_shows_the_cpu_and_ram_of_the_engine_and_the_machine(tmp_path, monkeypatch):
+    from loratui import host
+
+    from .test_host import fake_proc
+
+    log = started()
+    log.steps(1, 10)
+    record = run_folder(tmp_path, log)
+    proc = fake_proc(tmp_path / "proc", total=10_000, idle=6_000, pid=record.pid, process_ticks=1_000)
+    monkeypatch.setattr(host, "PROC", proc)
+
+    async def scenario():
+        async with make_app(record, log, gpu_s=0.05).run_test(size=(80, 24)) as pilot:
+            screen = await loaded(pilot)
+            text = screen_text(pilot.app)
+            assert "CPU and RAM (no NVIDIA GPU)" in text
+            assert "no NVIDIA GPU: the nvidia-ml-py package is not installed" in text
+            assert "RAM" in text and "engine 3.0 GiB · machine 12.0/16.0 GiB 75%" in text
+            assert "measuring… (4 cores)" in text  # one reading: no rate yet
+            # 100 ticks of wall time pass on 4 CPUs: 300 busy, 150 of them the engine's
+            fake_proc(proc, total=10_400, idle=6_100, pid=record.pid, process_ticks=1_150)
+            gpu = screen.query_one("#dash-gpu")
+            await wait_for(pilot, lambda: "engine 1.5 of 4 cores · machine 75%" in gpu.shown_text, what="CPU figures")
+            assert "engine 1.5 of 4 cores · machine 75%" in screen_text(pilot.app)
+
+    run(scenario())
+
+
+def test_dashboard_snapshot_with_a_warning_and_no_gpu(snap_compare, tmp_path, monkeypatch):
+    """At 80x24: the latest warning with its fix under the chart, the CPU and RAM instead of a GPU."""
+    from loratui import host
+
+    from .test_host import fake_proc
+
+    log = started(total_steps=400, steps_per_epoch=100)
+    log.add(
+        "warning",
+        code="check",
+        message="img/10_ohwx woman: 1 of 8 images have no .txt caption",
+        hint="add a same-named .txt file next to each image",
+    )
+    log.steps(1, 57, seconds=0.8)
+    record = run_folder(tmp_path, log)
+    monkeypatch.setattr(host, "PROC", fake_proc(tmp_path / "proc", total=10_000, idle=6_000, pid=record.pid))
+    app = make_app(record, log, later_s=0.4)
+    assert snap_compare(app, terminal_size=(80, 24), run_before=_settled)

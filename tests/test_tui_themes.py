@@ -72,8 +72,18 @@ def test_the_256_colour_theme_keeps_every_surface_and_signal_apart():
     theme = load_theme_file(REPO / "themes" / "loratui-256.toml")
     data = tomllib.loads((REPO / "themes" / "loratui-256.toml").read_text())
     # Every colour it names is an exact xterm-256 palette entry: nothing gets rounded.
-    for key in ("primary", "secondary", "accent", "warning", "error", "success", "foreground",
-                "background", "surface", "panel"):
+    for key in (
+        "primary",
+        "secondary",
+        "accent",
+        "warning",
+        "error",
+        "success",
+        "foreground",
+        "background",
+        "surface",
+        "panel",
+    ):
         color = Color.parse(data[key])
         downgraded = RichColor.from_rgb(color.r, color.g, color.b).downgrade(ColorSystem.EIGHT_BIT)
         assert downgraded.get_truecolor() == (color.r, color.g, color.b), key
@@ -263,9 +273,9 @@ from pathlib import Path
 import loratui.tui, loratui.tui.app, loratui.tui.entry, loratui.kohya_import, loratui.settings
 from loratui.tui import make_new_app
 from textual.worker import WorkerCancelled
-project = Path({str(tmp_path / 'p')!r})
-shutil.copytree({str(REPO / 'sample_project' / 'img')!r}, project / 'img')
-app = make_new_app(project, kohya_json={str(REPO / 'tests' / 'fixtures' / 'kohya' / 'Standard-AdamW.json')!r})
+project = Path({str(tmp_path / "p")!r})
+shutil.copytree({str(REPO / "sample_project" / "img")!r}, project / 'img')
+app = make_new_app(project, kohya_json={str(REPO / "tests" / "fixtures" / "kohya" / "Standard-AdamW.json")!r})
 async def main():
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause(0.3)
@@ -283,7 +293,8 @@ loaded = sorted(m for m in sys.modules if m == "torch" or m.startswith(("torch."
 print("LOADED", loaded)
 """
     env = {**os.environ, "LORATUI_CONFIG_DIR": str(tmp_path / "cfg")}
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
-                          cwd=REPO, env=env)
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, cwd=REPO, env=env
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "LOADED []" in done.stdout, done.stdout

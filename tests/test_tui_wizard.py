@@ -16,10 +16,13 @@ from loratui.check import check_run
 from loratui.config import load_config, save_config
 from loratui.errors import UserError
 from loratui.tui import make_edit_app, make_new_app
+from loratui.tui.dashboard import DashboardScreen
+from loratui.tui.dialogs import ConfirmQuitScreen
 from loratui.tui.wizard.dataset_panel import DatasetPanel
 from loratui.tui.wizard.screen import WizardScreen
 
 from .conftest import SAMPLE, small_config, workers_done, write_config
+from .fake_launcher import FakeLauncher
 
 FIXTURES = Path(__file__).parent / "fixtures" / "kohya"
 SIZE = (80, 24)
@@ -57,6 +60,11 @@ async def settle_scan(pilot) -> None:
     await settle(pilot, 0.4)  # the scan waits for typing to pause (0.3 s)
 
 
+# A dashboard's workers follow its job until the screen closes: tests wait for what they expect
+# on screen instead of for every worker, and leave the GPUs alone.
+NO_GPUS = {"read_gpus": False}
+
+
 def wizard(app) -> WizardScreen:
     screen = app.screen
     assert isinstance(screen, WizardScreen), type(screen)
@@ -89,8 +97,9 @@ def new_project(project: Path) -> Path:
 # ---------------------------------------------------------------------------------------------
 
 
-def test_whole_flow_from_a_new_folder_to_a_config_check_run_accepts(new_project: Path):
-    app = make_new_app(new_project)
+def test_whole_flow_from_a_new_folder_to_a_config_check_run_accepts(new_project: Path, tmp_path: Path):
+    launcher = FakeLauncher(tmp_path / "jobs")
+    app = make_new_app(new_project, on_launch=launcher, dashboard_options=NO_GPUS)
     assert {p.name for p in new_project.iterdir()} >= {"img", "model", "log", "reg"}
 
     async def scenario():
@@ -116,13 +125,13 @@ def test_whole_flow_from_a_new_folder_to_a_config_check_run_accepts(new_project:
             summary = text_of(screen.query_one("#review-summary", Static))
             assert "8 in img" in summary and "800 steps = 10 epochs x 80 steps" in summary
             await pilot.press("ctrl+l")
-            await settle(pilot)
-        return app.return_value
+            # the job's dashboard, over the wizard
+            await until(pilot, lambda: isinstance(app.screen, DashboardScreen), "the dashboard")
+            assert app.screen.record.job_id == launcher.records[0].job_id
 
-    result = run(scenario())
+    run(scenario())
     config_path = new_project / "loratui.toml"
-    assert result is not None and result.launch_requested
-    assert result.config_path == config_path and result.job_id is None
+    assert launcher.calls == [config_path]  # saved first, then launched
     cfg = load_config(config_path)
     assert cfg.model.path == "loratui:tiny-sd"
     assert cfg.output.name == new_project.name
@@ -177,9 +186,16 @@ def test_escape_and_pageup_go_back_and_ctrl_n_goes_forward(new_project: Path):
             await pilot.press("pageup")
             await pilot.pause()
             assert screen.step.id == "dataset"
-            await pilot.press("escape", "escape")  # the first step stays
+            await pilot.press("escape")
             await pilot.pause()
             assert screen.step.id == "model"
+            # Back from the first step closes the wizard; nothing is saved yet, so it asks first.
+            await pilot.press("escape")
+            await pilot.pause()
+            assert isinstance(app.screen, ConfirmQuitScreen)
+            await pilot.press("escape")  # Cancel: the wizard stays as it was
+            await pilot.pause()
+            assert app.screen is screen and screen.step.id == "model"
             # An open drop-down keeps PageDown for itself (it pages through the list).
             await pilot.press("enter")
             await pilot.press("pagedown")
@@ -224,7 +240,8 @@ def test_ctrl_s_saves_atomically_at_any_step_and_keeps_the_wizard_open(new_proje
     result = run(scenario())
     cfg = load_config(config_path)
     assert (cfg.network.rank, cfg.network.alpha) == (64, 32.0)
-    assert result.config_path == config_path and not result.launch_requested
+    assert result.config_path == config_path and not result.launched
+    assert result.farewell() == [(f"Saved {config_path}. Train it with: loratui train {config_path}", False)]
 
 
 def test_field_error_is_shown_at_the_field_with_the_fix(new_project: Path):
@@ -237,7 +254,7 @@ def test_field_error_is_shown_at_the_field_with_the_fix(new_project: Path):
             await pilot.press("pagedown", "pagedown", "pagedown")
             await type_into(pilot, "f-network-rank", "0")
             shown = problem_under(app, "network.rank")
-            assert "rank 0 is outside 1..1024" in shown and "fix: use 4 to 128" in shown
+            assert "rank 0 is below 1 (allowed: 1..1024)" in shown and "fix: use 4 to 128" in shown
             # The step bar marks the step with the error.
             assert "4 Network ✗" in text_of(screen.query_one("#step-bar", Static))
             # Alpha above rank: the guides' advice, as a warning at the alpha field.
@@ -289,44 +306,69 @@ def test_an_adaptive_optimizer_gets_the_guides_settings_with_one_key(new_project
     run(scenario())
 
 
-def test_launch_is_refused_while_errors_remain(new_project: Path):
-    launched: list[Path] = []
-    app = make_new_app(new_project, on_launch=lambda path: launched.append(path) or "job-1")
+def test_launch_is_refused_while_errors_remain(project: Path, tmp_path: Path):
+    """The refusal goes to the field at fault with its error under it; Review lists every problem."""
+    config_path = write_config(project, small_config(model={"path": "models/gone.safetensors"}))
+    launcher = FakeLauncher(tmp_path / "jobs")
+    app = make_edit_app(config_path, on_launch=launcher, dashboard_options=NO_GPUS)
 
     async def scenario():
         async with app.run_test(size=SIZE) as pilot:
             await settle_scan(pilot)
             screen = wizard(app)
-            await pilot.press("ctrl+l")  # from the Model step, with no base model set
-            await settle(pilot)
-            assert screen.step.id == "review"
-            assert app.is_running
-            status = text_of(screen.query_one("#review-status", Static))
-            assert status.startswith("✗ 1 error left: launch is refused")
-            problems = screen.query_one("#review-problems", OptionList)
-            assert app.focused is problems
-            first = str(problems.get_option_at_index(0).prompt)
-            assert first.startswith("✗ model.path: no base model is set")
-            assert not launched and not (new_project / "loratui.toml").exists()
-            # Enter on the problem goes to its field; fixing it lets the launch through.
-            await pilot.press("enter")
-            await pilot.pause()
-            assert screen.step.id == "model" and app.focused.id == "f-model-path"
-            await pilot.press(*"loratui:tiny-sd")
+            await pilot.press("pagedown", "pagedown")  # launched from the Training step
             await pilot.press("ctrl+l")
             await settle(pilot)
             await settle(pilot)
-        return app.return_value
+            assert app.is_running and app.screen is screen
+            assert screen.step.id == "model" and app.focused.id == "f-model-path"
+            assert problem_under(app, "model.path").startswith("✗ checkpoint file not found")
+            assert any("Launch refused" == n.title for n in app._notifications)
+            assert not launcher.calls
+            review = screen.query_one("#review-problems", OptionList)
+            assert str(review.get_option_at_index(0).prompt).startswith("✗ model.path: checkpoint file not found")
+            # Fixing it lets the launch through: the job's dashboard opens over the wizard.
+            await pilot.press("end", "ctrl+u", *"loratui:tiny-sd")
+            await pilot.press("ctrl+l")
+            await until(pilot, lambda: isinstance(app.screen, DashboardScreen), "the dashboard")
 
-    result = run(scenario())
-    assert launched == [new_project / "loratui.toml"]
-    assert result.launch_requested and result.job_id == "job-1"
+    run(scenario())
+    assert launcher.calls == [config_path]
+
+
+def test_a_failed_launch_shows_the_error_at_the_field_it_names(project: Path, tmp_path: Path):
+    """The check passed, then starting the job failed on a field (a log folder it cannot write)."""
+    config_path = write_config(project, small_config())
+    error = UserError(
+        "cannot create a run folder in /p/log: Permission denied", "output.log_dir", "choose a folder you can write to"
+    )
+    launcher = FakeLauncher(tmp_path / "jobs", error=error)
+    app = make_edit_app(config_path, on_launch=launcher)
+
+    async def scenario():
+        async with app.run_test(size=SIZE) as pilot:
+            await settle_scan(pilot)
+            screen = wizard(app)
+            await pilot.press("ctrl+l")
+            await settle(pilot)
+            await settle(pilot)
+            assert launcher.calls == [config_path]
+            assert app.screen is screen and screen.step.id == "output"
+            assert app.focused.id == "f-output-log-dir"
+            shown = problem_under(app, "output.log_dir")
+            assert "cannot create a run folder in /p/log" in shown and "choose a folder you can write to" in shown
+            # Editing the field is fixing it: the launch's complaint goes.
+            await pilot.press("end", "backspace")
+            await pilot.pause()
+            assert "cannot create a run folder" not in problem_under(app, "output.log_dir")
+
+    run(scenario())
 
 
 def test_launch_failure_from_the_jobs_layer_is_shown_and_the_wizard_stays(project: Path):
     config_path = write_config(project, small_config())
 
-    def refuse(path: Path) -> str:
+    def refuse(path: Path):
         raise UserError("no GPU server is reachable", "ssh", "check the connection with `ssh gpu-box`")
 
     app = make_edit_app(config_path, on_launch=refuse)
@@ -337,7 +379,7 @@ def test_launch_failure_from_the_jobs_layer_is_shown_and_the_wizard_stays(projec
             await pilot.press("ctrl+l")
             await settle(pilot)
             await settle(pilot)
-            assert app.is_running
+            assert app.is_running and isinstance(app.screen, WizardScreen)
             messages = [n.message for n in app._notifications]
             assert any("no GPU server is reachable" in m and "ssh gpu-box" in m for m in messages)
 
@@ -433,7 +475,7 @@ def test_import_a_kohya_config_from_the_wizard_and_read_the_report(project: Path
             report = text_of(app.screen.query_one("#report-text", Static))
             assert report.startswith("edg.json: 29 settings imported, 2 not supported")
             assert "mem_eff_attn = true" in report
-            assert "max_resolution = \"512,650\" -> dataset.resolution = 576" in report
+            assert 'max_resolution = "512,650" -> dataset.resolution = 576' in report
             await pilot.press("escape")
             await pilot.pause()
             assert app.screen is screen
@@ -499,12 +541,12 @@ def test_quit_with_unsaved_changes_asks_first(project: Path):
 
     result = run(scenario())
     assert config_path.read_text() == before
-    assert result.config_path == config_path and not result.launch_requested
+    assert result.config_path == config_path and not result.launched
 
 
 def test_edit_refuses_a_broken_config_with_a_plain_message(tmp_path: Path):
     path = tmp_path / "loratui.toml"
-    path.write_text("[network]\nrank = \"sixteen\"\n")
+    path.write_text('[network]\nrank = "sixteen"\n')
     with pytest.raises(UserError) as caught:
         make_edit_app(path)
     assert "network.rank" in str(caught.value)
@@ -546,8 +588,8 @@ def test_dataset_step_rescans_images_copied_in_while_the_wizard_is_open(project:
 
 @pytest.mark.slow
 def test_launch_from_the_wizard_starts_a_real_job_on_the_tiny_model(project: Path, tmp_path, monkeypatch):
-    """Review > Ctrl+L with the command line's own launcher: a job is registered, trains, finishes."""
-    from loratui.cli import _launch_for_wizard
+    """Review > Ctrl+L with the app's own launcher: a job is registered and its dashboard opens;
+    q goes back to the wizard and the job trains on to its end."""
     from loratui.jobs.follow import follow
     from loratui.jobs.process import is_running
     from loratui.jobs.registry import find_job
@@ -556,16 +598,18 @@ def test_launch_from_the_wizard_starts_a_real_job_on_the_tiny_model(project: Pat
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     data = small_config()
     data["training"]["max_train_steps"] = 3
-    app = make_edit_app(write_config(project, data), on_launch=_launch_for_wizard)
+    app = make_edit_app(write_config(project, data), dashboard_options=NO_GPUS)
 
     async def scenario():
         async with app.run_test(size=SIZE) as pilot:
             await settle_scan(pilot)
-            await pilot.press("ctrl+l")
-            for _ in range(100):  # the check and the launch run in workers
-                await settle(pilot, 0.1)
-                if app.return_value is not None:
-                    break
+            await pilot.press("ctrl+l")  # the check and the launch run in workers
+            await until(pilot, lambda: isinstance(app.screen, DashboardScreen), "the dashboard", tries=1200)
+            await pilot.press("q")
+            await pilot.pause()
+            assert isinstance(app.screen, WizardScreen)
+            await pilot.press("ctrl+q")
+            await pilot.pause()
         return app.return_value
 
     result = run(scenario())
@@ -574,3 +618,135 @@ def test_launch_from_the_wizard_starts_a_real_job_on_the_tiny_model(project: Pat
     events = list(follow(record.events_path, lambda: is_running(record.identity)))
     assert events[-1]["type"] == "finished", events[-3:]
     assert (project / "model" / "test_lora.safetensors").is_file()
+
+
+# ---------------------------------------------------------- the Dataset step: mark, watch, rename
+
+
+def step_bar(app) -> str:
+    return text_of(wizard(app).query_one("#step-bar", Static))
+
+
+async def until(pilot, predicate, what: str, tries: int = 200) -> None:
+    """Let the app run until ``predicate()`` holds (a failure after ``tries`` pauses, not a timing)."""
+    for _ in range(tries):
+        if predicate():
+            return
+        await pilot.pause(0.05)
+    raise AssertionError(f"never happened: {what}")
+
+
+def test_dataset_tab_is_marked_when_the_scan_finds_an_error(project: Path):
+    images = project / "img" / "10_ohwx shape"
+    parked = project / "parked"
+    images.rename(parked)
+    images.mkdir()  # a concept folder without images: the scan's errors name it and img/, no field
+    config_path = write_config(project, small_config())
+    app = make_edit_app(config_path)
+
+    async def scenario():
+        async with app.run_test(size=SIZE) as pilot:
+            await settle_scan(pilot)
+            assert wizard(app).query_one(DatasetPanel).error_count > 0
+            assert "2 Dataset ✗" in step_bar(app)  # seen from the Model step
+            assert "1 Model ✗" not in step_bar(app)
+            await pilot.press("pagedown")
+            await settle_scan(pilot)
+            assert "2 Dataset ✗" in step_bar(app)
+            # the images come back: the mark goes when the scan finds nothing wrong
+            images.rmdir()
+            parked.rename(images)
+            await pilot.press("pageup", "pagedown")  # a visit scans again
+            await settle_scan(pilot)
+            assert "Dataset ✗" not in step_bar(app)
+
+    run(scenario())
+
+
+def test_dataset_step_scans_again_by_itself_when_the_folder_changes(project: Path, monkeypatch):
+    from loratui.tui.wizard import dataset_panel
+
+    monkeypatch.setattr(dataset_panel, "WATCH_S", 0.1)
+    images = project / "img" / "10_ohwx shape"
+    parked = project / "parked"
+    images.rename(parked)  # the folder is empty while the step is open
+    config_path = write_config(project, small_config())
+    app = make_edit_app(config_path)
+
+    async def scenario():
+        async with app.run_test(size=SIZE) as pilot:
+            await settle_scan(pilot)
+            await pilot.press("pagedown")
+            await settle_scan(pilot)
+            panel = wizard(app).query_one(DatasetPanel)
+            summary = panel.query_one("#scan-summary", Static)
+            assert "No concept folders" in text_of(summary)
+            parked.rename(images)  # copied in from another terminal, no key pressed
+            await until(pilot, lambda: "8/8" in text_of(summary), "a scan showing the 8 images")
+            assert "10_ohwx shape" in text_of(summary)
+            # a caption emptied in an editor is seen too
+            (images / "shape_03.txt").write_text("  \n")
+            await until(pilot, lambda: "7/8" in text_of(summary), "a scan showing the empty caption")
+            # on another step the folders are not watched
+            await pilot.press("pagedown")
+            await settle(pilot)
+            (images / "shape_03.txt").write_text("ohwx shape, red\n")
+            for _ in range(10):
+                await pilot.pause(0.05)
+            assert "7/8" in text_of(summary)
+
+    run(scenario())
+
+
+def test_rename_the_concept_folder_to_the_repeats_the_calculator_suggests(project: Path):
+    config_path = write_config(project, small_config())
+    app = make_edit_app(config_path)
+
+    async def scenario():
+        async with app.run_test(size=SIZE) as pilot:
+            await settle_scan(pilot)
+            await pilot.press("pagedown")
+            await settle_scan(pilot)
+            panel = wizard(app).query_one(DatasetPanel)
+            button = panel.query_one("#calc-rename")
+            assert not button.display  # no target, nothing to rename
+            await type_into(pilot, "calc-target", "160")  # 8 images x 40 repeats x 2 epochs / batch 4
+            assert button.display and str(button.label) == "Rename 10_ohwx shape to 40_ohwx shape"
+            await pilot.press("tab")  # from the target to the button
+            assert app.focused is button
+            await pilot.press("enter")
+            await settle_scan(pilot)
+            assert (project / "img" / "40_ohwx shape" / "shape_01.png").is_file()
+            assert not (project / "img" / "10_ohwx shape").exists()
+            assert "40_ohwx shape" in text_of(panel.query_one("#scan-summary", Static))
+            assert not button.display  # the folder has the repeats now
+            messages = [str(n.message) for n in app._notifications]
+            assert any("Renamed img/10_ohwx shape -> 40_ohwx shape" in m for m in messages)
+
+    run(scenario())
+
+
+def test_renaming_is_refused_when_a_folder_of_the_new_name_exists(project: Path):
+    (project / "img" / "20_ohwx shape").mkdir()
+    config_path = write_config(project, small_config())
+    app = make_edit_app(config_path)
+
+    async def scenario():
+        async with app.run_test(size=SIZE) as pilot:
+            await settle_scan(pilot)
+            await pilot.press("pagedown")
+            await settle_scan(pilot)
+            panel = wizard(app).query_one(DatasetPanel)
+            await type_into(pilot, "calc-target", "80")  # 8 images x 20 repeats x 2 epochs / batch 4
+            assert panel.suggested_repeats == 20
+            button = panel.query_one("#calc-rename")
+            assert button.display
+            button.press()
+            await settle_scan(pilot)
+            messages = [str(n.message) for n in app._notifications]
+            assert any(
+                "cannot rename '10_ohwx shape' to '20_ohwx shape': that folder exists already" in m for m in messages
+            ), messages
+            assert (project / "img" / "10_ohwx shape" / "shape_01.png").is_file()  # nothing was renamed
+
+    run(scenario())

@@ -69,11 +69,11 @@ class LossHistory:
             if self._partial_count == 0 and n - i >= width:
                 room = self.max_points - len(self.sums)
                 whole = min((n - i) // width, room)
-                self.sums.extend(sum(losses[j:j + width]) for j in range(i, i + whole * width, width))
+                self.sums.extend(sum(losses[j : j + width]) for j in range(i, i + whole * width, width))
                 i += whole * width
             else:
                 take = min(width - self._partial_count, n - i)
-                self._partial_sum += sum(losses[i:i + take])
+                self._partial_sum += sum(losses[i : i + take])
                 self._partial_count += take
                 i += take
                 if self._partial_count == width:

@@ -45,7 +45,9 @@ EVENTS: dict[str, dict[str, Field]] = {
     "run_started": {
         "run_id": Field(Str, "unique id of this run (stable across resumes of the same run)"),
         "config": Field(Dict, "the configuration as in the TOML file (relative paths are relative to config_dir)"),
-        "config_dir": Field(Str, "absolute folder of the config file, against which its relative paths resolve", required=False),
+        "config_dir": Field(
+            Str, "absolute folder of the config file, against which its relative paths resolve", required=False
+        ),
         "dataset": Field(Dict, "dataset summary: images, reg_images, items_per_epoch, concepts, buckets"),
         "total_steps": Field(Int, "optimizer steps the run will take in all"),
         "total_epochs": Field(Int, "epochs the run will take in all (the last may be partial)"),
@@ -85,8 +87,11 @@ EVENTS: dict[str, dict[str, Field]] = {
     "eval": {
         "step": Field(Int, "optimizer steps done when measured (0 = before training)"),
         "epoch": Field(Int, "epochs completed when measured"),
-        "loss": Field(Float, "loss on a fixed set of training images, timesteps and noise; "
-                      "unlike the training loss it is comparable from one measurement to the next"),
+        "loss": Field(
+            Float,
+            "loss on a fixed set of training images, timesteps and noise; "
+            "unlike the training loss it is comparable from one measurement to the next",
+        ),
     },
     "checkpoint": {
         "path": Field(Str, "absolute path of the file (or state folder) written"),
@@ -137,7 +142,9 @@ EVENTS: dict[str, dict[str, Field]] = {
         "epoch": Field(Int, "epoch the run stopped in"),
         "path": Field(OptStr, "the LoRA file saved on stopping, or null"),
         "state": Field(OptStr, "the state folder to resume from, or null"),
-        "reason": Field(Str, "why: signal (SIGTERM/SIGINT), request (a stop command), disk (events could not be written)"),
+        "reason": Field(
+            Str, "why: signal (SIGTERM/SIGINT), request (a stop command), disk (events could not be written)"
+        ),
         "elapsed_s": Field(Float, "training seconds in all"),
     },
     "failed": {
@@ -216,8 +223,15 @@ def validate_event(event: Any) -> None:
 
 
 def _type_names(types: tuple[type, ...]) -> str:
-    names = {bool: "boolean", int: "integer", float: "number", str: "string", dict: "object", list: "array",
-             type(None): "null"}
+    names = {
+        bool: "boolean",
+        int: "integer",
+        float: "number",
+        str: "string",
+        dict: "object",
+        list: "array",
+        type(None): "null",
+    }
     return " or ".join(dict.fromkeys(names[t] for t in types))
 
 

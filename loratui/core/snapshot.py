@@ -22,8 +22,8 @@ from pathlib import Path
 from loratui.atomic import write_bytes_atomic
 from loratui.core.eta import WINDOW, EtaEstimator
 from loratui.core.history import RECENT, LossHistory
-from loratui.core.summary import MAX_WARNINGS, Checkpoint, RunSummary
 from loratui.core.protocol import FINAL_EVENTS
+from loratui.core.summary import MAX_WARNINGS, Checkpoint, RunSummary
 
 SNAPSHOT_FILE = "summary.json"
 SNAPSHOT_FORMAT = 1

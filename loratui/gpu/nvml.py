@@ -14,9 +14,10 @@ the plain lines of ``loratui gpu``.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -52,6 +53,9 @@ class GpuDevice:
     power_w: float | None
     power_limit_w: float | None
     processes: list[GpuProcess] = field(default_factory=list)
+    # CUDA compute capability (major, minor): what the GPU can compute in hardware, e.g. bf16
+    # from 8.0 (Ampere) on. None when the driver will not say.
+    compute_capability: tuple[int, int] | None = None
 
     @property
     def memory_fraction(self) -> float | None:
@@ -85,7 +89,7 @@ class Telemetry:
         self._handles: list[Any] = []
         self._driver_version: str | None = None
 
-    def __enter__(self) -> "Telemetry":
+    def __enter__(self) -> Telemetry:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -151,6 +155,7 @@ class Telemetry:
             power_w=None if power_mw is None else power_mw / 1000.0,  # NVML reports milliwatts
             power_limit_w=None if limit_mw is None else limit_mw / 1000.0,
             processes=_processes(nvml, handle) if self.with_processes else [],
+            compute_capability=_compute_capability(nvml, handle),
         )
 
 
@@ -237,6 +242,16 @@ def _query(nvml: ModuleType, func: Callable[..., T], *args: Any) -> T | None:
 def _errors(nvml: ModuleType) -> tuple[type[BaseException], ...]:
     mismatch = getattr(nvml, "NVMLLibraryMismatchError", None)
     return (nvml.NVMLError, mismatch) if isinstance(mismatch, type) else (nvml.NVMLError,)
+
+
+def _compute_capability(nvml: ModuleType, handle: Any) -> tuple[int, int] | None:
+    # Old pynvml releases lack the call; NVML gives (major, minor), anything else is "not available".
+    func = getattr(nvml, "nvmlDeviceGetCudaComputeCapability", None)
+    value = None if func is None else _query(nvml, func, handle)
+    if not isinstance(value, tuple) or len(value) != 2 or not all(isinstance(part, int) for part in value):
+        return None
+    major, minor = value
+    return (major, minor) if major > 0 else None
 
 
 def _text(value: object) -> str | None:

@@ -24,7 +24,9 @@ LINUX_REASON = (
     "Linux has no shared GPU memory: when VRAM is full, CUDA stops with an out-of-memory error "
     "instead of falling back to system memory, so there is nothing to measure."
 )
-OTHER_REASON = "Shared GPU memory is a feature of the NVIDIA driver on Windows; there is nothing to measure on {platform}."
+OTHER_REASON = (
+    "Shared GPU memory is a feature of the NVIDIA driver on Windows; there is nothing to measure on {platform}."
+)
 
 # English counter names (PdhAddEnglishCounterW), so the query works on any Windows language.
 # Every instance is read and filtered here by name: that avoids relying on partial-wildcard
@@ -44,7 +46,7 @@ PDH_CSTATUS_NO_COUNTER = 0xC0000BB9
 
 _KNOWN_STATUS = {
     PDH_CSTATUS_NO_OBJECT: "this Windows has no GPU performance counters (Windows 10 1709 or later has them)",
-    PDH_CSTATUS_NO_COUNTER: "this Windows has no \"Shared Usage\" GPU counter",
+    PDH_CSTATUS_NO_COUNTER: 'this Windows has no "Shared Usage" GPU counter',
 }
 _LUID = re.compile(r"luid_0x[0-9a-f]+_0x[0-9a-f]+", re.IGNORECASE)
 
@@ -81,7 +83,9 @@ def read_shared_usage(pid: int, *, platform: str | None = None) -> SharedMemoryR
     return summarize(pid, process_items, adapter_items)
 
 
-def summarize(pid: int, process_items: list[tuple[str, int]], adapter_items: list[tuple[str, int]]) -> SharedMemoryReading:
+def summarize(
+    pid: int, process_items: list[tuple[str, int]], adapter_items: list[tuple[str, int]]
+) -> SharedMemoryReading:
     """Turn the counters' (instance name, bytes) pairs into the reading for ``pid``.
 
     A process with no instance has no GPU memory at all (yet): its shared usage is 0 and, as it
@@ -132,7 +136,9 @@ def _formatted_array(pdh: Any, counter: Any) -> list[tuple[str, int]]:
     # size. A process may start between them and make the buffer too small: ask again then.
     for _attempt in range(3):
         size, count = ctypes.c_uint32(0), ctypes.c_uint32(0)
-        status = pdh.PdhGetFormattedCounterArrayW(counter, PDH_FMT_LARGE, ctypes.pointer(size), ctypes.pointer(count), None)
+        status = pdh.PdhGetFormattedCounterArrayW(
+            counter, PDH_FMT_LARGE, ctypes.pointer(size), ctypes.pointer(count), None
+        )
         if status in (ERROR_SUCCESS, PDH_NO_DATA):
             return []  # no instance at all
         if status != PDH_MORE_DATA:
@@ -140,7 +146,9 @@ def _formatted_array(pdh: Any, counter: Any) -> list[tuple[str, int]]:
         # The array of items comes first, their names are appended after it: one raw buffer.
         buffer = ctypes.create_string_buffer(size.value)
         items = ctypes.cast(buffer, ctypes.POINTER(item_type))
-        status = pdh.PdhGetFormattedCounterArrayW(counter, PDH_FMT_LARGE, ctypes.pointer(size), ctypes.pointer(count), items)
+        status = pdh.PdhGetFormattedCounterArrayW(
+            counter, PDH_FMT_LARGE, ctypes.pointer(size), ctypes.pointer(count), items
+        )
         if status == PDH_MORE_DATA:
             continue
         _check("PdhGetFormattedCounterArrayW", status)
@@ -191,7 +199,13 @@ def _declare(pdh: Any) -> None:
         "PdhOpenQueryW": [ctypes.c_wchar_p, ctypes.c_size_t, ctypes.POINTER(handle)],
         "PdhAddEnglishCounterW": [handle, ctypes.c_wchar_p, ctypes.c_size_t, ctypes.POINTER(handle)],
         "PdhCollectQueryData": [handle],
-        "PdhGetFormattedCounterArrayW": [handle, dword, ctypes.POINTER(dword), ctypes.POINTER(dword), ctypes.POINTER(pdh_item_type())],
+        "PdhGetFormattedCounterArrayW": [
+            handle,
+            dword,
+            ctypes.POINTER(dword),
+            ctypes.POINTER(dword),
+            ctypes.POINTER(pdh_item_type()),
+        ],
         "PdhCloseQuery": [handle],
     }
     for name, argtypes in signatures.items():

@@ -17,8 +17,8 @@ import statistics
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 MIB = 1024**2
 GIB = 1024**3
@@ -31,8 +31,8 @@ WINDOWS_SETTING = (
 )
 FIXES = (
     "use less VRAM: a smaller training.batch_size, network.rank or dataset.resolution; "
-    "training.gradient_checkpointing = true; cached latents (dataset.cache_latents = \"memory\" "
-    "or \"disk\"); an 8-bit optimizer (optimizer.name = \"AdamW8bit\")"
+    'training.gradient_checkpointing = true; cached latents (dataset.cache_latents = "memory" '
+    'or "disk"); an 8-bit optimizer (optimizer.name = "AdamW8bit")'
 )
 
 
@@ -49,7 +49,9 @@ class MemoryPressure:
     level: str  # "ok", "high", "critical" or "unknown"
 
 
-def memory_pressure(used: int | None, total: int | None, *, high: float = 0.85, critical: float = 0.95) -> MemoryPressure:
+def memory_pressure(
+    used: int | None, total: int | None, *, high: float = 0.85, critical: float = 0.95
+) -> MemoryPressure:
     """How full the VRAM is, for a gauge's colour."""
     if used is None or not total:
         return MemoryPressure(None, "unknown")
@@ -129,7 +131,9 @@ class SpillDetector:
                 self._history.append(seconds)
         return self._update()
 
-    def observe_memory(self, dedicated_used: int | None, dedicated_total: int | None, shared_used: int | None) -> SpillWarning | None:
+    def observe_memory(
+        self, dedicated_used: int | None, dedicated_total: int | None, shared_used: int | None
+    ) -> SpillWarning | None:
         """Feed a memory reading: the GPU's used and total VRAM, the process's shared memory."""
         self._used, self._total = dedicated_used, dedicated_total
         if shared_used is not None:
@@ -200,11 +204,15 @@ class SpillDetector:
         if growth is not None and self._shared is not None:
             facts.append(f"{self._shared / GIB:.1f} GiB in shared GPU memory, up {growth / GIB:.1f} GiB")
         if self._spill_possible():
-            cause = ("VRAM is full and spilling into system memory (shared GPU memory): "
-                     "each step now goes over PCIe and runs several times slower")
+            cause = (
+                "VRAM is full and spilling into system memory (shared GPU memory): "
+                "each step now goes over PCIe and runs several times slower"
+            )
         else:
-            cause = ("VRAM is nearly full and steps became much slower: PyTorch is likely freeing "
-                     "and re-allocating GPU memory inside every step")
+            cause = (
+                "VRAM is nearly full and steps became much slower: PyTorch is likely freeing "
+                "and re-allocating GPU memory inside every step"
+            )
         return f"{cause} ({'; '.join(facts)})."
 
     def _hint(self) -> str:

@@ -13,11 +13,12 @@ import secrets
 import time
 from dataclasses import dataclass
 
+from loratui.core.protocol import COMMANDS, encode_command, make_command
 from loratui.errors import UserError
 from loratui.jobs.follow import EventFileReader
 from loratui.jobs.record import JobRecord
 from loratui.jobs.status import ACTIVE_STATES, job_status
-from loratui.core.protocol import COMMANDS, encode_command, make_command
+from loratui.shell import logs_command, resume_command
 
 
 @dataclass
@@ -33,8 +34,11 @@ def send_command(record: JobRecord, name: str, timeout_s: float = 30.0) -> Answe
         raise UserError(f"unknown command {name!r}", "command", f"use one of: {', '.join(COMMANDS)}")
     status = job_status(record)
     if status.state not in ACTIVE_STATES:
-        raise UserError(f"job {record.job_id} has {_ended(status.state)}; there is nothing to {name}",
-                        record.job_id, _after_end_hint(status.state, status.final))
+        raise UserError(
+            f"job {record.job_id} has {_ended(status.state)}; there is nothing to {name}",
+            record.job_id,
+            _after_end_hint(record, status.state, status.final),
+        )
     command = make_command(name, secrets.token_hex(6))
     reader = EventFileReader(record.events_path, offset=_size(record.events_path))
     _write(record, encode_command(command))
@@ -54,13 +58,22 @@ def _write(record: JobRecord, data: bytes) -> None:
         fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
     except OSError as exc:
         if exc.errno == errno.ENXIO:
-            raise UserError(f"job {record.job_id} is not listening (its engine is gone)", record.job_id,
-                            "`loratui jobs` shows its state; `loratui logs` its last events") from exc
+            raise UserError(
+                f"job {record.job_id} is not listening (its engine is gone)",
+                record.job_id,
+                "`loratui jobs` shows its state; `loratui logs` its last events",
+            ) from exc
         if exc.errno == errno.EACCES:
-            raise UserError(f"you may not control job {record.job_id} ({path} belongs to another user)", record.job_id,
-                            "run the command as the user who started the job") from exc
-        raise UserError(f"job {record.job_id} has no control channel ({exc.strerror})", str(path),
-                        "it was started by an older loratui: stop it with `kill <pid>` (SIGTERM saves and stops)") from exc
+            raise UserError(
+                f"you may not control job {record.job_id} ({path} belongs to another user)",
+                record.job_id,
+                "run the command as the user who started the job",
+            ) from exc
+        raise UserError(
+            f"job {record.job_id} has no control channel ({exc.strerror})",
+            str(path),
+            "it was started by an older loratui: stop it with `kill <pid>` (SIGTERM saves and stops)",
+        ) from exc
     try:
         os.write(fd, data)  # shorter than PIPE_BUF: atomic, never interleaved with another client
     finally:
@@ -75,13 +88,14 @@ def _size(path) -> int:
 
 
 def _ended(state: str) -> str:
-    return {"finished": "already finished", "stopped": "already stopped", "failed": "failed",
-            "lost": "been lost"}.get(state, f"ended ({state})")
+    return {"finished": "already finished", "stopped": "already stopped", "failed": "failed", "lost": "been lost"}.get(
+        state, f"ended ({state})"
+    )
 
 
-def _after_end_hint(state: str, final: dict | None) -> str:
+def _after_end_hint(record: JobRecord, state: str, final: dict | None) -> str:
     if state == "stopped" and final and final.get("state"):
-        return f"to go on, resume it: loratui train CONFIG --resume {final['state']}"
+        return f"to go on, resume it: {resume_command(record.config, final['state'])}"
     if state == "finished" and final:
         return f"its LoRA is {final.get('path')}"
-    return "`loratui logs JOB` shows what happened"
+    return f"`{logs_command(record.job_id)}` shows what happened"

@@ -8,8 +8,8 @@ not fatal: a reader must survive whatever is in the file.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from loratui.core.protocol import FINAL_EVENTS, ProtocolError, decode
 

@@ -1,6 +1,9 @@
 """Starting the engine as a job whose life does not depend on the terminal.
 
-Each launch gets a run folder under the project's log dir (``log/<name>-YYYYmmdd-HHMMSS/``):
+Each launch gets a run folder under the project's log dir (``log/<id>/``). The folder's name is
+the job id: ``output.name`` made shell-safe, then the time (``ohwx woman v1`` started at 13:32:10
+gives ``ohwx-woman-v1-20261201-133210``), so that ``loratui attach <id>`` pastes as one word. It
+holds:
 
 - ``events.jsonl``: the engine's stdout (JSON lines, appended);
 - ``engine.log``: its stderr (human logs, tracebacks);
@@ -12,23 +15,34 @@ Each launch gets a run folder under the project's log dir (``log/<name>-YYYYmmdd
 The engine runs in a session of its own (so SIGHUP from a closing terminal, Ctrl+C, or a killed
 viewer never reach it), with stdin from /dev/null. Nothing ties it to the process that started
 it: everything that watches or controls it goes through the run folder.
+
+A launch is refused while a job of the same config (or one writing the same files) is running or
+paused; ``force`` starts it anyway.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
 from loratui.config import RunConfig
+from loratui.core.snapshot import SNAPSHOT_FILE
 from loratui.errors import UserError
 from loratui.jobs import registry
 from loratui.jobs.process import boot_id, host_name, start_time
 from loratui.jobs.record import CONTROL_FILE, EVENTS_FILE, LOG_FILE, RECORD_FILE, JobRecord, write_record
-from loratui.core.snapshot import SNAPSHOT_FILE
+from loratui.jobs.status import ACTIVE_STATES, JobStatus, job_status
+from loratui.outputs import OVERWRITE_FLAG
+from loratui.shell import attach_command, stop_command
+
+FORCE_FLAG = "--force"
+ID_STEM_MAX = 64  # characters of the name kept in a job id
 
 
 @dataclass
@@ -49,34 +63,128 @@ class Job:
         return self.record.log_path
 
 
+def job_id_stem(name: str) -> str:
+    """``output.name`` as the start of a job id: only ``[A-Za-z0-9._-]`` (accents dropped, anything
+    else a '-', runs of '-' collapsed), never starting with '-' or '.' (an option, a hidden file)."""
+    plain = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    safe = re.sub(r"-{2,}", "-", re.sub(r"[^A-Za-z0-9._-]+", "-", plain))
+    return safe[:ID_STEM_MAX].strip("-._") or "lora"
+
+
+def _timestamp() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
 def new_run_folder(cfg: RunConfig) -> Path:
+    """A new run folder whose name, the job id, is claimed in the registry: unique among this
+    user's jobs even when two start in the same second from different projects."""
     log_dir = cfg.resolve(cfg.output.log_dir)
     try:
         log_dir.mkdir(parents=True, exist_ok=True)
-        stem = f"{cfg.output.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-        for suffix in ["", *(f"-{n}" for n in range(2, 1000))]:
-            folder = log_dir / f"{stem}{suffix}"
-            if registry.is_registered(folder.name):  # the same name in another project's log dir
-                continue
-            try:
-                folder.mkdir(mode=0o700)  # atomic: two launches in the same second get different folders
-                return folder
-            except FileExistsError:
-                continue
     except OSError as exc:
         raise _folder_error(log_dir, exc) from exc
+    stem = f"{job_id_stem(cfg.output.name)}-{_timestamp()}"
+    for suffix in ["", *(f"-{n}" for n in range(2, 1000))]:
+        job_id = f"{stem}{suffix}"
+        if not _claim(job_id):
+            continue
+        folder = log_dir / job_id
+        try:
+            folder.mkdir(mode=0o700)
+            return folder
+        except FileExistsError:  # a folder of that name but no job: leave it alone
+            registry.forget(job_id)
+        except OSError as exc:
+            registry.forget(job_id)
+            raise _folder_error(log_dir, exc) from exc
     raise UserError(f"cannot find a free run folder name in {log_dir}", "output.log_dir", "clean up old run folders")
 
 
-def start_job(config_path: Path, cfg: RunConfig, resume: str | None = None) -> Job:
+def _claim(job_id: str) -> bool:
+    try:
+        return registry.claim(job_id)
+    except OSError as exc:
+        raise UserError(
+            f"cannot write the job registry in {registry.registry_dir()}: {exc.strerror or exc}",
+            "LORATUI_STATE_DIR",
+            "free disk space, or set LORATUI_STATE_DIR (or XDG_STATE_HOME) to a writable folder; nothing was started",
+        ) from exc
+
+
+def running_job_for(config_path: Path, cfg: RunConfig) -> tuple[JobRecord, JobStatus] | None:
+    """A running or paused job of the same config file, or one writing the same files (the same
+    output folder and name, from another config); None when there is none."""
+    config, target = str(config_path.resolve()), _output_target(cfg)
+    for record in reversed(registry.all_records()):
+        same_files = target is not None and (record.output_dir, record.output_name) == target
+        if record.config != config and not same_files:
+            continue
+        status = job_status(record)
+        if status.state in ACTIVE_STATES:
+            return record, status
+    return None
+
+
+def refuse_a_second_run(config_path: Path, cfg: RunConfig) -> None:
+    """A UserError naming the job and how to watch or stop it, while one runs for this config."""
+    found = running_job_for(config_path, cfg)
+    if found is None:
+        return
+    record, status = found
+    if record.config == str(config_path.resolve()):
+        what = "from this config"
+    else:
+        what = f"from {record.config}, writing the same files ({record.output_name} in {record.output_dir})"
+    raise UserError(
+        f"job {record.job_id} is still {status.state} {what}",
+        str(config_path),
+        f"watch it with `{attach_command(record.job_id)}`, stop it with `{stop_command(record.job_id)}`, "
+        f"or add {FORCE_FLAG} to start another anyway",
+    )
+
+
+def _output_target(cfg: RunConfig) -> tuple[str, str] | None:
+    """The output folder and name, or None when the folder is no usable path (the check that
+    follows says why: this runs first, on a config nothing has validated yet)."""
+    if not cfg.output.output_dir.strip():
+        return None
+    try:
+        return str(cfg.resolve(cfg.output.output_dir).resolve()), cfg.output.name
+    except (ValueError, RuntimeError, OSError):
+        return None
+
+
+def start_job(
+    config_path: Path, cfg: RunConfig, resume: str | None = None, *, force: bool = False, overwrite: bool = False
+) -> Job:
     """Create the run folder, start the engine, record and register the job. Nothing is started
-    when the folder or the record cannot be written (a read-only or full disk)."""
+    when the folder or the record cannot be written (a read-only or full disk), or while a job of
+    the same config runs (unless ``force``). ``overwrite``: the engine may replace an earlier
+    run's files (:mod:`loratui.outputs`)."""
+    with registry.launch_lock():
+        if not force:
+            refuse_a_second_run(config_path, cfg)
+        return _start(config_path, cfg, resume, overwrite)
+
+
+def _start(config_path: Path, cfg: RunConfig, resume: str | None, overwrite: bool) -> Job:
     folder = new_run_folder(cfg)
     control = folder / CONTROL_FILE
-    command = [sys.executable, "-m", "engine", str(config_path.resolve()), "--run-id", folder.name,
-               "--control", str(control), "--summary", str(folder / SNAPSHOT_FILE)]
+    # Every value is given as --option=value and the config after "--": a name, an id or a path
+    # that starts with "-" is never read as an option.
+    command = [
+        sys.executable,
+        "-m",
+        "engine",
+        f"--run-id={folder.name}",
+        f"--control={control}",
+        f"--summary={folder / SNAPSHOT_FILE}",
+    ]
     if resume:
-        command += ["--resume", resume]
+        command.append(f"--resume={resume}")
+    if overwrite:
+        command.append(OVERWRITE_FLAG)
+    command += ["--", str(config_path.resolve())]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     # The engine package sits beside this one; make sure the child finds it from any directory.
     package_root = str(Path(__file__).resolve().parent.parent.parent)
@@ -88,6 +196,7 @@ def start_job(config_path: Path, cfg: RunConfig, resume: str | None = None) -> J
         log = open(folder / LOG_FILE, "ab")
     except OSError as exc:
         _remove_quietly(folder)
+        registry.forget(folder.name)
         raise _folder_error(folder.parent, exc) from exc
     with events, log:
         process = subprocess.Popen(
@@ -100,9 +209,17 @@ def start_job(config_path: Path, cfg: RunConfig, resume: str | None = None) -> J
             env=env,
         )
     record = JobRecord(
-        job_id=folder.name, run_folder=str(folder.resolve()), config=str(config_path.resolve()), pid=process.pid,
-        start_time=start_time(process.pid), boot_id=boot_id(), host=host_name(), started_at=time.time(),
-        command=command, resume_from=resume,
+        job_id=folder.name,
+        run_folder=str(folder.resolve()),
+        config=str(config_path.resolve()),
+        pid=process.pid,
+        start_time=start_time(process.pid),
+        boot_id=boot_id(),
+        host=host_name(),
+        started_at=time.time(),
+        command=command,
+        resume_from=resume,
+        **_output_fields(cfg),
     )
     try:
         write_record(record, folder / RECORD_FILE)
@@ -110,14 +227,25 @@ def start_job(config_path: Path, cfg: RunConfig, resume: str | None = None) -> J
     except OSError as exc:
         # Without a record nobody could find or control the job: do not leave it running blind.
         process.terminate()
-        raise UserError(f"cannot write the job record in {folder}: {exc.strerror or exc}", "output.log_dir",
-                        "free disk space or choose a writable log folder; the engine was stopped, nothing was trained") from exc
+        raise UserError(
+            f"cannot write the job record in {folder}: {exc.strerror or exc}",
+            "output.log_dir",
+            "free disk space or choose a writable log folder; the engine was stopped, nothing was trained",
+        ) from exc
     return Job(record=record, process=process)
 
 
+def _output_fields(cfg: RunConfig) -> dict:
+    target = _output_target(cfg)
+    return {"output_dir": target[0], "output_name": target[1]} if target else {}
+
+
 def _folder_error(where: Path, exc: OSError) -> UserError:
-    return UserError(f"cannot create a run folder in {where}: {exc.strerror or exc}", "output.log_dir",
-                     "free disk space, or set output.log_dir to a writable folder; nothing was started")
+    return UserError(
+        f"cannot create a run folder in {where}: {exc.strerror or exc}",
+        "output.log_dir",
+        "free disk space, or set output.log_dir to a writable folder; nothing was started",
+    )
 
 
 def _remove_quietly(folder: Path) -> None:

@@ -26,8 +26,8 @@ import os
 import re
 from pathlib import Path
 
-from loratui.jobs.follow import decode_lines
 from loratui.core.summary import RunSummary
+from loratui.jobs.follow import decode_lines
 
 CHUNK_BYTES = 16 * 1024 * 1024
 TAIL_BYTES = 256 * 1024

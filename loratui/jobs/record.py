@@ -23,7 +23,7 @@ RECORD_FORMAT = 1
 
 @dataclass
 class JobRecord:
-    job_id: str  # the run folder's name, e.g. "ohwx-20261122-101500"
+    job_id: str  # the run folder's name, e.g. "ohwx-woman-20261122-101500" (shell-safe: loratui.jobs.launch)
     run_folder: str  # absolute
     config: str  # absolute path of the TOML config the job was started with
     pid: int
@@ -33,6 +33,10 @@ class JobRecord:
     started_at: float  # unix time
     command: list[str] = field(default_factory=list)
     resume_from: str | None = None
+    # Where the run writes its LoRA files: a second launch that would write the same files is
+    # refused while this job runs (None in records of older versions).
+    output_dir: str | None = None  # absolute
+    output_name: str | None = None
     format: int = RECORD_FORMAT
 
     @property
@@ -59,7 +63,7 @@ class JobRecord:
         return json.dumps(asdict(self), indent=2) + "\n"
 
     @classmethod
-    def from_json(cls, text: str) -> "JobRecord":
+    def from_json(cls, text: str) -> JobRecord:
         data = json.loads(text)
         if not isinstance(data, dict) or data.get("format") != RECORD_FORMAT:
             raise ValueError("not a job record of this loratui version")

@@ -8,6 +8,10 @@ exactly one job is running.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from loratui.errors import UserError
@@ -27,6 +31,33 @@ def register(record: JobRecord) -> None:
 
 def is_registered(job_id: str) -> bool:
     return (registry_dir() / f"{job_id}.json").exists()
+
+
+def claim(job_id: str) -> bool:
+    """Reserve ``job_id`` for a launch about to happen; False when it is taken. The placeholder
+    is an empty record (skipped by :func:`all_records`) that :func:`register` replaces: two
+    launches in the same second, from any project, never get the same id."""
+    folder = registry_dir()
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        os.close(os.open(folder / f"{job_id}.json", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def launch_lock() -> Iterator[None]:
+    """Held while a launch checks for a running job of the same config and starts its own, so
+    that two launches at once cannot both find none (per user, like the registry)."""
+    folder = registry_dir()
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with open(folder / ".launch.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def all_records() -> list[JobRecord]:
@@ -57,11 +88,17 @@ def find_job(query: str | None, running_only_default: bool = True) -> JobRecord:
             return records[-1]
         if not active:
             latest = records[-1]
-            raise UserError(f"no job is running (the latest, {latest.job_id}, has {job_status(latest).state})", "JOB",
-                            "`loratui jobs` lists every job; start one with: loratui train CONFIG --detach")
+            raise UserError(
+                f"no job is running (the latest, {latest.job_id}, has {job_status(latest).state})",
+                "JOB",
+                "`loratui jobs` lists every job; start one with: loratui train CONFIG --detach",
+            )
         listing = ", ".join(record.job_id for record in active)
-        raise UserError(f"{len(active)} jobs are running; say which one ({listing})", "JOB",
-                        "give the job id or a unique prefix of it")
+        raise UserError(
+            f"{len(active)} jobs are running; say which one ({listing})",
+            "JOB",
+            "give the job id or a unique prefix of it",
+        )
     exact = [record for record in records if record.job_id == query]
     if exact:
         return exact[0]

@@ -18,10 +18,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from loratui.core.protocol import FINAL_EVENTS
 from loratui.jobs.follow import decode_lines
 from loratui.jobs.process import boot_id, host_name, is_running
 from loratui.jobs.record import JobRecord
-from loratui.core.protocol import FINAL_EVENTS
 
 STATES = ("running", "paused", "finished", "stopped", "failed", "lost")
 ACTIVE_STATES = frozenset({"running", "paused"})
@@ -62,9 +62,11 @@ def job_status(record: JobRecord) -> JobStatus:
     if final is not None:
         status.final = final
         status.state = final["type"]
-        status.reason = {"finished": f"saved {final.get('path')}",
-                         "stopped": f"resumable from {final.get('state')}",
-                         "failed": final.get("message", "")}[final["type"]]
+        status.reason = {
+            "finished": f"saved {final.get('path')}",
+            "stopped": f"resumable from {final.get('state')}",
+            "failed": final.get("message", ""),
+        }[final["type"]]
         return status
     if alive:
         pause = next((e["type"] for e in reversed(tail) if e.get("type") in ("paused", "resumed")), None)
@@ -77,7 +79,9 @@ def job_status(record: JobRecord) -> JobStatus:
         status.state, status.reason = "lost", "the machine restarted while it ran"
     else:
         status.state = "failed"
-        status.reason = f"the engine (pid {record.pid}) ended without a final event: killed or crashed; see {record.log_path}"
+        status.reason = (
+            f"the engine (pid {record.pid}) ended without a final event: killed or crashed; see {record.log_path}"
+        )
     return status
 
 

@@ -11,7 +11,8 @@ from textual.widgets import Button, Static
 
 
 class ConfirmQuitScreen(ModalScreen[str]):
-    """Unsaved changes on quit. Dismisses with "save", "discard" or "cancel"."""
+    """Unsaved changes on quitting the app, or on closing the wizard (``quitting=False``).
+    Dismisses with "save", "discard" or "cancel"."""
 
     BINDINGS = [
         Binding("s", "choose('save')", "Save and quit"),
@@ -19,20 +20,26 @@ class ConfirmQuitScreen(ModalScreen[str]):
         Binding("escape,c", "choose('cancel')", "Cancel"),
     ]
 
-    def __init__(self, file_name: str, *, exists: bool = True) -> None:
+    def __init__(self, file_name: str, *, exists: bool = True, quitting: bool = True) -> None:
         super().__init__(classes="dialog-screen")
         self.file_name = file_name
         self.exists = exists
+        self.verb = "quit" if quitting else "close"
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog", id="quit-dialog"):
             yield Static("Unsaved changes", classes="dialog-title")
-            text = (f"{self.file_name} has changes that are not saved yet." if self.exists
-                    else f"{self.file_name} has not been written yet: the new project has no config file.")
+            text = (
+                f"{self.file_name} has changes that are not saved yet."
+                if self.exists
+                else f"{self.file_name} has not been written yet: the new project has no config file."
+            )
             yield Static(text, classes="dialog-text")
             with Horizontal(classes="dialog-buttons"):
-                yield Button("Save and quit (s)", id="save", variant="primary", compact=True)
-                yield Button("Quit without saving (d)", id="discard", variant="error", compact=True)
+                yield Button(f"Save and {self.verb} (s)", id="save", variant="primary", compact=True)
+                yield Button(
+                    f"{self.verb.capitalize()} without saving (d)", id="discard", variant="error", compact=True
+                )
                 yield Button("Cancel (Esc)", id="cancel", compact=True)
 
     def on_mount(self) -> None:

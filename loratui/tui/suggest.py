@@ -12,7 +12,7 @@ from pathlib import Path
 
 from textual.suggester import Suggester
 
-from loratui.config import BUILTIN_PREFIX
+from loratui.params import BUILTIN_PREFIX
 
 _MAX_ENTRIES = 5000  # a huge image folder is not worth listing on every key press
 
@@ -47,7 +47,7 @@ def complete_path(
     completion = name + ("/" if is_dir else "")
     if completion == prefix:
         return None
-    return value + completion[len(prefix):]
+    return value + completion[len(prefix) :]
 
 
 def _first_match(folder: Path, prefix: str, dirs_only: bool, suffixes: tuple[str, ...]) -> tuple[str, bool] | None:

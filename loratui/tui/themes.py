@@ -1,14 +1,16 @@
 """Colour themes: TOML files, each one :class:`textual.theme.Theme`, registered when the app starts.
 
 See ``themes/README.md`` at the repository root for the file format and the search order. The
-built-in folder is found relative to this package (``<repo>/themes``): an editable install
-imports loratui from the checkout, so the folder is always there next to the code.
+built-in themes are the package ``loratui.themes``: the checkout's top-level ``themes/`` folder,
+mapped to that name by pyproject.toml, so a wheel or pipx install carries them and an editable
+install reads them from the checkout.
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
+from importlib import resources
 from pathlib import Path
 
 from textual.color import Color, ColorParseError
@@ -20,15 +22,27 @@ from loratui.settings import config_dir
 DEFAULT_THEME = "loratui-dark"
 DEFAULT_THEME_256 = "loratui-256"  # the default on terminals without true colour
 FALLBACK_THEME = "textual-dark"  # Textual's own; used when no theme file could be loaded
+BUILTIN_THEMES_PACKAGE = "loratui.themes"
 
-_COLOR_KEYS = ("primary", "secondary", "warning", "error", "success", "accent",
-               "foreground", "background", "surface", "panel", "boost")
+_COLOR_KEYS = (
+    "primary",
+    "secondary",
+    "warning",
+    "error",
+    "success",
+    "accent",
+    "foreground",
+    "background",
+    "surface",
+    "panel",
+    "boost",
+)
 _FLOAT_KEYS = ("luminosity_spread", "text_alpha")
 _THEME_KEYS = ("name", "dark", "variables", *_COLOR_KEYS, *_FLOAT_KEYS)
 
 
 def terminal_colours(env: dict[str, str] | None = None) -> str:
-    """"truecolor", "256" or "other", judged from the environment the way Rich does.
+    """ "truecolor", "256" or "other", judged from the environment the way Rich does.
 
     Over SSH and in tmux, TERM=xterm-256color without COLORTERM=truecolor is common; there the
     dark theme's close greys would be rounded into one, so the 256-colour theme is the default.
@@ -50,8 +64,14 @@ def default_theme_name(env: dict[str, str] | None = None) -> str:
 
 
 def builtin_themes_dir() -> Path:
-    """``<repository>/themes``: the folder beside the ``loratui`` package."""
-    return Path(__file__).resolve().parent.parent.parent / "themes"
+    """The folder of the package ``loratui.themes``: ``<checkout>/themes`` in an editable install,
+    ``site-packages/loratui/themes`` in a wheel's."""
+    try:
+        return Path(str(resources.files(BUILTIN_THEMES_PACKAGE)))
+    except ModuleNotFoundError:
+        # loratui imported straight from a checkout that was never installed (PYTHONPATH=<checkout>, or
+        # an editable install in setuptools' "compat" mode): there the folder sits beside the package.
+        return Path(__file__).resolve().parent.parent.parent / "themes"
 
 
 def user_themes_dir() -> Path:
@@ -73,13 +93,16 @@ def load_theme_file(path: Path) -> Theme:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8-sig"))
     except OSError as err:
-        raise UserError(f"cannot read the theme file: {err.strerror or err}", where, "check the file's permissions") from err
+        raise UserError(
+            f"cannot read the theme file: {err.strerror or err}", where, "check the file's permissions"
+        ) from err
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise UserError(f"not valid TOML: {err}", where, 'write one key per line, e.g. primary = "#4fb3d9"') from err
     unknown = sorted(set(data) - set(_THEME_KEYS))
     if unknown:
-        raise UserError(f"unknown key '{unknown[0]}'", f"{where}: {unknown[0]}",
-                        f"remove it; the keys are {', '.join(_THEME_KEYS)}")
+        raise UserError(
+            f"unknown key '{unknown[0]}'", f"{where}: {unknown[0]}", f"remove it; the keys are {', '.join(_THEME_KEYS)}"
+        )
     name = data.get("name", path.stem)
     if not isinstance(name, str) or not name.strip():
         raise UserError("name must be text", f"{where}: name", f'write name = "{path.stem}"')
@@ -94,8 +117,11 @@ def load_theme_file(path: Path) -> Theme:
             value = data[key]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
                 example = "1.0" if key == "text_alpha" else "0.15"
-                raise UserError(f"{key} must be a number from 0 to 1, got {value!r}", f"{where}: {key}",
-                                f"write e.g. {key} = {example}")
+                raise UserError(
+                    f"{key} must be a number from 0 to 1, got {value!r}",
+                    f"{where}: {key}",
+                    f"write e.g. {key} = {example}",
+                )
             kwargs[key] = float(value)
     if "dark" in data:
         if not isinstance(data["dark"], bool):
@@ -103,8 +129,11 @@ def load_theme_file(path: Path) -> Theme:
         kwargs["dark"] = data["dark"]
     variables = data.get("variables", {})
     if not isinstance(variables, dict) or not all(isinstance(v, str) for v in variables.values()):
-        raise UserError("variables must be a table of text values", f"{where}: variables",
-                        'write [variables] and then lines like "border" = "#ffffff"')
+        raise UserError(
+            "variables must be a table of text values",
+            f"{where}: variables",
+            'write [variables] and then lines like "border" = "#ffffff"',
+        )
     kwargs["variables"] = {str(k): v for k, v in variables.items()}
     return Theme(**kwargs)  # type: ignore[arg-type]
 
@@ -115,7 +144,9 @@ def _color(value: object, where: str) -> str:
     try:
         Color.parse(value)
     except ColorParseError as err:
-        raise UserError(f"{value!r} is not a colour", where, 'use a CSS colour such as "#4fb3d9" or "rgb(79,179,217)"') from err
+        raise UserError(
+            f"{value!r} is not a colour", where, 'use a CSS colour such as "#4fb3d9" or "rgb(79,179,217)"'
+        ) from err
     return value
 
 
@@ -151,4 +182,3 @@ def check_theme_name(name: str | None) -> None:
     names = available_theme_names()
     if name not in names:
         raise UserError(f"unknown theme {name!r}", "--theme", f"use one of: {', '.join(names)}")
-

@@ -13,29 +13,32 @@ from loratui.tui.dashboard.view import Panel, View
 
 
 class SpillBanner(Panel):
+    """Shows :attr:`View.spill_on_banner`; dismissing it is kept in the view, so the warnings
+    panel knows to show the warning from then on."""
+
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
-        self.dismissed_t: float | None = None  # the time of the warning that was dismissed
         self.display = False
-
-    def warning(self, view: View) -> dict | None:
-        spill = view.summary.spill_warning
-        if spill is None or spill.get("t") == self.dismissed_t:
-            return None
-        return spill
 
     def dismiss_current(self, view: View) -> bool:
         spill = view.summary.spill_warning
         if spill is None:
             return False
-        self.dismissed_t = spill.get("t")
+        view.dismissed_spill_t = spill.get("t")
         self.show(view)
         return True
 
     def build(self, view: View) -> Content:
-        spill = self.warning(view)
+        spill = view.spill_on_banner
         self.display = spill is not None
         if spill is None:
             return Content("")
-        return Content.assemble(("⚠ VRAM spill-over: ", "bold"), spill["message"], "\n",
-                                ("fix: ", "bold"), spill["hint"], "\n", ("d dismisses this warning", "italic"))
+        return Content.assemble(
+            ("⚠ VRAM spill-over: ", "bold"),
+            spill["message"],
+            "\n",
+            ("fix: ", "bold"),
+            spill["hint"],
+            "\n",
+            ("d dismisses this warning", "italic"),
+        )

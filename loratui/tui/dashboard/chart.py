@@ -97,7 +97,7 @@ def cells(series: Series, low: float, high: float, rows: int) -> list[list[Cell]
     span = high - low if high > low else 1.0
     eighths = rows * 8
     grid = [[Cell(" ", "empty") for _ in series.raw] for _ in range(rows)]
-    for column, (raw, smooth) in enumerate(zip(series.raw, series.smooth)):
+    for column, (raw, smooth) in enumerate(zip(series.raw, series.smooth, strict=False)):
         height = max(1, min(eighths, round((raw - low) / span * eighths)))  # a bar is never invisible
         for row_from_bottom in range(rows):
             fill = min(8, max(0, height - row_from_bottom * 8))

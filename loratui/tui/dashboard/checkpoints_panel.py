@@ -26,14 +26,21 @@ class CheckpointsPanel(Panel):
         common = folders.pop() if len(folders) == 1 else None
         lines: list[Content] = []
         if common:
-            lines.append(Content.assemble(("in ", "$text-muted"), common, ("  (kind, step, file, size)", "$text-muted")))
+            lines.append(
+                Content.assemble(("in ", "$text-muted"), common, ("  (kind, step, file, size)", "$text-muted"))
+            )
         hidden = len(checkpoints) - SHOWN
         if hidden > 0:
             lines.append(Content.styled(f"… {hidden} earlier", "$text-muted"))
         for checkpoint in checkpoints[-SHOWN:]:
             name = os.path.basename(checkpoint.path) if common else checkpoint.path
             style = "bold $success" if checkpoint.kind == "final" else ""
-            lines.append(Content.assemble((f"{KINDS.get(checkpoint.kind, checkpoint.kind):<5} ", "$secondary"),
-                                          (f"{fmt.number(checkpoint.step):>7}  ", "$text-muted"),
-                                          (name, style), (f"  {fmt.size(checkpoint.bytes)}", "$text-muted")))
+            lines.append(
+                Content.assemble(
+                    (f"{KINDS.get(checkpoint.kind, checkpoint.kind):<5} ", "$secondary"),
+                    (f"{fmt.number(checkpoint.step):>7}  ", "$text-muted"),
+                    (name, style),
+                    (f"  {fmt.size(checkpoint.bytes)}", "$text-muted"),
+                )
+            )
         return Content("\n").join(lines)

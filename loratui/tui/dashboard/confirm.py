@@ -26,8 +26,11 @@ class ConfirmStopScreen(ModalScreen[bool]):
     def compose(self) -> ComposeResult:
         with Vertical(id="confirm-stop-dialog"):
             yield Static(f"Stop job {self.job_id}?", id="confirm-stop-title")
-            yield Static("The engine finishes the current step, saves a LoRA file and a resumable state, then exits. "
-                         "The dashboard then shows the command that resumes it.", id="confirm-stop-text")
+            yield Static(
+                "The engine finishes the current step, saves a LoRA file and a resumable state, then exits. "
+                "The dashboard then shows the command that resumes it.",
+                id="confirm-stop-text",
+            )
             with Horizontal(id="confirm-stop-buttons"):
                 yield Button("Stop (y)", id="stop", variant="error", compact=True)
                 yield Button("Keep training (n/Esc)", id="keep", compact=True)

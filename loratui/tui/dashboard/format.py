@@ -13,11 +13,13 @@ import shlex
 
 from textual.content import Content
 
+from loratui import quantities
 from loratui.plain_progress import format_duration
 
 GIB = 1024**3
 MIB = 1024**2
 DASH = "–"  # a value not known yet
+
 
 def loss(value: float | None) -> str:
     """A loss with 4 decimals; tiny or huge ones in exponent form."""
@@ -66,16 +68,8 @@ def gib(value: int | None) -> str:
 
 
 def size(value: int | None) -> str:
-    """Bytes in B, KiB, MiB (whole) or GiB (one decimal: VRAM is sold in GiB)."""
-    if value is None:
-        return DASH
-    if value < 1024:
-        return f"{value} B"
-    if value < MIB:
-        return f"{value / 1024:.0f} KiB"
-    if value < GIB:
-        return f"{value / MIB:.0f} MiB"
-    return f"{value / GIB:.1f} GiB"
+    """Bytes in binary units, as everywhere in loratui (:func:`loratui.quantities.size`)."""
+    return quantities.size(value, DASH)
 
 
 def speed(s_per_step: float | None) -> str:

@@ -34,7 +34,7 @@ class LogTail:
                     if start > 0:
                         data = data.split(b"\n", 1)[1] if b"\n" in data else b""
                     self.offset = size
-                    return self._lines(data)[-self.initial_lines:]
+                    return self._lines(data)[-self.initial_lines :]
                 if size < self.offset:  # truncated or replaced: start over
                     self.offset, self._partial = 0, b""
                 if size == self.offset:

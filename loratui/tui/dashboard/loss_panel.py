@@ -31,9 +31,12 @@ class LossValues(Panel):
         if not history.count:
             return Content.styled("no loss yet: the first step has not finished", "$text-muted")
         parts: list[tuple[str, str] | str] = [
-            ("loss ", "bold"), (fmt.loss(summary.loss_last), "bold $accent"),
-            ("  smoothed ", "bold"), fmt.loss(summary.loss_smoothed),
-            ("  min ", "bold"), f"{fmt.loss(summary.loss_min)} (step {fmt.number(history.min_step)})",
+            ("loss ", "bold"),
+            (fmt.loss(summary.loss_last), "bold $accent"),
+            ("  smoothed ", "bold"),
+            fmt.loss(summary.loss_smoothed),
+            ("  min ", "bold"),
+            f"{fmt.loss(summary.loss_min)} (step {fmt.number(history.min_step)})",
         ]
         if summary.evals:
             parts += [("  eval ", "bold"), fmt.loss(summary.evals[-1][1])]
@@ -79,19 +82,27 @@ class LossChart(Widget):
         if len(old) != len(lines):
             self.refresh()
             return True
-        changed = [Region(start, row, end - start, 1) for row, (a, b) in enumerate(zip(old, lines)) if a != b
-                   for start, end in changed_cells(a.plain, a.spans, b.plain, b.spans)]
+        changed = [
+            Region(start, row, end - start, 1)
+            for row, (a, b) in enumerate(zip(old, lines, strict=False))
+            if a != b
+            for start, end in changed_cells(a.plain, a.spans, b.plain, b.spans)
+        ]
         if changed:
             self.refresh(*changed)
         return bool(changed)
 
     def render(self) -> Text:
         """The drawing, its style names resolved now: a theme picked later applies at once."""
-        styles = {name: self.get_component_rich_style(f"loss-chart--{name}") for name in ("raw", "smooth", "axis", "legend")}
+        styles = {
+            name: self.get_component_rich_style(f"loss-chart--{name}") for name in ("raw", "smooth", "axis", "legend")
+        }
         raw_color = styles["raw"].color
         styles["smooth-in-bar"] = styles["smooth"] + Style(bgcolor=raw_color) if raw_color else styles["smooth"]
-        lines = [Text(line.plain, spans=[Span(span.start, span.end, styles[str(span.style)]) for span in line.spans])
-                 for line in self._lines]
+        lines = [
+            Text(line.plain, spans=[Span(span.start, span.end, styles[str(span.style)]) for span in line.spans])
+            for line in self._lines
+        ]
         return Text("\n", no_wrap=True, overflow="crop").join(lines)
 
     def _draw(self) -> Text:

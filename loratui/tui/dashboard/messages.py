@@ -10,10 +10,11 @@ from dataclasses import dataclass
 
 from textual.message import Message
 
+from loratui.core.summary import RunSummary
 from loratui.errors import UserError
 from loratui.gpu import GpuSnapshot, SharedMemoryReading
+from loratui.host import HostReading
 from loratui.jobs.control import Answer
-from loratui.core.summary import RunSummary
 
 
 class HistoryLoaded(Message):
@@ -41,6 +42,7 @@ class NewEvents(Message):
 class GpuReading:
     snapshot: GpuSnapshot
     shared: SharedMemoryReading
+    host: HostReading | None = None  # the machine's and the engine's CPU and RAM (shown without a GPU)
 
 
 class GpuRead(Message):

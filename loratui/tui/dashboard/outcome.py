@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from textual.content import Content
 
-from loratui.jobs.record import JobRecord
+from loratui import shell
 from loratui.core.summary import RunSummary
+from loratui.jobs.record import JobRecord
 from loratui.tui.dashboard import format as fmt
 from loratui.tui.dashboard.view import Panel, View
 
@@ -23,7 +24,8 @@ STYLES = {"finished": "$success", "stopped": "$warning", "failed": "$error", "go
 
 
 def resume_command(record: JobRecord, state: str) -> str:
-    return f"loratui train {fmt.quote(record.config)} --resume {fmt.quote(state)}"
+    """The command that resumes the job's run from ``state``, quoted to paste as it is."""
+    return shell.resume_command(record.config, state)
 
 
 def resume_state(summary: RunSummary, engine_gone: bool) -> str | None:
@@ -46,8 +48,13 @@ def outcome_lines(record: JobRecord, summary: RunSummary, engine_gone: bool) -> 
     done = f"step {fmt.number(summary.step)}/{fmt.number(summary.total_steps)}"
     lines: list[tuple[str, str]] = []
     if kind == "finished":
-        lines.append((f"Finished at {done}, epoch {final['epoch']}/{summary.total_epochs or final['epoch']}, "
-                      f"after {fmt.duration(final['elapsed_s'])} of training.", "bold $success"))
+        lines.append(
+            (
+                f"Finished at {done}, epoch {final['epoch']}/{summary.total_epochs or final['epoch']}, "
+                f"after {fmt.duration(final['elapsed_s'])} of training.",
+                "bold $success",
+            )
+        )
         lines.append((f"LoRA: {final['path']}", "bold"))
     elif kind == "stopped":
         why = {"request": "on request", "signal": "by a signal", "disk": "because events could not be written"}
@@ -67,8 +74,12 @@ def outcome_lines(record: JobRecord, summary: RunSummary, engine_gone: bool) -> 
             lines.append((f"Fix: {error['hint']}", "$warning"))
         lines.append((f"Engine log: {record.log_path}", "$text-muted"))
     else:
-        lines.append((f"The engine ended without a final event at {done}: it was killed (out of memory?) or crashed.",
-                      "bold $error"))
+        lines.append(
+            (
+                f"The engine ended without a final event at {done}: it was killed (out of memory?) or crashed.",
+                "bold $error",
+            )
+        )
         lines.append((f"Engine log: {record.log_path}", "$text-muted"))
         state = resume_state(summary, engine_gone)
         if state:

@@ -25,8 +25,12 @@ def parameters(config: dict, mixed_precision: str | None, dataset: dict) -> list
         pairs.append(("network", f"rank {network['rank']}{alpha}"))
     if optimizer.get("name"):
         pairs.append(("optimizer", str(optimizer["name"])))
-    rates = [f"unet {fmt.lr(optimizer['unet_lr'])}" if isinstance(optimizer.get("unet_lr"), (int, float)) else "",
-             f"te {fmt.lr(optimizer['text_encoder_lr'])}" if isinstance(optimizer.get("text_encoder_lr"), (int, float)) else ""]
+    rates = [
+        f"unet {fmt.lr(optimizer['unet_lr'])}" if isinstance(optimizer.get("unet_lr"), (int, float)) else "",
+        f"te {fmt.lr(optimizer['text_encoder_lr'])}"
+        if isinstance(optimizer.get("text_encoder_lr"), (int, float))
+        else "",
+    ]
     if any(rates):
         pairs.append(("lr", " · ".join(rate for rate in rates if rate)))
     if optimizer.get("scheduler"):

@@ -2,25 +2,28 @@
 
 The ETA is :meth:`RunSummary.eta_s` at the screen's clock: the engine's own step timings (saves
 and pauses left out), counting down between two step events but never by more than a step.
-The elapsed time is the engine's training time and counts up the same way between steps.
+The elapsed time is the wall time since the job was launched (its record's start): loading the
+model, caching and pauses count, as they do for the person waiting; it stops at the run's end.
 """
 
 from __future__ import annotations
 
 from textual.content import Content
 
-from loratui.core.summary import RunSummary
 from loratui.tui.dashboard import format as fmt
 from loratui.tui.dashboard.view import Panel, View
 
 
-def elapsed_s(summary: RunSummary, now: float) -> float:
-    """Training seconds, counting up between step events by at most one step's time."""
-    pace = summary.eta.pace
-    counting = summary.state == "running" and summary.phase == "training" and summary.last_step_t is not None
-    if not counting or pace is None:
-        return summary.elapsed_s
-    return summary.elapsed_s + min(max(now - summary.last_step_t, 0.0), pace)
+def elapsed_s(view: View) -> float:
+    """Seconds since the launch, up to now, or to the final event (the last one, when the engine
+    died without one) once the run has ended."""
+    summary = view.summary
+    end = view.now
+    if summary.final is not None:
+        end = summary.final.get("t", end)
+    elif view.engine_gone and summary.last_event_t is not None:
+        end = summary.last_event_t
+    return max(0.0, end - view.record.started_at)
 
 
 class ProgressPanel(Panel):
@@ -31,8 +34,13 @@ class ProgressPanel(Panel):
             lines.append(Content(summary.phase_message or "waiting for the engine…"))
             if summary.phase_progress and summary.phase_progress[1]:
                 current, total = summary.phase_progress
-                lines.append(self._bar_line(f"{summary.phase.replace('_', ' ')}", f"{current}/{total}",
-                                            current / total, width, "$secondary"))
+                lines.append(
+                    self._bar_line(
+                        f"{summary.phase.replace('_', ' ')}", f"{current}/{total}", current / total, width, "$secondary"
+                    )
+                )
+            if view.loaded:
+                lines.append(Content.assemble(("elapsed ", "bold"), fmt.duration(elapsed_s(view))))
             return Content("\n").join(lines)
         steps = f"{fmt.number(summary.step)} / {fmt.number(summary.total_steps)}"
         epochs = f"{summary.epoch} / {summary.total_epochs}"
@@ -63,8 +71,12 @@ class ProgressPanel(Panel):
             eta_text = fmt.duration(eta)
         samples = f"{summary.samples_per_s:.1f}" if summary.samples_per_s else fmt.DASH
         return Content.assemble(
-            ("ETA ", "bold"), (eta_text, "bold $accent"),
-            ("  elapsed ", "bold"), fmt.duration(elapsed_s(summary, view.now)),
-            ("  speed ", "bold"), fmt.speed(summary.s_per_step),
-            ("  samples/s ", "bold"), samples,
+            ("ETA ", "bold"),
+            (eta_text, "bold $accent"),
+            ("  elapsed ", "bold"),
+            fmt.duration(elapsed_s(view)),
+            ("  speed ", "bold"),
+            fmt.speed(summary.s_per_step),
+            ("  samples/s ", "bold"),
+            samples,
         )

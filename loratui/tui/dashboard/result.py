@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from loratui.jobs.record import JobRecord
 from loratui.core.exit_codes import ExitCode, exit_code_of_run
 from loratui.core.summary import RunSummary
+from loratui.jobs.record import JobRecord
+from loratui.shell import attach_command, stop_command
 from loratui.tui.dashboard.outcome import outcome_lines
-
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,10 @@ class DashboardResult:
         """The lines to print once the full-screen view is gone."""
         if self.ended:
             return list(self.lines)
-        return [f"Detached; job {self.job_id} runs on. Re-attach: loratui attach {self.job_id}   "
-                f"stop it: loratui stop {self.job_id}"]
+        return [
+            f"Detached; job {self.job_id} runs on. Re-attach: {attach_command(self.job_id)}   "
+            f"stop it: {stop_command(self.job_id)}"
+        ]
 
 
 def make_result(record: JobRecord, summary: RunSummary, state: str, engine_gone: bool, reason: str) -> DashboardResult:

@@ -13,7 +13,7 @@ redraws at most every :data:`MIN_REDRAW_S`, and each panel repaints only when it
 a one-second tick moves the ETA and the elapsed time between events.
 
 Keys: q quit (the job runs on), x stop (asks first), p pause / resume, s save now, d dismiss the
-VRAM warning, c copy the resume command (after a stop); arrows and PageUp/PageDown scroll. The screen is self-contained (its CSS, workers
+VRAM warning, w every warning with its fix, c copy the resume command (after a stop); arrows and PageUp/PageDown scroll. The screen is self-contained (its CSS, workers
 and dialogs come with it), so any app can push it; it dismisses itself with a
 :class:`~loratui.tui.dashboard.result.DashboardResult`.
 """
@@ -22,28 +22,30 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Footer, Log
+from textual.widgets import Footer
 from textual.worker import get_current_worker
 
+from loratui.core.protocol import FINAL_EVENTS
+from loratui.core.summary import RunSummary
 from loratui.errors import UserError
 from loratui.gpu import Telemetry, read_shared_usage
+from loratui.host import HostTelemetry
 from loratui.jobs.control import send_command
 from loratui.jobs.follow import EventFileReader
 from loratui.jobs.process import host_name, is_running
 from loratui.jobs.rebuild import rebuild
 from loratui.jobs.record import JobRecord
-from loratui.core.summary import RunSummary
-from loratui.core.protocol import FINAL_EVENTS
 from loratui.tui.dashboard.banner import SpillBanner
 from loratui.tui.dashboard.checkpoints_panel import CheckpointsPanel
 from loratui.tui.dashboard.confirm import ConfirmStopScreen
+from loratui.tui.dashboard.engine_log import EngineLog
 from loratui.tui.dashboard.gpu_panel import GpuPanel
 from loratui.tui.dashboard.log_reader import LogTail
 from loratui.tui.dashboard.loss_panel import LossPanel
@@ -54,6 +56,7 @@ from loratui.tui.dashboard.progress_panel import ProgressPanel
 from loratui.tui.dashboard.result import DashboardResult, make_result
 from loratui.tui.dashboard.status_line import StatusLine
 from loratui.tui.dashboard.view import View
+from loratui.tui.dashboard.warnings_panel import WarningsPanel, WarningsScreen
 
 POLL_S = 0.25  # events and log lines
 GPU_S = 2.0  # NVML
@@ -76,6 +79,7 @@ class DashboardScreen(Screen[DashboardResult]):
         Binding("p", "resume", "Resume", tooltip="Go on training"),
         Binding("s", "save", "Save now", tooltip="Save a LoRA and a resumable state now, and go on"),
         Binding("d", "dismiss_warning", "Dismiss warning"),
+        Binding("w", "show_warnings", "Warnings", tooltip="Every warning of the run, with its fix"),
         Binding("c", "copy_resume", "Copy resume command", tooltip="Copy it to the clipboard (OSC 52)"),
     ]
 
@@ -120,19 +124,31 @@ class DashboardScreen(Screen[DashboardResult]):
                     loss = LossPanel(id="dash-loss", classes="dash-panel")
                     loss.border_title = "Loss"
                     yield loss
+                    yield WarningsPanel(id="dash-warnings", classes="dash-panel", title="Warning")
                 with Vertical(id="dash-right"):
                     yield GpuPanel(id="dash-gpu", classes="dash-panel", title="GPU")
                     yield CheckpointsPanel(id="dash-checkpoints", classes="dash-panel", title="Saved files")
                     yield ParamsPanel(id="dash-params", classes="dash-panel", title="Run settings")
                     with Vertical(id="dash-log-panel", classes="dash-panel") as log_panel:
                         log_panel.border_title = "Engine log"
-                        yield Log(max_lines=LOG_LINES, id="dash-log")
+                        yield EngineLog(LOG_LINES, id="dash-log")
         yield Footer()
 
     def on_mount(self) -> None:
-        self.panels = [self.query_one(selector) for selector in ("#dash-status", "#dash-banner", "#dash-outcome",
-                                                                  "#dash-progress", "#dash-loss", "#dash-gpu",
-                                                                  "#dash-checkpoints", "#dash-params")]
+        self.panels = [
+            self.query_one(selector)
+            for selector in (
+                "#dash-status",
+                "#dash-banner",
+                "#dash-outcome",
+                "#dash-progress",
+                "#dash-loss",
+                "#dash-gpu",
+                "#dash-checkpoints",
+                "#dash-params",
+                "#dash-warnings",
+            )
+        ]
         self._redraw()
         self._load_history()
         if self.read_gpus:
@@ -150,8 +166,13 @@ class DashboardScreen(Screen[DashboardResult]):
         try:
             summary, offset = rebuild(self.record.events_path)
         except OSError as exc:
-            self.app.call_from_thread(self.notify, f"cannot read {self.record.events_path}: {exc.strerror or exc}",
-                                      title="Job", severity="error", timeout=10)
+            self.app.call_from_thread(
+                self.notify,
+                f"cannot read {self.record.events_path}: {exc.strerror or exc}",
+                title="Job",
+                severity="error",
+                timeout=10,
+            )
             summary, offset = RunSummary(), 0
         self.post_message(HistoryLoaded(summary, offset, log.read_new()))
         if not summary.ended:
@@ -186,11 +207,13 @@ class DashboardScreen(Screen[DashboardResult]):
     def _watch_gpus(self) -> None:
         worker = get_current_worker()
         telemetry = Telemetry()
+        # the engine's own CPU and RAM can be read only on its machine (a shared folder shows others' jobs)
+        host = HostTelemetry(self.record.pid if self.record.identity.host == host_name() else None)
         try:
             while not worker.is_cancelled and not self._stopping.is_set():
                 snapshot = telemetry.read()
                 shared = read_shared_usage(self.record.pid)
-                self.post_message(GpuRead(GpuReading(snapshot, shared)))
+                self.post_message(GpuRead(GpuReading(snapshot, shared, host.read())))
                 if self._stopping.wait(self.gpu_s):
                     break
         finally:
@@ -227,7 +250,7 @@ class DashboardScreen(Screen[DashboardResult]):
         self.view.loaded = True
         self.follow_offset = message.offset
         if message.log_lines:
-            self.query_one("#dash-log", Log).write_lines(message.log_lines)
+            self.query_one("#dash-log", EngineLog).add_lines(message.log_lines)
         self._redraw()
 
     @on(NewEvents)
@@ -238,7 +261,7 @@ class DashboardScreen(Screen[DashboardResult]):
         if message.engine_gone and not summary.ended:
             self.view.engine_gone = True
         if message.log_lines:
-            self.query_one("#dash-log", Log).write_lines(message.log_lines)
+            self.query_one("#dash-log", EngineLog).add_lines(message.log_lines)
         if message.events or message.engine_gone:
             self._schedule_redraw()
 
@@ -252,10 +275,17 @@ class DashboardScreen(Screen[DashboardResult]):
         title = message.command.capitalize()
         if message.error is not None:
             error = message.error
-            self.notify(error.message + (f"\n{error.fix}" if error.fix else ""), title=title, severity="error", timeout=10)
+            self.notify(
+                error.message + (f"\n{error.fix}" if error.fix else ""), title=title, severity="error", timeout=10
+            )
         elif message.answer is None:
-            self.notify(f"no answer within {self.command_timeout_s:.0f} s; the engine acts on commands between steps "
-                        "and will still carry it out", title=title, severity="warning", timeout=10)
+            self.notify(
+                f"no answer within {self.command_timeout_s:.0f} s; the engine acts on commands between steps "
+                "and will still carry it out",
+                title=title,
+                severity="warning",
+                timeout=10,
+            )
         elif message.answer.ok:
             self.notify(message.answer.message, title=title, timeout=6)
         else:
@@ -288,7 +318,7 @@ class DashboardScreen(Screen[DashboardResult]):
             if panel.show(self.view):
                 self.redraws += 1
         banner = self.query_one(SpillBanner)
-        key = (self.view.loaded, self.view.state, banner.display)
+        key = (self.view.loaded, self.view.state, banner.display, self.view.summary.warning_count > 0)
         if key != self._bindings_key:
             self._bindings_key = key
             self.refresh_bindings()
@@ -306,6 +336,8 @@ class DashboardScreen(Screen[DashboardResult]):
                 return view.summary.state == "paused"
         if action == "dismiss_warning":
             return self.query_one(SpillBanner).display
+        if action == "show_warnings":
+            return view.summary.warning_count > 0
         if action == "copy_resume":
             return view.ended and resume_state(view.summary, view.engine_gone) is not None
         return True
@@ -337,14 +369,21 @@ class DashboardScreen(Screen[DashboardResult]):
         if self.query_one(SpillBanner).dismiss_current(self.view):
             self._redraw()
 
+    def action_show_warnings(self) -> None:
+        summary = self.view.summary
+        self.app.push_screen(WarningsScreen(list(summary.warnings), summary.warning_count, self.record.job_id))
+
     def action_copy_resume(self) -> None:
         state = resume_state(self.view.summary, self.view.engine_gone)
         if state is None:
             return
         command = resume_command(self.record, state)
         self.app.copy_to_clipboard(command)
-        self.notify(f"{command}\n(through the terminal: over SSH it needs a terminal that allows OSC 52)",
-                    title="Copied", timeout=6)
+        self.notify(
+            f"{command}\n(through the terminal: over SSH it needs a terminal that allows OSC 52)",
+            title="Copied",
+            timeout=6,
+        )
 
     def _command(self, command: str) -> None:
         self.notify("sent to the engine; it acts after the current step", title=command.capitalize(), timeout=3)

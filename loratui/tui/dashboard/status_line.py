@@ -8,15 +8,27 @@ from loratui.tui.dashboard import format as fmt
 from loratui.tui.dashboard.view import Panel, View
 
 STATE_STYLES = {
-    "starting": "$secondary", "running": "$success", "paused": "$warning", "finished": "$success",
-    "stopped": "$warning", "failed": "$error", "gone": "$error",
+    "starting": "$secondary",
+    "running": "$success",
+    "paused": "$warning",
+    "finished": "$success",
+    "stopped": "$warning",
+    "failed": "$error",
+    "gone": "$error",
 }
-STATE_MARKS = {"starting": "◌", "running": "●", "paused": "‖", "finished": "✔", "stopped": "■", "failed": "✘", "gone": "✘"}
+STATE_MARKS = {
+    "starting": "◌",
+    "running": "●",
+    "paused": "‖",
+    "finished": "✔",
+    "stopped": "■",
+    "failed": "✘",
+    "gone": "✘",
+}
 
 
 class StatusLine(Panel):
     def build(self, view: View) -> Content:
-        summary = view.summary
         state = view.state if view.loaded else "starting"
         style = STATE_STYLES.get(state, "")
         parts: list[Content] = [
@@ -41,7 +53,9 @@ class StatusLine(Panel):
         elif summary.phase_message and summary.phase != "training":
             bits.append(summary.phase_message)
         if summary.device_name:
-            precision = f", {summary.mixed_precision}" if summary.mixed_precision and summary.mixed_precision != "no" else ""
+            precision = (
+                f", {summary.mixed_precision}" if summary.mixed_precision and summary.mixed_precision != "no" else ""
+            )
             bits.append(f"{summary.device_name}{precision}")
         if summary.warning_count:
             bits.append(f"{summary.warning_count} warning{'s' if summary.warning_count != 1 else ''}")

@@ -15,8 +15,8 @@ from textual.content import Content
 from textual.geometry import Region
 from textual.widget import Widget
 
-from loratui.jobs.record import JobRecord
 from loratui.core.summary import RunSummary
+from loratui.jobs.record import JobRecord
 from loratui.tui.dashboard.messages import GpuReading
 
 FALLBACK_WIDTH = 76  # before the first layout, a panel does not know its width yet
@@ -30,6 +30,15 @@ class View:
     loaded: bool = False  # the history has been read
     gpu: GpuReading | None = None
     engine_gone: bool = False  # the engine exited without a final event (killed, crashed)
+    dismissed_spill_t: float | None = None  # the time of the spill warning whose banner was dismissed
+
+    @property
+    def spill_on_banner(self) -> dict | None:
+        """The spill warning the banner shows (until it is dismissed), or None."""
+        spill = self.summary.spill_warning
+        if spill is None or spill.get("t") == self.dismissed_spill_t:
+            return None
+        return spill
 
     @property
     def ended(self) -> bool:
@@ -82,10 +91,12 @@ class Panel(Widget):
         if old is None or _may_change_height(old, content, self.text_width):
             self.refresh(layout=True)
         else:
-            changed = [Region(start, row, end - start, 1)
-                       for row, (before, after) in enumerate(zip(old.split("\n"), content.split("\n")))
-                       if not before.is_same(after)
-                       for start, end in changed_cells(before.plain, before.spans, after.plain, after.spans)]
+            changed = [
+                Region(start, row, end - start, 1)
+                for row, (before, after) in enumerate(zip(old.split("\n"), content.split("\n"), strict=False))
+                if not before.is_same(after)
+                for start, end in changed_cells(before.plain, before.spans, after.plain, after.spans)
+            ]
             self.refresh(*changed)
         return True
 
@@ -109,9 +120,14 @@ def changed_cells(old_text: str, old_spans, new_text: str, new_spans) -> list[tu
     if not _single_width(old_text) or not _single_width(new_text):
         return [(0, length)]
     old_styles, new_styles = _styles_by_cell(old_spans, length), _styles_by_cell(new_spans, length)
-    differ = [index for index in range(length)
-              if index >= len(old_text) or index >= len(new_text) or old_text[index] != new_text[index]
-              or old_styles[index] != new_styles[index]]
+    differ = [
+        index
+        for index in range(length)
+        if index >= len(old_text)
+        or index >= len(new_text)
+        or old_text[index] != new_text[index]
+        or old_styles[index] != new_styles[index]
+    ]
     return [(differ[0], differ[-1] + 1)] if differ else []
 
 

@@ -1,5 +1,5 @@
 """The home screen: what ``loratui`` with no arguments shows."""
 
-from loratui.tui.home.screen import HomeChoice, HomeScreen
+from loratui.tui.home.screen import HomeScreen
 
-__all__ = ["HomeChoice", "HomeScreen"]
+__all__ = ["HomeScreen"]

@@ -43,8 +43,13 @@ class KohyaImportScreen(ModalScreen[ImportChoice | None]):
                 "lists every key: imported, not supported, unknown or ignored.",
                 classes="dialog-text",
             )
-            yield SteadyInput(self.initial, placeholder="path/to/config.json", id="kohya-path", compact=True,
-                        suggester=PathSuggester(self.base_dir, suffixes=(".json",)))
+            yield SteadyInput(
+                self.initial,
+                placeholder="path/to/config.json",
+                id="kohya-path",
+                compact=True,
+                suggester=PathSuggester(self.base_dir, suffixes=(".json",)),
+            )
             yield Static("", id="kohya-error")
             yield Static("Enter import   Right arrow complete the path   Esc cancel", classes="dialog-keys")
 
@@ -57,7 +62,11 @@ class KohyaImportScreen(ModalScreen[ImportChoice | None]):
         raw = event.value.strip()
         error = self.query_one("#kohya-error", Static)
         if not raw:
-            error.update(Content.styled("✗ type the path of a kohya_ss .json config, e.g. ~/kohya/configs/my_lora.json", "$error"))
+            error.update(
+                Content.styled(
+                    "✗ type the path of a kohya_ss .json config, e.g. ~/kohya/configs/my_lora.json", "$error"
+                )
+            )
             return
         path = Path(raw).expanduser()
         if not path.is_absolute():
@@ -103,8 +112,13 @@ class ImportReportScreen(ModalScreen[None]):
 
 def report_text(report: ImportReport) -> Content:
     """The report's lines; the sections that need the user's attention stand out in theme colours."""
-    styles = {"NOT SUPPORTED YET": "$error bold", "Not supported": "$warning bold", "Unknown": "$warning bold",
-              "Imported": "$success bold", "Ignored": "bold"}
+    styles = {
+        "NOT SUPPORTED YET": "$error bold",
+        "Not supported": "$warning bold",
+        "Unknown": "$warning bold",
+        "Imported": "$success bold",
+        "Ignored": "bold",
+    }
     lines: list[Content] = []
     muted = False
     for line in report.lines():

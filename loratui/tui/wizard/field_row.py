@@ -44,14 +44,16 @@ class FieldRow(Vertical):
     class Edited(Message):
         """The user changed the field: ``value`` when it parses, ``error`` when it does not."""
 
-        def __init__(self, row: "FieldRow", value: object = None, error: Problem | None = None) -> None:
+        def __init__(self, row: FieldRow, value: object = None, error: Problem | None = None) -> None:
             super().__init__()
             self.row = row
             self.field = row.spec.name
             self.value = value
             self.error = error
 
-    def __init__(self, spec: FieldSpec, value: object, base_dir: Path, *, id_prefix: str = "f", compact_help: bool = False) -> None:
+    def __init__(
+        self, spec: FieldSpec, value: object, base_dir: Path, *, id_prefix: str = "f", compact_help: bool = False
+    ) -> None:
         super().__init__(id=f"row-{id_prefix}-{spec.name.replace('.', '-').replace('_', '-')}", classes="field-row")
         self.spec = spec
         self.base_dir = base_dir
@@ -77,14 +79,23 @@ class FieldRow(Vertical):
         if spec.kind == "bool":
             return Checkbox(_on_off(bool(value)), bool(value), id=self.input_id, compact=True)
         if spec.kind == "choice":
-            return Select(self._options(str(value)), value=str(value), allow_blank=False, compact=True,
-                          id=self.input_id)
+            return Select(
+                self._options(str(value)), value=str(value), allow_blank=False, compact=True, id=self.input_id
+            )
         suggester = None
         if spec.kind in ("path", "dir"):
             suggester = PathSuggester(self.base_dir, dirs_only=spec.kind == "dir")
         input_type = {"int": "integer", "float": "number"}.get(spec.kind, "text")
-        return SteadyInput(format_value(spec, value), placeholder=spec.placeholder, type=input_type, compact=True,
-                     suggester=suggester, id=self.input_id, select_on_focus=False, valid_empty=True)
+        return SteadyInput(
+            format_value(spec, value),
+            placeholder=spec.placeholder,
+            type=input_type,
+            compact=True,
+            suggester=suggester,
+            id=self.input_id,
+            select_on_focus=False,
+            valid_empty=True,
+        )
 
     def _options(self, current: str) -> list[tuple[str, str]]:
         options = [(choice, choice) for choice in self.spec.choices]

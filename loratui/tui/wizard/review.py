@@ -4,8 +4,8 @@ and the config exactly as it will be saved."""
 from __future__ import annotations
 
 from textual.app import ComposeResult
-from textual.content import Content
 from textual.containers import Horizontal, Vertical
+from textual.content import Content
 from textual.message import Message
 from textual.widgets import Button, OptionList, Static
 from textual.widgets.option_list import Option
@@ -14,6 +14,7 @@ from textual.worker import get_current_worker
 from loratui.check import CheckResult, check_run
 from loratui.config import RunConfig, to_toml
 from loratui.errors import Problem
+from loratui.quantities import count
 from loratui.tui.wizard.dataset_panel import shown_path, shown_problem
 from loratui.tui.wizard.field_row import SEVERITY_ORDER, problem_text
 
@@ -52,8 +53,9 @@ class ReviewPanel(Vertical):
     def start_check(self, cfg: RunConfig, purpose: str = "review") -> None:
         self.result = None
         self.query_one("#review-status", Static).update("Checking the config and the dataset ...")
-        self.run_worker(lambda: self._check(cfg, purpose), thread=True, exclusive=True,
-                        group="review-check", name="check run")
+        self.run_worker(
+            lambda: self._check(cfg, purpose), thread=True, exclusive=True, group="review-check", name="check run"
+        )
 
     def _check(self, cfg: RunConfig, purpose: str) -> None:
         """Runs in a worker thread: check_run scans the dataset."""
@@ -75,10 +77,17 @@ class ReviewPanel(Vertical):
         warnings = sum(p.severity == "warning" for p in problems)
         status = self.query_one("#review-status", Static)
         if errors:
-            status.update(Content.styled(f"✗ {errors} error{'s' if errors != 1 else ''} left: launch is refused until "
-                               f"{'they are' if errors != 1 else 'it is'} fixed. Enter on a problem goes to its field.", "$error bold"))
+            status.update(
+                Content.styled(
+                    f"✗ {errors} error{'s' if errors != 1 else ''} left: launch is refused until "
+                    f"{'they are' if errors != 1 else 'it is'} fixed. Enter on a problem goes to its field.",
+                    "$error bold",
+                )
+            )
         else:
-            ready = "✓ Ready to launch" + (f" ({warnings} warning{'s' if warnings != 1 else ''} worth reading)" if warnings else "")
+            ready = "✓ Ready to launch" + (
+                f" ({warnings} warning{'s' if warnings != 1 else ''} worth reading)" if warnings else ""
+            )
             status.update(Content.styled(ready, "$success bold"))
         status.set_class(bool(errors), "-error")
         status.set_class(not errors, "-ok")
@@ -100,14 +109,21 @@ class ReviewPanel(Vertical):
         dataset = result.dataset
         if dataset is not None:
             reg = f", {dataset.num_reg_images} regularisation" if dataset.num_reg_images else ""
-            lines.append(f"Images   {dataset.num_images} in {shown_path(dataset.image_dir, base)}{reg}, "
-                         f"{dataset.num_items_per_epoch} per epoch with repeats")
+            lines.append(
+                f"Images   {dataset.num_images} in {shown_path(dataset.image_dir, base)}{reg}, "
+                f"{dataset.num_items_per_epoch} per epoch with repeats"
+            )
         if result.schedule is not None:
             s = result.schedule
-            lines.append(f"Length   {s.total_steps} steps = {s.epochs} epochs x {s.steps_per_epoch} steps, "
-                         f"batch {cfg.training.batch_size}")
+            lines.append(
+                f"Length   {count(s.total_steps, 'step')} = {count(s.epochs, 'epoch')} x "
+                f"{count(s.steps_per_epoch, 'step')}, "
+                f"batch {cfg.training.batch_size}"
+            )
         net = cfg.network
-        lines.append(f"LoRA     rank {net.rank}, alpha {net.alpha:g}; {cfg.optimizer.name}, U-Net LR {cfg.optimizer.unet_lr:g}")
+        lines.append(
+            f"LoRA     rank {net.rank}, alpha {net.alpha:g}; {cfg.optimizer.name}, U-Net LR {cfg.optimizer.unet_lr:g}"
+        )
         if cfg.output.output_dir.strip() and cfg.output.name.strip():
             out = shown_path(cfg.resolve(cfg.output.output_dir), base)
             lines.append(f"Writes   {out}/{cfg.output.name}.safetensors")

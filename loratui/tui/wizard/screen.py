@@ -2,8 +2,11 @@
 
 Keys (also in the footer and the command palette): Tab / Shift+Tab move between fields,
 PageDown (or Ctrl+N) and PageUp (or Esc) move between steps, Ctrl+S saves the config at any step,
-Ctrl+O imports a kohya_ss config, Ctrl+L launches from any step (the Review step shows why it
-refuses). Every change is validated at once and the reason is shown under the field.
+Ctrl+O imports a kohya_ss config, Ctrl+L launches from any step. Every change is validated at once
+and the reason is shown under the field. A refused or failed launch goes to the field at fault and
+shows why under it (the Review step lists every problem). Esc on the first step, or q outside a
+text field, closes the wizard (asking first about unsaved changes): the app goes back to where
+the wizard was opened from.
 """
 
 from __future__ import annotations
@@ -24,25 +27,22 @@ from textual.widgets import Button, ContentSwitcher, Footer, Header, Label, Opti
 from textual.widgets._select import SelectOverlay
 from textual.worker import get_current_worker
 
-from loratui.check import check_output_dirs
-from loratui.config import (
-    RunConfig,
-    canonical_optimizer,
-    config_from_dict,
-    config_to_dict,
-    resolve_schedule,
-    save_config,
-    validate,
-)
+from loratui.check import config_problems
+from loratui.config import RunConfig, config_from_dict, config_to_dict, save_config
 from loratui.errors import Problem, UserError
+from loratui.jobs.record import JobRecord
 from loratui.kohya_import import load_kohya_json
+from loratui.optimizer_args import canonical_optimizer
+from loratui.schedule import resolve_schedule
+from loratui.tui.dialogs import ConfirmQuitScreen
 from loratui.tui.kohya import ImportReportScreen, KohyaImportScreen
 from loratui.tui.kohya.screens import ImportChoice
-from loratui.tui.outcome import LaunchFn, WizardResult
+from loratui.tui.outcome import LaunchFn
 from loratui.tui.presets import PRESETS, PRESETS_BY_KEY, apply_preset
 from loratui.tui.wizard.dataset_panel import SCAN_FIELDS, DatasetPanel
 from loratui.tui.wizard.field_row import FieldRow
 from loratui.tui.wizard.fields import FIELDS, get_value, set_value
+from loratui.tui.wizard.problem_field import field_problem
 from loratui.tui.wizard.review import ReviewPanel
 from loratui.tui.wizard.steps import STEP_IDS, STEPS, Step, step_of
 
@@ -52,8 +52,11 @@ OPTIMIZER_ADVICE: dict[str, tuple[list[str], float, float]] = {
     "AdamW": ([], 1e-4, 5e-5),
     "Adafactor": (["relative_step=True", "scale_parameter=True", "warmup_init=True"], 1.0, 1.0),
     "DAdaptAdam": (["decouple=True", "weight_decay=0.01", "betas=0.9,0.999"], 1.0, 1.0),
-    "Prodigy": (["decouple=True", "weight_decay=0.01", "d_coef=2", "use_bias_correction=True",
-                 "safeguard_warmup=True"], 1.0, 1.0),
+    "Prodigy": (
+        ["decouple=True", "weight_decay=0.01", "d_coef=2", "use_bias_correction=True", "safeguard_warmup=True"],
+        1.0,
+        1.0,
+    ),
 }
 
 # Built with the screen: the first step, and the Dataset step whose scan starts at once.
@@ -72,6 +75,8 @@ class WizardScreen(Screen[None]):
         Binding("escape", "prev_step", "Back", show=False),
         Binding("ctrl+o", "import_kohya", "Import", priority=True),
         Binding("ctrl+l", "launch", "Launch", priority=True),
+        Binding("ctrl+q", "app.quit", "Quit", priority=True),
+        Binding("q", "leave", "Close", show=False),  # only reaches here outside text fields
     ]
 
     class Saved(Message):
@@ -80,23 +85,45 @@ class WizardScreen(Screen[None]):
             self.path = path
 
     class LaunchFinished(Message):
-        def __init__(self, job_id: str | None, error: UserError | None) -> None:
+        def __init__(self, record: JobRecord | None, error: UserError | None) -> None:
             super().__init__()
-            self.job_id = job_id
+            self.record = record
             self.error = error
 
-    def __init__(self, cfg: RunConfig, config_path: Path, *, new_project: bool = False,
-                 on_launch: LaunchFn | None = None, kohya_json: Path | None = None) -> None:
+    class Launched(Message):
+        """A job was started from this wizard (the app shows its dashboard over the wizard)."""
+
+        def __init__(self, record: JobRecord, config_path: Path) -> None:
+            super().__init__()
+            self.record = record
+            self.config_path = config_path
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        config_path: Path,
+        *,
+        new_project: bool = False,
+        on_launch: LaunchFn,
+        kohya_json: Path | None = None,
+        launch_error: UserError | None = None,
+    ) -> None:
+        """``on_launch``: starts the job of the saved config. ``launch_error``: why launching this
+        config just failed (home's Train here): shown at the field at fault once the wizard is up."""
         super().__init__(id="wizard")
         self.cfg = cfg
         self.config_path = config_path
         self.new_project = new_project
         self.on_launch = on_launch
         self.kohya_json = kohya_json
+        self.launch_error = launch_error
         self.step_index = 0
         self.dirty = new_project  # a new project's config does not exist until it is saved
         self.parse_errors: dict[str, Problem] = {}
         self.problems: list[Problem] = []
+        # Why the last launch was refused, by the field shown at fault; kept until that field is
+        # edited or the next launch (a dataset problem has no field of its own to go with it).
+        self.launch_problems: dict[str, Problem] = {}
         self._scan_timer = None
         self._launching = False
         self._built: set[str] = set(EAGER_STEPS)
@@ -119,13 +146,21 @@ class WizardScreen(Screen[None]):
         base = self.cfg.base_dir
         widgets: list[Widget] = [Static(f"{step.title}: {step.intro}", classes="step-intro", markup=False)]
         if step.id == "model":
-            presets = Select([(p.title, p.key) for p in PRESETS], prompt="Start from a preset (optional)",
-                             id="preset", compact=True)
-            widgets.append(Horizontal(Label("Preset", classes="field-label"), presets,
-                                      classes="field-line", id="preset-line"))
-            widgets.append(Static("Sets the guides' numbers for the kind of LoRA (rank 128 for faces, 64 for "
-                                  "styles), or the built-in tiny model for a one-minute test. Paths stay as they are.",
-                                  classes="field-help", id="preset-help", markup=False))
+            presets = Select(
+                [(p.title, p.key) for p in PRESETS], prompt="Start from a preset (optional)", id="preset", compact=True
+            )
+            widgets.append(
+                Horizontal(Label("Preset", classes="field-label"), presets, classes="field-line", id="preset-line")
+            )
+            widgets.append(
+                Static(
+                    "Sets the guides' numbers for the kind of LoRA (rank 128 for faces, 64 for "
+                    "styles), or the built-in tiny model for a one-minute test. Paths stay as they are.",
+                    classes="field-help",
+                    id="preset-help",
+                    markup=False,
+                )
+            )
         if step.id == "review":
             widgets.append(ReviewPanel())
         for spec in step.specs:
@@ -154,6 +189,10 @@ class WizardScreen(Screen[None]):
         if self.kohya_json is not None:
             # After the first refresh: every field has mounted and shown its first value by then.
             self.call_after_refresh(self._import_path, self.kohya_json)
+        if self.launch_error is not None:
+            error = self.launch_error
+            self.notify(str(error), title="Launch refused", severity="error", timeout=12)
+            self.call_after_refresh(self.show_launch_problem, Problem(error.where, error.message, error.fix))
 
     # -- steps -------------------------------------------------------------------------------
 
@@ -171,6 +210,8 @@ class WizardScreen(Screen[None]):
         if panel is not None and not panel.scanning:
             # Images are often copied in while the wizard is open: show the folder as it is now.
             panel.start_scan(self.cfg)
+        # and while the step is shown, scan again whenever the folders change
+        self.query_one(DatasetPanel).watch_folders(step_id == "dataset")
         if step_id == "review":
             review = self.query_one(ReviewPanel)
             review.show_toml(self.cfg)
@@ -226,7 +267,26 @@ class WizardScreen(Screen[None]):
         if self.step_index > 0:
             await self.goto_step(STEPS[self.step_index - 1].id)
         else:
-            self.notify("This is the first step. Ctrl+Q quits.", timeout=4)
+            self.action_leave()  # back from the first step: back to where the wizard was opened from
+
+    def action_leave(self) -> None:
+        # The wizard `loratui new`/`edit` opened on has nowhere to go back to: leaving it quits.
+        self.confirm_leave(self.dismiss, quitting=self.app.is_first_screen(self))
+
+    def confirm_leave(self, leave, *, quitting: bool) -> None:
+        """Call ``leave`` now, or, with unsaved changes, once the user chose to save them (and they
+        were saved) or to drop them. ``quitting``: the whole app goes, not just the wizard."""
+        if not self.dirty:
+            leave()
+            return
+
+        def decided(choice: str | None) -> None:
+            if choice == "discard" or (choice == "save" and self.action_save()):
+                leave()
+
+        self.app.push_screen(
+            ConfirmQuitScreen(self.config_path.name, exists=self.config_path.exists(), quitting=quitting), decided
+        )
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         # An open drop-down list keeps PageUp/PageDown for itself.
@@ -240,6 +300,8 @@ class WizardScreen(Screen[None]):
             step = step_of(problem.where)
             if step is not None and problem.severity == "error":
                 errors_per_step[step.id] += 1
+        # The scan's problems name files and folders, not fields: they are the Dataset step's.
+        errors_per_step["dataset"] += self.query_one(DatasetPanel).error_count
         parts: list[Content | str] = []
         for index, step in enumerate(STEPS):
             label = f" {index + 1} {step.title}"
@@ -249,6 +311,10 @@ class WizardScreen(Screen[None]):
             else:
                 parts.append(Content.assemble(label, (mark, "$error bold"), " "))
         self.query_one("#step-bar", Static).update(Content.assemble(*parts))
+
+    @on(DatasetPanel.ScanFinished)
+    def _scan_finished(self, message: DatasetPanel.ScanFinished) -> None:
+        self._update_step_bar()  # (the panel has shown the report: it handled the message first)
 
     def _update_titles(self) -> None:
         self.title = "loratui new" if self.new_project else "loratui edit"
@@ -263,11 +329,13 @@ class WizardScreen(Screen[None]):
         name = message.field
         if message.error is not None:
             self.parse_errors[name] = message.error
+            self.launch_problems.pop(name, None)  # the user is at it
         else:
             self.parse_errors.pop(name, None)
-            if get_value(self.cfg, name) != message.value:
+            if get_value(self.cfg, name) != message.value:  # (a field that mounts reports its value too)
                 set_value(self.cfg, name, message.value)
                 self._mark_dirty()
+                self.launch_problems.pop(name, None)  # the user is fixing it
             for row in self.query(FieldRow):
                 if row.spec.name == name and row is not message.row:
                     row.set_value(message.value)
@@ -294,10 +362,11 @@ class WizardScreen(Screen[None]):
     def _all_field_problems(self) -> list[Problem]:
         typed = set(self.parse_errors)
         # A field whose text does not parse shows that, not the stale value's problems.
-        return [*self.parse_errors.values(), *(p for p in self.problems if p.where not in typed)]
+        shown = [*self.parse_errors.values(), *(p for p in self.problems if p.where not in typed)]
+        return shown + [p for p in self.launch_problems.values() if p.where not in typed and p not in shown]
 
     def _revalidate(self) -> None:
-        self.problems = [*validate(self.cfg), *check_output_dirs(self.cfg)]
+        self.problems = config_problems(self.cfg)  # what `loratui check` says of the config; cheap per keystroke
         by_field: dict[str, list[Problem]] = defaultdict(list)
         for problem in self._all_field_problems():
             by_field[problem.where].append(problem)
@@ -346,7 +415,9 @@ class WizardScreen(Screen[None]):
             return
         args, unet_lr, te_lr = advice
         shown_args = " ".join(args) or "no extra arguments"
-        advice_box.update(f"The guides run {name} with {shown_args}, U-Net LR {unet_lr:g} and text encoder LR {te_lr:g}.")
+        advice_box.update(
+            f"The guides run {name} with {shown_args}, U-Net LR {unet_lr:g} and text encoder LR {te_lr:g}."
+        )
         button.label = f"Use these settings for {name}"
         advice_box.display = True
         button.display = True
@@ -401,6 +472,9 @@ class WizardScreen(Screen[None]):
         if self._refuse_for_typing("launched"):
             return
         self._launching = True
+        if self.launch_problems:
+            self.launch_problems.clear()
+            self._revalidate()
         await self.goto_step("review")
         self.query_one(ReviewPanel).start_check(copy.deepcopy(self.cfg), purpose="launch")
 
@@ -414,42 +488,59 @@ class WizardScreen(Screen[None]):
             if problems.display and (self.focused is None or self.focused.id == "review-launch"):
                 problems.focus(scroll_visible=False)
             return
-        errors = [p for p in message.result.problems if p.severity == "error"]
-        if errors or self.parse_errors:
+        errors = [*self.parse_errors.values(), *(p for p in message.result.problems if p.severity == "error")]
+        if errors:
             self._launching = False
-            count = len(errors) + len(self.parse_errors)
-            self.notify(f"{count} error{'s' if count != 1 else ''} left: fix {'them' if count != 1 else 'it'} first. "
-                        "Enter on a problem goes to its field.",
-                        title="Launch refused", severity="error", timeout=8)
-            problems.focus(scroll_visible=False)
+            count = len(errors)
+            more = " The Review step lists them all." if count > 1 else ""
+            self.notify(
+                f"{count} error{'s' if count != 1 else ''} left: fix {'them' if count != 1 else 'it'} first.{more}",
+                title="Launch refused",
+                severity="error",
+                timeout=8,
+            )
+            if not self.show_launch_problem(errors[0]):
+                problems.focus(scroll_visible=False)
             return
         if not self.action_save():
             self._launching = False
-            return
-        if self.on_launch is None:
-            self.app.exit(WizardResult(self.config_path, launch_requested=True))
             return
         self.notify("Starting the job ...", timeout=4)
         self.run_worker(self._run_launch, thread=True, exclusive=True, group="launch", name="launch")
 
     def _run_launch(self) -> None:
-        """Runs in a worker thread: starting a job may take a while (processes, SSH)."""
-        assert self.on_launch is not None
+        """Runs in a worker thread: checking the dataset and starting a job take a while."""
         try:
-            job_id = self.on_launch(self.config_path)
+            record = self.on_launch(self.config_path)
         except UserError as err:
             if not get_current_worker().is_cancelled:
                 self.post_message(self.LaunchFinished(None, err))
             return
-        self.post_message(self.LaunchFinished(job_id, None))
+        self.post_message(self.LaunchFinished(record, None))
 
     @on(LaunchFinished)
     def _launch_finished(self, message: LaunchFinished) -> None:
         self._launching = False
         if message.error is not None:
-            self.notify(str(message.error), title="Launch failed", severity="error", timeout=12)
+            error = message.error
+            self.notify(str(error), title="Launch failed", severity="error", timeout=12)
+            self.show_launch_problem(Problem(error.where, error.message, error.fix))
             return
-        self.app.exit(WizardResult(self.config_path, launch_requested=True, job_id=message.job_id))
+        assert message.record is not None
+        self.post_message(self.Launched(message.record, self.config_path))
+
+    def show_launch_problem(self, problem: Problem) -> bool:
+        """Show why a launch was refused under the field at fault, and go to it. False when the
+        problem concerns no field (the notification says it all then)."""
+        shown = field_problem(problem, self.cfg)
+        if shown is None:
+            return False
+        self.launch_problems[shown.where] = shown
+        self._revalidate()
+        step = step_of(shown.where)
+        if step is not None:
+            self.call_later(self.goto_step, step.id, FIELDS[shown.where].dom_id)
+        return True
 
     @on(ReviewPanel.ProblemChosen)
     async def _problem_chosen(self, message: ReviewPanel.ProblemChosen) -> None:
@@ -507,11 +598,17 @@ class WizardScreen(Screen[None]):
     def _estimated_total_steps(self, result) -> int | None:
         entry = result.report.entry("lr_warmup")
         report = self.query_one(DatasetPanel).report
-        if entry is None or result.report.group_of("lr_warmup") != "unsupported" or report is None or not report.num_images:
+        if (
+            entry is None
+            or result.report.group_of("lr_warmup") != "unsupported"
+            or report is None
+            or not report.num_images
+        ):
             return None
         try:
             imported = result.to_config(self.cfg.base_dir)
             batch = max(1, imported.training.batch_size)
-            return resolve_schedule(imported, report.steps_per_epoch(batch)).total_steps
+            schedule = resolve_schedule(imported, report.steps_per_epoch(batch))
+            return schedule.total_steps if schedule is not None else None
         except (UserError, ValueError):
             return None

@@ -1,0 +1,906 @@
+"""Every training setting, declared once.
+
+One :class:`Setting` per key of the run config says everything loratui knows about it: where it
+lives in the TOML file, its type, default, range or choices and unit, the label and the advice the
+wizard shows, the wizard step and widget, its names in kohya's sd-scripts (command line) and in the
+kohya_ss GUI (the JSON its Save button writes), the ``ss_*`` metadata key it is written under in
+every LoRA file, and the model families it applies to. Everything else derives from this table:
+
+- the config model and its TOML load/save (:mod:`loratui.config`),
+- the range and choice checks (:mod:`loratui.validation`; rules across several settings are code,
+  in :mod:`loratui.rules`),
+- the wizard's fields and steps (:mod:`loratui.tui.wizard.fields`, ``steps``),
+- the kohya_ss import (:mod:`loratui.kohya_import`) and the "kohya calls it X" hints,
+- the LoRA metadata (:mod:`engine.metadata`),
+- the reference of every setting, ``docs/config.md`` (:mod:`loratui.params_reference`).
+
+Adding a setting: declare it here, use it in the engine, test it. ``tests/test_params.py`` fails
+when a declaration lacks a part, and when ``docs/config.md`` is not regenerated
+(``python -m loratui.params_reference > docs/config.md``).
+
+This module never imports torch or Textual.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+# ---------------------------------------------------------------------------------------------
+# Choices, in the order a user reads them in a help text or an error's fix.
+
+MODEL_FAMILIES = ("sd1", "sd2")
+BUILTIN_PREFIX = "loratui:"
+BUILTIN_MODELS = ("loratui:tiny-sd", "loratui:sd15-random")
+CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
+CACHE_LATENTS_CHOICES = ("off", "memory", "disk")
+MIXED_PRECISION_CHOICES = ("no", "fp16", "bf16")
+ATTENTION_CHOICES = ("sdpa", "xformers")
+OPTIMIZERS = ("AdamW", "AdamW8bit", "Adafactor", "DAdaptAdam", "Prodigy", "Lion", "Lion8bit")
+# These estimate the step size themselves; the configured LR only scales their estimate.
+ADAPTIVE_OPTIMIZERS = ("DAdaptAdam", "Prodigy")
+SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
+SAVE_PRECISIONS = ("fp16", "bf16", "float")
+
+# Widgets the wizard has: text and path (an Input; path completes from the file system), dir
+# (completes folders only), int and float (an Input restricted to numbers), bool (a Switch),
+# choice (a Select), args (an Input of space-separated key=value entries).
+WIDGETS = ("text", "path", "dir", "int", "float", "bool", "choice", "args")
+
+# The wizard's steps that show settings, in order (Review comes last and shows none).
+WIZARD_STEPS = ("model", "dataset", "training", "network", "optimizer", "output")
+
+# The TOML sections, in file order, with the one line that heads each in docs/config.md.
+SECTIONS: dict[str, str] = {
+    "model": "the base model the LoRA is trained against",
+    "dataset": "the training images and how they are sized",
+    "network": "the shape of the LoRA",
+    "training": "how long the run is and how each step is computed",
+    "optimizer": "the optimizer, its learning rates and the LR schedule",
+    "output": "the files a run writes and where they go",
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# The declaration.
+
+
+@dataclass(frozen=True)
+class Absent:
+    """A name a setting has no counterpart under (in kohya, or in the metadata), and why."""
+
+    reason: str
+
+    def __bool__(self) -> bool:
+        return False
+
+
+@dataclass(frozen=True)
+class Condition:
+    """When a setting matters at all; its range is not checked otherwise (e.g. bucket sides
+    without buckets). ``text`` says it in words for the docs and the wizard's help."""
+
+    text: str
+    holds: Callable[[object], bool]  # takes the RunConfig
+
+
+@dataclass(frozen=True)
+class Setting:
+    section: str
+    key: str
+    type: type  # bool, int, float, str, or list (a list of strings)
+    default: object
+    label: str  # the wizard's label
+    help: str  # the advice shown under the field, in the docs and in `loratui check` fixes
+    step: str  # the wizard step that shows it (WIZARD_STEPS)
+    kohya: str | tuple[str, ...] | Absent  # sd-scripts' command-line name(s), without "--"
+    kohya_gui: str | Absent  # the kohya_ss GUI's JSON key
+    metadata: str | tuple[str, ...] | Absent  # the ss_* key(s) every LoRA file records it under
+    widget: str = ""  # one of WIDGETS; "" = derived from the type and choices
+    choices: tuple[str, ...] = ()
+    not_yet: tuple[str, ...] = ()  # values loratui recognises but cannot do yet (refused with a clear line)
+    minimum: float | None = None
+    maximum: float | None = None
+    above_minimum: bool = False  # the minimum itself is not allowed ("must be above 0")
+    multiple_of: int | None = None
+    range_fix: str = ""  # the advice when the value is out of range
+    unit: str = ""
+    placeholder: str = ""
+    when: Condition | None = None
+    free_text: bool = False  # tabs and newlines allowed (a comment), else no control characters
+    kohya_gui_special: bool = False  # the GUI key needs more than a type conversion (kohya_import does it)
+    metadata_value: Callable[[object], object] | None = None  # the value written, when not the setting's own
+    families: tuple[str, ...] = MODEL_FAMILIES
+
+    @property
+    def name(self) -> str:
+        """``network.rank``: the section and key, also the ``where`` of the setting's problems."""
+        return f"{self.section}.{self.key}"
+
+    @property
+    def kind(self) -> str:
+        """The wizard widget."""
+        if self.widget:
+            return self.widget
+        if self.choices:
+            return "choice"
+        return {bool: "bool", int: "int", float: "float", list: "args"}.get(self.type, "text")
+
+    @property
+    def kohya_names(self) -> tuple[str, ...]:
+        if isinstance(self.kohya, Absent):
+            return ()
+        return (self.kohya,) if isinstance(self.kohya, str) else self.kohya
+
+    @property
+    def metadata_keys(self) -> tuple[str, ...]:
+        if isinstance(self.metadata, Absent):
+            return ()
+        return (self.metadata,) if isinstance(self.metadata, str) else self.metadata
+
+    @property
+    def dom_id(self) -> str:
+        """The id of the wizard's input widget: ``f-network-rank``."""
+        return "f-" + self.name.replace(".", "-").replace("_", "-")
+
+    def range_text(self) -> str:
+        """The allowed values in words: ``1..1024``, ``above 0``, ``0 or more``, ``multiple of 8``."""
+        low, high = self.minimum, self.maximum
+        parts = []
+        if low is not None and high is not None and not self.above_minimum:
+            parts.append(f"{_number(low)}..{_number(high)}")
+        else:
+            if low is not None:
+                parts.append(f"above {_number(low)}" if self.above_minimum else f"{_number(low)} or more")
+            if high is not None:
+                parts.append(f"at most {_number(high)}")
+        if self.multiple_of:
+            parts.append(f"a multiple of {self.multiple_of}")
+        return ", ".join(parts)
+
+
+def _number(value: float) -> str:
+    if not float(value).is_integer():
+        return f"{value:g}"
+    whole = int(value)
+    return f"{whole:_}" if abs(whole) >= 100_000 else str(whole)  # 1_000_000: TOML reads it too
+
+
+def _not_in_kohya(why: str) -> Absent:
+    return Absent(why)
+
+
+def _metadata_bool_of(values: tuple[str, ...]) -> Callable[[object], object]:
+    return lambda value: value not in values
+
+
+def _zero_is_absent(value: object) -> object:
+    return value if value else None
+
+
+def _alpha_text(value: object) -> object:
+    number = float(value)  # type: ignore[arg-type]
+    return str(int(number)) if number.is_integer() else str(number)
+
+
+_BUCKETS_ON = Condition("when enable_buckets is true", lambda cfg: cfg.dataset.enable_buckets)
+_EPOCHS_COUNT = Condition("when max_train_steps is 0", lambda cfg: cfg.training.max_train_steps == 0)
+_CONV_ON = Condition("when conv_rank is above 0", lambda cfg: cfg.network.conv_rank > 0)
+_PATH_ONLY = Absent("a path on this machine, not a training fact")
+_SCAN = Absent("the dataset scan writes ss_dataset_dirs, ss_reg_dataset_dirs and ss_tag_frequency instead")
+
+# ---------------------------------------------------------------------------------------------
+# The settings, section by section, in the order the wizard shows them and the TOML lists them.
+# The advice is the guides' (kohya's): rank 128 for faces and 64 for anime; alpha at half the
+# rank; 10-30 repeats; 5-10 epochs; batch 1 on small GPUs; AdamW8bit; LR 1 for adaptive optimizers.
+
+SETTINGS: tuple[Setting, ...] = (
+    # -- [model]
+    Setting(
+        "model",
+        "path",
+        str,
+        "",
+        "Base model",
+        "A local diffusers folder, a .safetensors/.ckpt checkpoint, or loratui:tiny-sd (built in, for a quick "
+        "test run). SD 1.5 models give the most convincing faces. Right arrow completes the path.",
+        "model",
+        kohya="pretrained_model_name_or_path",
+        kohya_gui="pretrained_model_name_or_path",
+        kohya_gui_special=True,
+        metadata=Absent("ss_sd_model_name records the model's file name"),
+        widget="path",
+        placeholder="(not set) e.g. models/v1-5-pruned.safetensors",
+    ),
+    Setting(
+        "model",
+        "family",
+        str,
+        "sd1",
+        "Model family",
+        "sd1 for SD 1.x (SD1.5 and its fine-tunes), sd2 for SD 2.x. SDXL and Flux are not supported yet.",
+        "model",
+        kohya=Absent("sd-scripts has a flag per family (--v2) and a script per family (sdxl_...)"),
+        kohya_gui="v2",
+        kohya_gui_special=True,
+        metadata="ss_base_model_version",
+        choices=MODEL_FAMILIES,
+        not_yet=("sdxl", "flux"),
+        metadata_value=lambda family: {"sd1": "sd_v1", "sd2": "sd_v2"}.get(str(family), str(family)),
+    ),
+    Setting(
+        "model",
+        "v_prediction",
+        bool,
+        False,
+        "V-prediction",
+        "Train with v-prediction. Only for SD 2.x 768-v models; off for SD 1.5.",
+        "model",
+        kohya="v_parameterization",
+        kohya_gui="v_parameterization",
+        metadata="ss_v_parameterization",
+    ),
+    Setting(
+        "model",
+        "clip_skip",
+        int,
+        1,
+        "CLIP skip",
+        "Which CLIP layer feeds the U-Net, counted from the end: 1 (the last) for photos and realistic models; "
+        "2 is common for anime models.",
+        "model",
+        kohya="clip_skip",
+        kohya_gui="clip_skip",
+        metadata="ss_clip_skip",
+        minimum=1,
+        maximum=12,
+        range_fix="use 1 (the usual value) or 2 (common for anime models)",
+    ),
+    Setting(
+        "model",
+        "tokenizer",
+        str,
+        "",
+        "Tokenizer folder",
+        "Only for single-file checkpoints: a folder with vocab.json and merges.txt (or tokenizer.json), e.g. "
+        "the tokenizer/ folder of a diffusers model of the same family. Empty = the local Hugging Face cache.",
+        "model",
+        kohya=Absent("sd-scripts downloads the tokenizer, or reads --tokenizer_cache_dir"),
+        kohya_gui=Absent("the GUI has no tokenizer setting"),
+        metadata=_PATH_ONLY,
+        widget="dir",
+        placeholder="(optional)",
+    ),
+    # -- [dataset]
+    Setting(
+        "dataset",
+        "image_dir",
+        str,
+        "img",
+        "Image folder",
+        "The img folder that holds the <repeats>_<name> folders, e.g. img/15_ohwx woman/. Point at img, not at "
+        "the concept folder inside it.",
+        "dataset",
+        kohya="train_data_dir",
+        kohya_gui="train_data_dir",
+        metadata=_SCAN,
+        widget="dir",
+    ),
+    Setting(
+        "dataset",
+        "reg_dir",
+        str,
+        "",
+        "Regularisation",
+        "Optional folder of class images, e.g. reg/1_woman/, so the model does not forget what other people look "
+        "like. Less relevant for faces and anime characters. Empty = none.",
+        "dataset",
+        kohya="reg_data_dir",
+        kohya_gui="reg_data_dir",
+        metadata=_SCAN,
+        widget="dir",
+        placeholder="(none)",
+    ),
+    Setting(
+        "dataset",
+        "caption_extension",
+        str,
+        ".txt",
+        "Caption extension",
+        "Each image's caption is the same-named file with this extension, usually .txt. Without one, the folder "
+        "name after the repeats is the caption.",
+        "dataset",
+        kohya="caption_extension",
+        kohya_gui="caption_extension",
+        kohya_gui_special=True,
+        metadata="ss_caption_extension",
+    ),
+    Setting(
+        "dataset",
+        "resolution",
+        int,
+        512,
+        "Resolution",
+        "Training resolution in pixels (the side of a square image of the same area): 512 for SD 1.5, 768 for "
+        "SD 2.x 768-v. Crop faces to 1:1 on the head and shoulders and upscale images smaller than this.",
+        "dataset",
+        kohya="resolution",
+        kohya_gui="max_resolution",
+        kohya_gui_special=True,
+        metadata=Absent('written as ss_resolution "(512, 512)" and modelspec.resolution'),
+        minimum=64,
+        maximum=4096,
+        multiple_of=8,
+        unit="px",
+        range_fix="use 512 for SD 1.x, 768 for SD 2.x 768-v models",
+    ),
+    Setting(
+        "dataset",
+        "enable_buckets",
+        bool,
+        True,
+        "Aspect buckets",
+        "Group images by aspect ratio instead of cropping them to squares. The guides advise cropping all images "
+        "to one size instead: buckets can cost quality and speed.",
+        "dataset",
+        kohya="enable_bucket",
+        kohya_gui="enable_bucket",
+        metadata="ss_enable_bucket",
+    ),
+    Setting(
+        "dataset",
+        "min_bucket_reso",
+        int,
+        256,
+        "Min bucket side",
+        "Smallest bucket side in pixels; 256 is usual.",
+        "dataset",
+        kohya="min_bucket_reso",
+        kohya_gui="min_bucket_reso",
+        metadata="ss_min_bucket_reso",
+        minimum=64,
+        maximum=4096,
+        unit="px",
+        when=_BUCKETS_ON,
+        range_fix="use 256 (the usual value)",
+    ),
+    Setting(
+        "dataset",
+        "max_bucket_reso",
+        int,
+        1024,
+        "Max bucket side",
+        "Largest bucket side in pixels; twice the resolution is usual.",
+        "dataset",
+        kohya="max_bucket_reso",
+        kohya_gui="max_bucket_reso",
+        metadata="ss_max_bucket_reso",
+        minimum=64,
+        maximum=8192,
+        unit="px",
+        when=_BUCKETS_ON,
+        range_fix="use twice the resolution",
+    ),
+    Setting(
+        "dataset",
+        "bucket_reso_steps",
+        int,
+        64,
+        "Bucket step",
+        "Bucket sides are multiples of this many pixels; 64 is usual.",
+        "dataset",
+        kohya="bucket_reso_steps",
+        kohya_gui="bucket_reso_steps",
+        metadata=Absent("sd-scripts does not record it"),
+        minimum=8,
+        maximum=512,
+        multiple_of=8,
+        unit="px",
+        when=_BUCKETS_ON,
+        range_fix="use 64 (the usual value) or 32",
+    ),
+    Setting(
+        "dataset",
+        "cache_latents",
+        str,
+        "memory",
+        "Cache latents",
+        "Keep the VAE latents. memory: encode each image once and keep it (fastest). disk: keep them beside the "
+        "images (less RAM, reused by the next run). off: encode every step.",
+        "dataset",
+        kohya=("cache_latents", "cache_latents_to_disk"),
+        kohya_gui="cache_latents",
+        kohya_gui_special=True,
+        metadata="ss_cache_latents",
+        choices=CACHE_LATENTS_CHOICES,
+        metadata_value=_metadata_bool_of(("off",)),
+    ),
+    # -- [training]
+    Setting(
+        "training",
+        "batch_size",
+        int,
+        1,
+        "Batch size",
+        "Images per step. 1 fits most GPUs, including 8 GB cards; raise it only when memory allows.",
+        "training",
+        kohya="train_batch_size",
+        kohya_gui="train_batch_size",
+        metadata="ss_batch_size_per_device",
+        minimum=1,
+        maximum=4096,
+        unit="images",
+        range_fix="use 1, or more if memory allows",
+    ),
+    Setting(
+        "training",
+        "epochs",
+        int,
+        10,
+        "Epochs",
+        "Passes over the dataset; 5-10 is sensible. One LoRA is saved per epoch, so you can pick the best. "
+        "Ignored when max_train_steps is set.",
+        "training",
+        kohya="max_train_epochs",
+        kohya_gui="epoch",
+        metadata=Absent("ss_num_epochs records the epochs the run really has"),
+        minimum=1,
+        maximum=1_000_000,
+        when=_EPOCHS_COUNT,
+        range_fix="set epochs to 1 or more (10 is a common start)",
+    ),
+    Setting(
+        "training",
+        "max_train_steps",
+        int,
+        0,
+        "Max train steps",
+        "Total optimizer steps; 0 = run for the epochs above. Set it (typically 3000-5000) to fix the length; "
+        "it overrides epochs.",
+        "training",
+        kohya="max_train_steps",
+        kohya_gui="max_train_steps",
+        metadata=Absent("ss_max_train_steps records the run's real total"),
+        minimum=0,
+        maximum=1_000_000_000,
+        unit="steps",
+        range_fix="use 0 (run for epochs) or a positive step count",
+    ),
+    Setting(
+        "training",
+        "mixed_precision",
+        str,
+        "bf16",
+        "Mixed precision",
+        "Precision of the forward pass. fp16 saves memory and is faster; bf16 is steadier on RTX 30xx/40xx and "
+        "newer; no = full fp32 (the only choice without a CUDA GPU).",
+        "training",
+        kohya="mixed_precision",
+        kohya_gui="mixed_precision",
+        metadata="ss_mixed_precision",
+        choices=MIXED_PRECISION_CHOICES,
+    ),
+    Setting(
+        "training",
+        "gradient_checkpointing",
+        bool,
+        False,
+        "Grad. checkpointing",
+        "Recompute activations in the backward pass: saves a lot of GPU memory for slower steps. Turn it on when "
+        "a run does not fit.",
+        "training",
+        kohya="gradient_checkpointing",
+        kohya_gui="gradient_checkpointing",
+        metadata="ss_gradient_checkpointing",
+    ),
+    Setting(
+        "training",
+        "attention",
+        str,
+        "sdpa",
+        "Attention",
+        "sdpa: PyTorch's built-in memory-efficient attention. xformers: needs the xformers package; less memory, "
+        "faster on older PyTorch.",
+        "training",
+        kohya=("sdpa", "xformers"),
+        kohya_gui="xformers",
+        kohya_gui_special=True,
+        metadata=Absent("sd-scripts does not record it"),
+        choices=ATTENTION_CHOICES,
+    ),
+    Setting(
+        "training",
+        "gradient_accumulation_steps",
+        int,
+        1,
+        "Grad. accumulation",
+        "Sum the gradients of this many batches per step: a larger effective batch without more memory. 1 = off.",
+        "training",
+        kohya="gradient_accumulation_steps",
+        kohya_gui="gradient_accumulation_steps",
+        metadata="ss_gradient_accumulation_steps",
+        minimum=1,
+        maximum=1024,
+        unit="batches",
+        range_fix="use 1 (no accumulation) or more",
+    ),
+    Setting(
+        "training",
+        "seed",
+        int,
+        42,
+        "Seed",
+        "Random seed: the same seed gives the same run. Any whole number from 0.",
+        "training",
+        kohya="seed",
+        kohya_gui="seed",
+        metadata="ss_seed",
+        # numpy's and torch's seeding take 32 bits.
+        minimum=0,
+        maximum=2**32 - 1,
+        range_fix="use a whole number from 0 to 4294967295, e.g. 42",
+    ),
+    Setting(
+        "training",
+        "noise_offset",
+        float,
+        0.0,
+        "Noise offset",
+        "Offset added to the noise; helps very dark and very bright images. 0.05 is a common value; 0 = off.",
+        "training",
+        kohya="noise_offset",
+        kohya_gui="noise_offset",
+        kohya_gui_special=True,
+        metadata="ss_noise_offset",
+        metadata_value=_zero_is_absent,
+        minimum=0,
+        maximum=1,
+        range_fix="use 0 (off) or a small value such as 0.05",
+    ),
+    Setting(
+        "training",
+        "min_snr_gamma",
+        float,
+        0.0,
+        "Min-SNR gamma",
+        "Min-SNR loss weighting; 5 is the usual value. 0 = off.",
+        "training",
+        kohya="min_snr_gamma",
+        kohya_gui="min_snr_gamma",
+        metadata="ss_min_snr_gamma",
+        metadata_value=_zero_is_absent,
+        minimum=0,
+        maximum=1000,
+        range_fix="use 0 (off) or 5 (the usual value)",
+    ),
+    Setting(
+        "training",
+        "max_grad_norm",
+        float,
+        1.0,
+        "Max grad norm",
+        "Clip the gradient norm to this value; 1.0 is usual, 0 = no clipping.",
+        "training",
+        kohya="max_grad_norm",
+        kohya_gui="max_grad_norm",
+        metadata="ss_max_grad_norm",
+        minimum=0,
+        maximum=1e6,
+        range_fix="use 1.0, or 0 to turn clipping off",
+    ),
+    Setting(
+        "training",
+        "resume_from",
+        str,
+        "",
+        "Resume from",
+        "A saved <name>-000004-state folder (in the model folder) to continue a stopped run from. Empty = a fresh run.",
+        "training",
+        kohya="resume",
+        kohya_gui="resume",
+        metadata=_PATH_ONLY,
+        widget="dir",
+        placeholder="(fresh run)",
+    ),
+    # -- [network]
+    Setting(
+        "network",
+        "rank",
+        int,
+        32,
+        "Rank (dim)",
+        "Capacity of the LoRA: the size of the low-rank update. 128 is a good balance for faces; 64 suffices for "
+        "anime characters and styles. Higher means larger files, not always better results.",
+        "network",
+        kohya="network_dim",
+        kohya_gui="network_dim",
+        metadata="ss_network_dim",
+        minimum=1,
+        maximum=1024,
+        range_fix="use 4 to 128; 32 is a common start",
+    ),
+    Setting(
+        "network",
+        "alpha",
+        float,
+        16.0,
+        "Alpha",
+        "Scales the update by alpha / rank. Keep it at half the rank or less, e.g. 64 for rank 128.",
+        "network",
+        kohya="network_alpha",
+        kohya_gui="network_alpha",
+        metadata="ss_network_alpha",
+        metadata_value=_alpha_text,
+        minimum=0,
+        above_minimum=True,
+        maximum=1e6,
+        range_fix="use half the rank, e.g. alpha = 16 for rank 32",
+    ),
+    Setting(
+        "network",
+        "conv_rank",
+        int,
+        0,
+        "Conv rank (LoCon)",
+        "Also train the 3x3 convolution layers (LoCon) with this rank; 0 = plain LoRA. 4-32 when used.",
+        "network",
+        kohya="conv_dim",
+        kohya_gui="conv_dim",
+        kohya_gui_special=True,
+        metadata=Absent("written inside ss_network_args as conv_dim"),
+        minimum=0,
+        maximum=1024,
+        range_fix="use 0 (no conv layers) or 4 to 32 for LoCon",
+    ),
+    Setting(
+        "network",
+        "conv_alpha",
+        float,
+        1.0,
+        "Conv alpha",
+        "Alpha of the LoCon convolution layers: 1, or half of the conv rank.",
+        "network",
+        kohya="conv_alpha",
+        kohya_gui="conv_alpha",
+        kohya_gui_special=True,
+        metadata=Absent("written inside ss_network_args as conv_alpha"),
+        minimum=0,
+        above_minimum=True,
+        maximum=1e6,
+        when=_CONV_ON,
+        range_fix="use 1.0, or half of conv_rank",
+    ),
+    # -- [optimizer]
+    Setting(
+        "optimizer",
+        "name",
+        str,
+        "AdamW8bit",
+        "Optimizer",
+        "AdamW8bit is the stable choice (less memory than AdamW). Adafactor suits small GPUs. DAdaptAdam (6 GB or "
+        "more) and Prodigy find the learning rate themselves: set both LRs to 1.",
+        "optimizer",
+        kohya="optimizer_type",
+        kohya_gui="optimizer",
+        kohya_gui_special=True,
+        metadata=Absent("ss_optimizer records the optimizer class with its arguments"),
+        choices=OPTIMIZERS,
+    ),
+    Setting(
+        "optimizer",
+        "unet_lr",
+        float,
+        1e-4,
+        "U-Net LR",
+        "Learning rate of the U-Net LoRA: 1e-4 for AdamW and AdamW8bit; 1 for DAdaptAdam, Prodigy and Adafactor "
+        "with relative_step. Higher learns faster but overfits sooner.",
+        "optimizer",
+        kohya=("unet_lr", "learning_rate"),
+        kohya_gui="unet_lr",
+        kohya_gui_special=True,
+        metadata=("ss_unet_lr", "ss_learning_rate"),
+        minimum=0,
+        above_minimum=True,
+        range_fix="use 1e-4 for AdamW, or 1.0 for DAdaptAdam/Prodigy",
+    ),
+    Setting(
+        "optimizer",
+        "text_encoder_lr",
+        float,
+        5e-5,
+        "Text encoder LR",
+        "Learning rate of the text encoder LoRA: usually half the U-Net LR (5e-5); 0 freezes the text encoder. "
+        "DAdaptAdam and Prodigy: the same as the U-Net LR, or 0.",
+        "optimizer",
+        kohya="text_encoder_lr",
+        kohya_gui="text_encoder_lr",
+        kohya_gui_special=True,
+        metadata="ss_text_encoder_lr",
+        minimum=0,
+        range_fix="use 5e-5, or 0 to freeze the text encoder",
+    ),
+    Setting(
+        "optimizer",
+        "args",
+        list,
+        [],
+        "Optimizer args",
+        "Extra optimizer arguments as key=value entries separated by spaces. Adafactor: relative_step=True "
+        "scale_parameter=True warmup_init=True. DAdaptAdam: decouple=True weight_decay=0.01 betas=0.9,0.999.",
+        "optimizer",
+        kohya="optimizer_args",
+        kohya_gui="optimizer_args",
+        metadata=Absent("ss_optimizer records the optimizer class with its arguments"),
+        placeholder="(none)",
+    ),
+    Setting(
+        "optimizer",
+        "scheduler",
+        str,
+        "cosine",
+        "LR schedule",
+        "How the LR changes over the run. cosine_with_restarts (3-5 cycles) revisits the data with fresh peaks; "
+        "constant suits the adaptive optimizers.",
+        "optimizer",
+        kohya="lr_scheduler",
+        kohya_gui="lr_scheduler",
+        metadata="ss_lr_scheduler",
+        choices=SCHEDULERS,
+    ),
+    Setting(
+        "optimizer",
+        "scheduler_cycles",
+        int,
+        1,
+        "Cycles",
+        "Restarts of cosine_with_restarts; 3-5 balances learning against settling too early.",
+        "optimizer",
+        kohya="lr_scheduler_num_cycles",
+        kohya_gui="lr_scheduler_num_cycles",
+        metadata=Absent("sd-scripts does not record it"),
+        minimum=1,
+        maximum=1000,
+        range_fix="use 1 or more",
+    ),
+    Setting(
+        "optimizer",
+        "warmup_steps",
+        int,
+        0,
+        "Warmup steps",
+        "Steps over which the LR ramps up from 0; about 5-10% of the run, or 0.",
+        "optimizer",
+        kohya="lr_warmup_steps",
+        kohya_gui="lr_warmup_steps",
+        kohya_gui_special=True,
+        metadata="ss_lr_warmup_steps",
+        minimum=0,
+        maximum=1_000_000_000,
+        unit="steps",
+        range_fix="use 0 (no warmup) or a positive step count",
+    ),
+    Setting(
+        "optimizer",
+        "scheduler_power",
+        float,
+        1.0,
+        "Power",
+        "Power of the polynomial schedule; 1 = a linear decay.",
+        "optimizer",
+        kohya="lr_scheduler_power",
+        kohya_gui="lr_scheduler_power",
+        metadata=Absent("sd-scripts does not record it"),
+        minimum=0,
+        above_minimum=True,
+        maximum=100,
+        range_fix="use 1.0 (a linear decay)",
+    ),
+    # -- [output]
+    Setting(
+        "output",
+        "name",
+        str,
+        "lora",
+        "LoRA name",
+        "The file stem: <name>.safetensors at the end, <name>-000001.safetensors for each saved epoch.",
+        "output",
+        kohya="output_name",
+        kohya_gui="output_name",
+        metadata="ss_output_name",
+    ),
+    Setting(
+        "output",
+        "output_dir",
+        str,
+        "model",
+        "Output folder",
+        "Where the LoRA files go (the model folder).",
+        "output",
+        kohya="output_dir",
+        kohya_gui="output_dir",
+        metadata=_PATH_ONLY,
+        widget="dir",
+    ),
+    Setting(
+        "output",
+        "log_dir",
+        str,
+        "log",
+        "Log folder",
+        "Training logs: one folder per run with its events, engine log and job record.",
+        "output",
+        kohya="logging_dir",
+        kohya_gui="logging_dir",
+        metadata=_PATH_ONLY,
+        widget="dir",
+    ),
+    Setting(
+        "output",
+        "save_every_n_epochs",
+        int,
+        1,
+        "Save every n epochs",
+        "1 saves every epoch, so you can compare them (an XYZ plot of epoch x LoRA weight in A1111) and keep the "
+        "best. 0 = only the final file.",
+        "output",
+        kohya="save_every_n_epochs",
+        kohya_gui="save_every_n_epochs",
+        metadata=Absent("sd-scripts does not record it"),
+        minimum=0,
+        maximum=1_000_000,
+        unit="epochs",
+        range_fix="use 0 (only the final file) or 1 or more",
+    ),
+    Setting(
+        "output",
+        "save_precision",
+        str,
+        "fp16",
+        "Save precision",
+        "Precision of the saved weights: fp16 files load everywhere and are half the size of float (fp32).",
+        "output",
+        kohya="save_precision",
+        kohya_gui="save_precision",
+        metadata=Absent("sd-scripts does not record it"),
+        choices=SAVE_PRECISIONS,
+    ),
+    Setting(
+        "output",
+        "save_state",
+        bool,
+        True,
+        "Save state",
+        "Also save a resumable <name>-000001-state folder beside each checkpoint: larger, but a stopped run can "
+        "continue.",
+        "output",
+        kohya="save_state",
+        kohya_gui="save_state",
+        metadata=Absent("a file-saving choice, not a training fact"),
+    ),
+    Setting(
+        "output",
+        "comment",
+        str,
+        "",
+        "Comment",
+        "Free text stored in the LoRA's metadata, e.g. the trigger word.",
+        "output",
+        kohya="training_comment",
+        kohya_gui="training_comment",
+        metadata="ss_training_comment",
+        placeholder="(optional)",
+        free_text=True,
+    ),
+)
+
+BY_NAME: dict[str, Setting] = {setting.name: setting for setting in SETTINGS}
+
+
+def settings_of(section: str) -> tuple[Setting, ...]:
+    """The settings of one TOML section, in file order."""
+    return tuple(setting for setting in SETTINGS if setting.section == section)
+
+
+def kohya_cli_names() -> dict[str, Setting]:
+    """sd-scripts' name -> the setting, for "kohya's network_dim is called rank here"."""
+    return {name: setting for setting in SETTINGS for name in setting.kohya_names}

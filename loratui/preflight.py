@@ -1,0 +1,821 @@
+"""What this machine and these files allow: the last checks before "ready to train" is promised.
+
+A config can be valid and still fail minutes into loading: fp16 on a machine without a CUDA GPU,
+xformers that is not installed, a model path that is not a model, a single-file checkpoint whose
+configs are on no disk, an optimizer argument the optimizer does not take. Each rule here looks at
+the machine (through NVML, never torch) or at the files (with the standard library) and says so
+before anything loads, at the setting to change, with the fix.
+
+The engine refuses exactly the same: it runs these checks first (``loratui.validation.validate``),
+and where it decides by itself (the GPU torch sees, the files diffusers opens) it uses the same
+rules and lookups from here, so ``loratui check`` saying ready means the engine reaches step 1.
+
+Everything that costs time is remembered: the machine for the whole process, file inspections
+while the file is unchanged (``loratui.model_files``); the wizard runs this on every keystroke.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import importlib.util
+import json
+import os
+import re
+import shlex
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from loratui import model_files
+from loratui.errors import Problem, UserError
+from loratui.model_files import ModelFileError
+from loratui.optimizer_args import canonical_optimizer, parse_optimizer_args
+
+if TYPE_CHECKING:
+    from loratui.config import RunConfig
+
+
+def preflight(cfg: RunConfig, found: Iterable[Problem] = ()) -> list[Problem]:
+    """Every problem this machine or these files would make the engine refuse.
+
+    ``found``: the problems validation already reported. A rule that reads a setting with an
+    error among them (or among the problems of an earlier rule here) is skipped: one problem
+    per mistake, and no rule works on a value that could make it crash."""
+    failed = {problem.where for problem in found if problem.severity == "error"}
+    problems: list[Problem] = []
+    for reads, check in _RULES:
+        if failed.intersection(reads):
+            continue
+        new = check(cfg)
+        problems += new
+        failed.update(problem.where for problem in new if problem.severity == "error")
+    return problems
+
+
+def user_error(problem: Problem, kind: str = "config") -> UserError:
+    """The engine's form of a problem found here."""
+    return UserError(problem.message, problem.where, problem.fix, kind)
+
+
+def error(where: str, message: str, fix: str) -> Problem:
+    return Problem(where, message, fix, "error")
+
+
+# ---------------------------------------------------------------------------------------------
+# The machine: the CUDA GPU a run would train on.
+
+BF16_CAPABILITY = (8, 0)  # Ampere (RTX 30xx, A100) and newer compute in bf16
+
+
+@dataclass(frozen=True)
+class Machine:
+    """The CUDA GPU the engine would train on, or why it would train on the CPU."""
+
+    gpu: str | None  # the GPU's name; None: no CUDA GPU, training runs on the CPU
+    capability: tuple[int, int] | None = None  # CUDA compute capability, None when unknown
+    no_gpu: str = ""  # why there is no CUDA GPU, in plain words
+
+
+_machines: dict[tuple, Machine] = {}
+
+
+def this_machine() -> Machine:
+    """This machine as NVML and the installed torch build describe it, read once per process.
+
+    Keyed by the pynvml module in use and CUDA_VISIBLE_DEVICES, so a test that swaps in a fake
+    NVML, or a changed variable, reads afresh."""
+    key = (id(sys.modules.get("pynvml")), os.environ.get("CUDA_VISIBLE_DEVICES"))
+    if key not in _machines:
+        _machines[key] = _read_machine()
+    return _machines[key]
+
+
+def _read_machine() -> Machine:
+    from loratui.gpu.nvml import read_gpus
+
+    snapshot = read_gpus(with_processes=False)
+    if not snapshot.available:
+        return Machine(None, no_gpu=f"this machine has {snapshot.reason or 'no NVIDIA GPU'}")
+    visible = _visible_devices(snapshot.devices, os.environ.get("CUDA_VISIBLE_DEVICES"))
+    if not visible:
+        value = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+        return Machine(None, no_gpu=f"CUDA_VISIBLE_DEVICES={shlex.quote(value)} hides every GPU")
+    torch_build = _torch_build()
+    if torch_build is not None and torch_build[1] is None:
+        return Machine(None, no_gpu=f"the installed PyTorch ({torch_build[0]}) is a CPU-only build")
+    # CUDA numbers the GPUs fastest first unless CUDA_DEVICE_ORDER=PCI_BUS_ID (NVML's order);
+    # the fastest is, in practice, the newest: the one of the highest compute capability.
+    device = visible[0]
+    if os.environ.get("CUDA_DEVICE_ORDER") != "PCI_BUS_ID":
+        device = max(visible, key=lambda d: d.compute_capability or (0, 0))
+    return Machine(device.name or f"GPU {device.index}", device.compute_capability)
+
+
+def _visible_devices(devices: list, variable: str | None) -> list:
+    """The NVML devices CUDA would see under CUDA_VISIBLE_DEVICES (indices or UUIDs, read up to
+    the first entry that names no device, as CUDA does)."""
+    if variable is None:
+        return list(devices)
+    visible = []
+    for entry in (part.strip() for part in variable.split(",")):
+        match = None
+        if entry.isdigit():
+            match = next((d for d in devices if d.index == int(entry)), None)
+        elif entry.startswith(("GPU-", "MIG-")):
+            match = next((d for d in devices if d.uuid and d.uuid.startswith(entry)), None)
+        if match is None:
+            break
+        visible.append(match)
+    return visible
+
+
+def _torch_build() -> tuple[str, str | None] | None:
+    """(version, CUDA version or None) of the installed torch, read from its version.py without
+    importing it; None when torch is not installed here (the engine then cannot run anyway)."""
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    try:
+        text = (Path(next(iter(spec.submodule_search_locations))) / "version.py").read_text()
+    except OSError:
+        return None
+    version = re.search(r"^__version__\s*=\s*['\"]([^'\"]+)", text, re.MULTILINE)
+    cuda = re.search(r"^cuda\s*(?::[^=]*)?=\s*(?:None|['\"]([^'\"]*)['\"])", text, re.MULTILINE)
+    return (version.group(1) if version else "unknown version", cuda.group(1) if cuda else None)
+
+
+def precision_problems(precision: str, machine: Machine) -> list[Problem]:
+    """fp16 and bf16 need a CUDA GPU; bf16 one of compute capability 8.0 or newer. The engine
+    judges the GPU torch sees with this same rule."""
+    if precision not in ("fp16", "bf16"):
+        return []
+    if machine.gpu is None:
+        return [
+            error(
+                "training.mixed_precision",
+                f"{precision} mixed precision needs a CUDA GPU, and {machine.no_gpu}",
+                'set mixed_precision = "no" (full fp32) to train on this machine\'s CPU',
+            )
+        ]
+    capability = machine.capability
+    if precision == "bf16" and capability is not None and capability < BF16_CAPABILITY:
+        shown = ".".join(map(str, capability))
+        return [
+            error(
+                "training.mixed_precision",
+                f"bf16 needs a GPU of compute capability 8.0 or newer (RTX 30xx, A100 and later); "
+                f"{machine.gpu} is {shown}",
+                'set mixed_precision = "fp16" on this GPU',
+            )
+        ]
+    if precision == "bf16" and capability is None:
+        return [
+            Problem(
+                "training.mixed_precision",
+                f"the driver does not say whether {machine.gpu} computes in bf16",
+                'if the engine refuses it, set mixed_precision = "fp16"',
+                "warning",
+            )
+        ]
+    return []
+
+
+def precision_for(machine: Machine) -> str:
+    """The fastest mixed precision this machine allows: the default of a new project."""
+    if machine.gpu is None:
+        return "no"
+    return "bf16" if machine.capability is not None and machine.capability >= BF16_CAPABILITY else "fp16"
+
+
+def attention_problems(attention: str, machine: Machine) -> list[Problem]:
+    """xformers must be installed, and it runs on a CUDA GPU only (diffusers refuses it otherwise)."""
+    if attention != "xformers":
+        return []
+    fix = 'set attention = "sdpa" (PyTorch\'s built-in attention, as fast on recent PyTorch)'
+    if not installed("xformers"):
+        return [error("training.attention", "xformers is not installed", fix)]
+    if machine.gpu is None:
+        return [error("training.attention", f"xformers needs a CUDA GPU, and {machine.no_gpu}", fix)]
+    return []
+
+
+def installed(package: str) -> bool:
+    """Whether ``import package`` can find it (a None in sys.modules blocks an import)."""
+    if package in sys.modules:
+        return sys.modules[package] is not None
+    try:
+        return importlib.util.find_spec(package) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# The base model's files.
+
+# Layers of the text encoders of the built-in models (engine/tiny_model.py,
+# engine/reference_models.py; tests/test_preflight.py holds them equal).
+BUILTIN_TEXT_ENCODER_LAYERS = {"loratui:tiny-sd": 3, "loratui:sd15-random": 12}
+# The hub repos whose configs and tokenizer a single-file checkpoint of each family borrows.
+SINGLE_FILE_CONFIG_REPOS = {
+    "sd1": "stable-diffusion-v1-5/stable-diffusion-v1-5",
+    "sd2": "stabilityai/stable-diffusion-2-1",
+}
+# Repos that are gone from the hub, and their copies: runwayml's SD 1.5 was taken down in 2024.
+MOVED_REPOS = {"runwayml/stable-diffusion-v1-5": "stable-diffusion-v1-5/stable-diffusion-v1-5"}
+_BROKEN_FILE_FIX = "the file is damaged or incomplete: download or copy it again"
+
+
+def _model_path(cfg: RunConfig) -> Path | None:
+    """The model's location on disk, or None for a built-in model or an empty setting."""
+    if cfg.model.is_builtin or not cfg.model.path.strip():
+        return None
+    return cfg.resolve(cfg.model.path)
+
+
+def hub_id_problems(cfg: RunConfig) -> list[Problem]:
+    """A repo id where a local path belongs: loratui never downloads."""
+    path = _model_path(cfg)
+    repo = model_files.hub_repo_id(cfg.model.path)
+    if path is None or repo is None or path.exists() or (cfg.base_dir / repo.split("/")[0]).is_dir():
+        return []  # a missing subfolder of a local folder is a typo, not a repo id
+    current = MOVED_REPOS.get(repo, repo)
+    local = cfg.base_dir / "models" / current.split("/")[1]
+    command = shlex.join(
+        [
+            "hf",
+            "download",
+            current,
+            "--include",
+            "*.json",
+            "*.txt",
+            "*/diffusion_pytorch_model.safetensors",
+            "text_encoder/model.safetensors",
+            "--local-dir",
+            str(local),
+        ]
+    )
+    moved = f" ({repo} is gone from the hub; {current} is its copy)" if current != repo else ""
+    return [
+        error(
+            "model.path",
+            f"model folder not found: {path}; {cfg.model.path!r} looks like a Hugging Face repo "
+            f"id, and loratui never downloads a model{moved}",
+            f'set model.path = "models/{local.name}" after downloading it once with network: {command}',
+        )
+    ]
+
+
+def _model_files(cfg: RunConfig) -> list[Problem]:
+    path = _model_path(cfg)
+    if path is None or not path.exists():
+        return []  # validation reports a missing path
+    return model_location_problems(path)
+
+
+def model_location_problems(path: Path) -> list[Problem]:
+    """Whether the folder or file at ``path`` is a model the engine can load. The engine asks
+    this too before it hands the path to diffusers."""
+    problems = _folder_problems(path) if path.is_dir() else _checkpoint_file_problems(path)
+    return [error("model.path", message, fix) for message, fix in problems]
+
+
+def _folder_problems(folder: Path) -> list[tuple[str, str]]:
+    gaps = model_files.folder_gaps(folder, with_weights=True)
+    if gaps:
+        fix = (
+            "point model.path at the folder that holds model_index.json, unet/, vae/, text_encoder/, "
+            "tokenizer/ and scheduler/, or at a .safetensors checkpoint"
+        )
+        return [(f"{folder} is not a diffusers model folder the engine can load: {'; '.join(gaps)}", fix)]
+    for weights in model_files.weight_files(folder):
+        try:
+            model_files.safetensors_header(weights)
+        except ModelFileError as exc:
+            return [(f"{weights} is not a readable safetensors file: {exc}", _BROKEN_FILE_FIX)]
+        except OSError as exc:
+            return [(f"cannot read {weights}: {exc.strerror or exc}", "check the file's permissions")]
+    return []
+
+
+def _checkpoint_file_problems(path: Path) -> list[tuple[str, str]]:
+    try:
+        if path.stat().st_size == 0:
+            return [(f"{path} is empty (zero bytes)", "download or copy the checkpoint again")]
+        if path.suffix.lower() == ".safetensors":
+            return _safetensors_checkpoint_problems(path, model_files.safetensors_header(path))
+        if path.suffix.lower() == ".ckpt":
+            return _pickle_problems(path, model_files.unsafe_pickle_globals(path))
+    except ModelFileError as exc:
+        return [(f"{path.name} is not a readable {path.suffix.lower()[1:]} checkpoint: {exc}", _BROKEN_FILE_FIX)]
+    except OSError as exc:
+        return [(f"cannot read {path}: {exc.strerror or exc}", "check the file's permissions")]
+    return []  # another suffix: validation reports it
+
+
+def _safetensors_checkpoint_problems(path: Path, header: model_files.SafetensorsHeader) -> list[tuple[str, str]]:
+    names = header.shapes.keys()
+    if any(name.startswith(("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_")) for name in names):
+        fix = "point model.path at the Stable Diffusion checkpoint the LoRA is trained on, not at a LoRA file"
+        return [(f"{path.name} is a LoRA, not a base model", fix)]
+    if any(name.startswith("conditioner.embedders.") for name in names):
+        return [
+            (
+                f"{path.name} is an SDXL checkpoint; loratui trains SD 1.x and 2.x models for now",
+                "use an SD 1.x or 2.x checkpoint",
+            )
+        ]
+    if not any(name.startswith("model.diffusion_model.") for name in names):
+        message = (
+            f"{path.name} holds no UNet weights (model.diffusion_model.*): it is not a full Stable Diffusion "
+            "checkpoint (a VAE or an embedding?)"
+        )
+        return [(message, "point model.path at a full SD 1.x/2.x checkpoint")]
+    return []
+
+
+def _pickle_problems(path: Path, unsafe: list[str]) -> list[tuple[str, str]]:
+    if not unsafe:
+        return []
+    shown = ", ".join(unsafe[:3]) + (f" and {len(unsafe) - 3} more" if len(unsafe) > 3 else "")
+    return [
+        (
+            f"{path.name} cannot be loaded without pickle, which can run arbitrary code: it needs {shown}",
+            "use the .safetensors version of this model, or convert it with a tool you trust",
+        )
+    ]
+
+
+def single_file_configs(family: str, tokenizer_dir: Path | None) -> Path | Problem:
+    """The folder of configs and tokenizer a single-file checkpoint loads with, or the problem.
+
+    A checkpoint holds weights only; the layouts and the CLIP vocabulary come from a diffusers
+    folder: ``model.tokenizer``'s model folder, else the repo of the family in the local Hugging
+    Face cache. The engine takes its folder from here, so check and engine look in one place."""
+    if tokenizer_dir is not None:
+        folder = tokenizer_dir.parent if tokenizer_dir.name == "tokenizer" else tokenizer_dir
+        fix = "set model.tokenizer to the tokenizer/ folder of a local SD diffusers model of the same family"
+        if not (folder / "model_index.json").is_file():
+            return error(
+                "model.tokenizer",
+                f"{tokenizer_dir} is not inside a diffusers model folder (no model_index.json beside it)",
+                fix,
+            )
+        gaps = model_files.folder_gaps(folder, with_weights=False)
+        if gaps:
+            return error(
+                "model.tokenizer",
+                f"the model folder {folder} lacks configs the checkpoint needs: {'; '.join(gaps)}",
+                fix,
+            )
+        return folder
+    repo = SINGLE_FILE_CONFIG_REPOS[family]
+    fix = (
+        f"set model.tokenizer to the tokenizer/ folder of a local SD {family} diffusers model, "
+        f"or fetch the configs once with network: {config_download_command(repo)}"
+    )
+    snapshot = model_files.hf_cached_snapshot(repo)
+    if snapshot is None:
+        return error(
+            "model.path",
+            "a single-file checkpoint needs the model's configs and CLIP tokenizer, and none are on this machine",
+            fix,
+        )
+    gaps = model_files.folder_gaps(snapshot, with_weights=False)
+    if gaps:
+        return error(
+            "model.path",
+            f"the configs of {repo} in the Hugging Face cache ({snapshot}) are incomplete: {'; '.join(gaps)}",
+            fix,
+        )
+    return snapshot
+
+
+def config_download_command(repo: str) -> str:
+    return shlex.join(["hf", "download", repo, "--include", "*.json", "*.txt"])
+
+
+def _tokenizer_dir(cfg: RunConfig) -> Path | None:
+    return cfg.resolve(cfg.model.tokenizer) if cfg.model.tokenizer.strip() else None
+
+
+def _single_file(cfg: RunConfig) -> list[Problem]:
+    """A checkpoint file's configs must be on this machine, and its UNet must fit them."""
+    path = _model_path(cfg)
+    if path is None or not path.is_file() or cfg.model.family not in SINGLE_FILE_CONFIG_REPOS:
+        return []
+    found = single_file_configs(cfg.model.family, _tokenizer_dir(cfg))
+    if isinstance(found, Problem):
+        return [found]
+    if path.suffix.lower() != ".safetensors":
+        return []
+    return _width_problems(path, found)
+
+
+def _width_problems(path: Path, config_folder: Path) -> list[Problem]:
+    """The text the UNet attends to is 768 wide in SD 1.x, 1024 in SD 2.x: a checkpoint loaded
+    with the other family's configs fails on the first cross-attention layer."""
+    try:
+        width = model_files.json_object(config_folder / "unet" / "config.json").get("cross_attention_dim")
+        shapes = model_files.safetensors_header(path).shapes
+    except (ModelFileError, OSError):
+        return []  # reported by the rules on the files themselves
+    key = next(
+        (
+            name
+            for name in sorted(shapes)
+            if name.startswith("model.diffusion_model.") and name.endswith("attn2.to_k.weight")
+        ),
+        None,
+    )
+    if key is None or not isinstance(width, int) or len(shapes[key]) != 2 or shapes[key][1] == width:
+        return []
+    # At model.path, where the engine's loader refuses it: the file and its configs do not fit.
+    family = {768: "an SD 1.x checkpoint", 1024: "an SD 2.x checkpoint"}.get(shapes[key][1], "a checkpoint")
+    return [
+        error(
+            "model.path",
+            f"{path.name} is {family} of text width {shapes[key][1]}, but the configs "
+            f"it would load with ({config_folder}) are for text width {width}",
+            'set model.family to the checkpoint\'s ("sd1" for SD 1.x, "sd2" for SD 2.x), or point '
+            "model.tokenizer at a model of the checkpoint's family",
+        )
+    ]
+
+
+def text_encoder_layers(cfg: RunConfig) -> int | None:
+    """How many layers the text encoder has, from the model's own config; None when unknown."""
+    if cfg.model.is_builtin:
+        return BUILTIN_TEXT_ENCODER_LAYERS.get(cfg.model.path)
+    path = _model_path(cfg)
+    if path is None:
+        return None
+    folder: Path | Problem | None = path if path.is_dir() else None
+    if path.is_file() and cfg.model.family in SINGLE_FILE_CONFIG_REPOS:
+        folder = single_file_configs(cfg.model.family, _tokenizer_dir(cfg))
+    if not isinstance(folder, Path):
+        return None
+    try:
+        layers = model_files.json_object(folder / "text_encoder" / "config.json").get("num_hidden_layers")
+    except (ModelFileError, OSError):
+        return None
+    return layers if isinstance(layers, int) else None
+
+
+def clip_skip_problems(clip_skip: int, layers: int | None, model: str) -> list[Problem]:
+    """clip skip N takes the output of the N-th layer from the end: there must be N layers."""
+    if layers is None or clip_skip <= layers:
+        return []
+    return [
+        error(
+            "model.clip_skip",
+            f"clip_skip {clip_skip} is beyond the text encoder of {model}, which has {layers} layers",
+            f"use 1 to {layers} (1 is usual, 2 for anime models)",
+        )
+    ]
+
+
+def _clip_skip(cfg: RunConfig) -> list[Problem]:
+    return clip_skip_problems(cfg.model.clip_skip, text_encoder_layers(cfg), cfg.model.path)
+
+
+# ---------------------------------------------------------------------------------------------
+# The optimizer: installed, and taking the arguments given.
+
+# Where each optimizer's class is defined: (package, file in it, class). Its __init__ is read
+# from the source, not imported, so the keyword names are those of the installed version.
+OPTIMIZER_SOURCES = {
+    "AdamW": ("torch", "optim/adamw.py", "AdamW"),
+    "AdamW8bit": ("bitsandbytes", "optim/adamw.py", "AdamW8bit"),
+    "Lion8bit": ("bitsandbytes", "optim/lion.py", "Lion8bit"),
+    "Lion": ("lion_pytorch", "lion_pytorch.py", "Lion"),
+    "Adafactor": ("transformers", "optimization.py", "Adafactor"),
+    "DAdaptAdam": ("dadaptation", "dadapt_adam.py", "DAdaptAdam"),
+    "Prodigy": ("prodigyopt", "prodigy.py", "Prodigy"),
+}
+_UNKNOWN = object()  # a default that is no literal (float('inf')): its type is not checked
+
+
+@dataclass(frozen=True)
+class Signature:
+    defaults: dict[str, object]  # keyword -> its default value (_UNKNOWN when not a literal)
+    takes_any: bool  # a **kwargs: every name is accepted
+
+
+def _optimizer_package(cfg: RunConfig) -> list[Problem]:
+    name = canonical_optimizer(cfg.optimizer.name)
+    if name not in OPTIMIZER_SOURCES:
+        return []
+    package = OPTIMIZER_SOURCES[name][0]
+    if installed(package):
+        return []
+    return [
+        error(
+            "optimizer.name",
+            f"{name} needs the {package} package, which is not installed",
+            f"choose another optimizer, or install it: pip install {package}",
+        )
+    ]
+
+
+def optimizer_signature(name: str) -> Signature | None:
+    """The keyword arguments the installed optimizer takes, read from its source; None when the
+    source cannot be found or read (then nothing is checked)."""
+    package, relative, class_name = OPTIMIZER_SOURCES[name]
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    source = Path(next(iter(spec.submodule_search_locations))) / relative
+    try:
+        return model_files.inspected(f"signature:{class_name}", source, lambda path: _read_signature(path, class_name))
+    except (OSError, ModelFileError):
+        return None
+
+
+def _read_signature(path: Path, class_name: str) -> Signature | None:
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (SyntaxError, UnicodeDecodeError, ValueError):
+        return None
+    init = next(
+        (
+            item
+            for node in tree.body
+            if isinstance(node, ast.ClassDef) and node.name == class_name
+            for item in node.body
+            if isinstance(item, ast.FunctionDef) and item.name == "__init__"
+        ),
+        None,
+    )
+    if init is None:
+        return None
+    args = init.args
+    positional = args.posonlyargs + args.args
+    defaults: dict[str, object] = {}
+    # self and params are given by the engine: not keywords a user may pass.
+    first_defaulted = len(positional) - len(args.defaults)
+    for index, arg in enumerate(positional[2:], start=2):
+        default = args.defaults[index - first_defaulted] if index >= first_defaulted else None
+        defaults[arg.arg] = _literal(default)
+    for arg, default in zip(args.kwonlyargs, args.kw_defaults, strict=True):
+        defaults[arg.arg] = _literal(default)
+    return Signature(defaults, takes_any=args.kwarg is not None)
+
+
+def _literal(node: ast.expr | None) -> object:
+    if node is None:
+        return _UNKNOWN
+    try:
+        return ast.literal_eval(node)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return _UNKNOWN
+
+
+def _optimizer_args(cfg: RunConfig) -> list[Problem]:
+    name = canonical_optimizer(cfg.optimizer.name)
+    if name not in OPTIMIZER_SOURCES:
+        return []
+    try:
+        args = parse_optimizer_args(cfg.optimizer.args)
+    except UserError:
+        return []  # validation reports it
+    problems = _adafactor_problems(args) if name == "Adafactor" else []
+    signature = optimizer_signature(name)
+    if signature is None:
+        return problems
+    for key, value in args.items():
+        problem = _argument_problem(name, signature, key, value)
+        if problem:
+            problems.append(problem)
+    return problems
+
+
+def _argument_problem(name: str, signature: Signature, key: str, value: object) -> Problem | None:
+    if key == "params":
+        return error(
+            "optimizer.args",
+            "params is the list of weights loratui gives the optimizer, not an argument",
+            "remove the params entry",
+        )
+    if key not in signature.defaults:
+        if signature.takes_any:
+            return None
+        close = difflib.get_close_matches(key, signature.defaults, n=1)
+        hint = f"did you mean {close[0]}? " if close else ""
+        return error(
+            "optimizer.args",
+            f"{name} takes no argument {key!r}",
+            f"{hint}{name} takes: {', '.join(signature.defaults)}",
+        )
+    wanted = _wanted_type(signature.defaults[key])
+    if wanted and not _fits(value, signature.defaults[key]):
+        return error(
+            "optimizer.args",
+            f"{name}'s {key} takes {wanted}, got {value!r}",
+            f"write it like its default: {key}={_as_arg(signature.defaults[key])}",
+        )
+    return None
+
+
+def _wanted_type(default: object) -> str:
+    if isinstance(default, bool):
+        return "true or false"
+    if isinstance(default, tuple):
+        return f"{len(default)} comma-separated numbers"
+    if isinstance(default, (int, float)):
+        return "a number"
+    return ""  # None, a string or no literal: anything may be meant
+
+
+def _fits(value: object, default: object) -> bool:
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, tuple):
+        return isinstance(value, tuple) and len(value) == len(default)
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _as_arg(default: object) -> str:
+    if isinstance(default, tuple):
+        return ",".join(f"{item:g}" if isinstance(item, float) else str(item) for item in default)
+    return str(default)
+
+
+def _adafactor_problems(args: dict[str, object]) -> list[Problem]:
+    # The engine turns relative_step off unless asked (transformers' Adafactor refuses the rest).
+    if args.get("warmup_init") is True and args.get("relative_step") is not True:
+        return [
+            error(
+                "optimizer.args",
+                "Adafactor's warmup_init=True works only with relative_step=True",
+                "add relative_step=True, or remove warmup_init=True",
+            )
+        ]
+    return []
+
+
+# ---------------------------------------------------------------------------------------------
+# Resuming: the state folder must be one this config can continue.
+
+STATE_FORMAT = 1  # engine/state.py's STATE_FORMAT; tests/test_preflight.py holds them equal
+STATE_FILES = ("progress.json", "lora.safetensors", "training.pt")
+
+
+def _resume(cfg: RunConfig) -> list[Problem]:
+    if not cfg.training.resume_from.strip():
+        return []
+    folder = cfg.resolve(cfg.training.resume_from)
+    if not folder.is_dir():
+        return []  # validation reports it
+    fix = "point it at a '<name>-NNNNNN-state' folder written by a loratui run"
+    missing = [name for name in STATE_FILES if not (folder / name).is_file()]
+    if missing:
+        return [
+            error(
+                "training.resume_from",
+                f"{folder} is not a complete loratui state folder: it has no {', '.join(missing)}",
+                fix,
+            )
+        ]
+    try:
+        progress = json.loads((folder / "progress.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        message = f"{folder} is not a loratui state folder (progress.json unreadable)"
+        return [error("training.resume_from", message, fix)]
+    if not isinstance(progress, dict) or progress.get("format") != STATE_FORMAT:
+        return [
+            error(
+                "training.resume_from",
+                f"{folder} was written by another version of loratui",
+                "resume with the loratui version that wrote it, or start a fresh run",
+            )
+        ]
+    return _network_problems(cfg, folder, progress.get("network"))
+
+
+def _network_problems(cfg: RunConfig, folder: Path, saved: object) -> list[Problem]:
+    """The LoRA's shape must be the one the state was saved with (the engine also compares the
+    module counts, which depend on the base model)."""
+    if not isinstance(saved, dict):
+        return []
+    net = cfg.network
+    wanted = {"rank": net.rank, "alpha": net.alpha, "conv_rank": net.conv_rank, "conv_alpha": net.conv_alpha}
+    saved_te = saved.get("te_modules")
+    # (what, saved, this config's) for each difference, in words.
+    differences = [
+        (key, f"{saved[key]:g}", f"{value:g}")
+        for key, value in wanted.items()
+        if isinstance(saved.get(key), (int, float)) and saved[key] != value
+    ]
+    if isinstance(saved_te, int) and (saved_te > 0) != (cfg.optimizer.text_encoder_lr > 0):
+        differences.append(
+            (
+                "text encoder",
+                "trained" if saved_te else "frozen",
+                "trained" if cfg.optimizer.text_encoder_lr > 0 else "frozen",
+            )
+        )
+    if not differences:
+        return []
+    was = ", ".join(f"{what} {old}" for what, old, _ in differences)
+    now = ", ".join(f"{what} {new}" for what, _, new in differences)
+    return [
+        error(
+            "training.resume_from",
+            f"{folder} was trained with another network ({was}); this config has {now}",
+            "resume with the network settings the state was saved with",
+        )
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# The output name: every file the engine writes must be a safe, possible file name.
+
+NAME_MAX = 255  # bytes in one file name on Linux, macOS and Windows file systems
+
+
+def engine_file_names(name: str) -> list[str]:
+    """Every file and folder name the engine writes for ``output.name``, hidden temporaries too."""
+    from loratui.atomic import aside_path_for, temp_path_for
+    from loratui.outputs import (
+        epoch_stem,
+        final_stem,
+        lora_file,
+        state_folder,
+        step_stem,
+    )
+
+    stems = [final_stem(name), epoch_stem(name, 1), step_stem(name, 1)]
+    names = [lora_file(stem) for stem in stems] + [state_folder(stem) for stem in stems]
+    return [*names, *(temp_path_for(Path(n)).name for n in names), *(aside_path_for(Path(n)).name for n in names)]
+
+
+def output_name_problems(name: str) -> list[Problem]:
+    if name in (".", ".."):
+        return [error("output.name", f"name {name!r} is no file name", 'set name, e.g. name = "mylora"')]
+    if name.startswith("."):
+        return [
+            error(
+                "output.name",
+                f"name {name!r} starts with '.': the LoRA files would be hidden",
+                f'drop the dot: name = "{name.lstrip(".") or "mylora"}"',
+            )
+        ]
+    if name.startswith("-"):
+        return [
+            error(
+                "output.name",
+                f"name {name!r} starts with '-': commands would take the file names for options",
+                f'drop the dash: name = "{name.lstrip("-") or "mylora"}"',
+            )
+        ]
+    longest = max(engine_file_names(name), key=lambda file: len(file.encode()))
+    over = len(longest.encode()) - NAME_MAX
+    if over > 0:
+        allowed = len(name.encode()) - over
+        temp = re.sub(r"\.[0-9a-f]{12}\.tmp$", ".<12 hex digits>.tmp", longest.replace(name, "NAME", 1))
+        return [
+            error(
+                "output.name",
+                f"name is {len(name.encode())} bytes long: with what the engine adds to it "
+                f"({temp}) a file name would be {len(longest.encode())} bytes, over the "
+                f"{NAME_MAX}-byte limit",
+                f"shorten the name to {allowed} bytes or less",
+            )
+        ]
+    return []
+
+
+def _output_name(cfg: RunConfig) -> list[Problem]:
+    return output_name_problems(cfg.output.name)
+
+
+# ---------------------------------------------------------------------------------------------
+# The rules, in order, with the settings each reads (skipped when one of those has an error).
+
+_RULES: list[tuple[tuple[str, ...], Callable[[RunConfig], list[Problem]]]] = [
+    (("training.mixed_precision",), lambda cfg: precision_problems(cfg.training.mixed_precision, this_machine())),
+    (("training.attention",), lambda cfg: attention_problems(cfg.training.attention, this_machine())),
+    (("model.path",), _model_files),
+    (("model.path", "model.tokenizer", "model.family"), _single_file),
+    (("model.path", "model.tokenizer", "model.family", "model.clip_skip"), _clip_skip),
+    (("optimizer.name",), _optimizer_package),
+    (("optimizer.name", "optimizer.args"), _optimizer_args),
+    (
+        (
+            "training.resume_from",
+            "network.rank",
+            "network.alpha",
+            "network.conv_rank",
+            "network.conv_alpha",
+            "optimizer.text_encoder_lr",
+        ),
+        _resume,
+    ),
+    (("output.name",), _output_name),
+]
