@@ -16,6 +16,9 @@ which the engine runs again before loading) recognises the same names. The polic
   write exists already: one saved after the state it resumes from, by the run that went on from
   that state or by another resume of it. ``--overwrite`` allows that too.
 
+:func:`output_name_problems` refuses names the engine could not write all of those files under
+(hidden, taken for an option, or over the file system's 255 bytes with every suffix added).
+
 :func:`clean_interrupted_saves` removes what a killed save left behind (hidden temp files and
 folders, by :mod:`loratui.atomic`'s names) for this run's name only, never anything else.
 """
@@ -28,7 +31,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from loratui.atomic import ASIDE_NAME, TEMP_NAME, restore_aside
+from loratui.atomic import ASIDE_NAME, TEMP_NAME, aside_path_for, restore_aside, temp_path_for
 from loratui.config import RunConfig
 from loratui.errors import Problem
 
@@ -202,3 +205,53 @@ def clean_interrupted_saves(cfg: RunConfig) -> list[str]:
         except OSError as exc:
             done.append(f"could not remove {entry.name}: {exc.strerror or exc}")
     return done
+
+
+# ---------------------------------------------------------------------------------------------
+# The name itself: every file the engine writes must be a safe, possible file name.
+
+NAME_MAX = 255  # bytes in one file name on Linux, macOS and Windows file systems
+
+
+def engine_file_names(name: str) -> list[str]:
+    """Every file and folder name the engine writes for ``output.name``, hidden temporaries too."""
+    stems = [final_stem(name), epoch_stem(name, 1), step_stem(name, 1)]
+    names = [lora_file(stem) for stem in stems] + [state_folder(stem) for stem in stems]
+    return [*names, *(temp_path_for(Path(n)).name for n in names), *(aside_path_for(Path(n)).name for n in names)]
+
+
+def output_name_problems(name: str) -> list[Problem]:
+    """What makes ``name`` unusable for the files the engine writes (hidden, option-like, too long)."""
+    if name in (".", ".."):
+        return [Problem("output.name", f"name {name!r} is no file name", 'set name, e.g. name = "mylora"')]
+    if name.startswith("."):
+        return [
+            Problem(
+                "output.name",
+                f"name {name!r} starts with '.': the LoRA files would be hidden",
+                f'drop the dot: name = "{name.lstrip(".") or "mylora"}"',
+            )
+        ]
+    if name.startswith("-"):
+        return [
+            Problem(
+                "output.name",
+                f"name {name!r} starts with '-': commands would take the file names for options",
+                f'drop the dash: name = "{name.lstrip("-") or "mylora"}"',
+            )
+        ]
+    longest = max(engine_file_names(name), key=lambda file: len(file.encode()))
+    over = len(longest.encode()) - NAME_MAX
+    if over > 0:
+        allowed = len(name.encode()) - over
+        temp = re.sub(r"\.[0-9a-f]{12}\.tmp$", ".<12 hex digits>.tmp", longest.replace(name, "NAME", 1))
+        return [
+            Problem(
+                "output.name",
+                f"name is {len(name.encode())} bytes long: with what the engine adds to it "
+                f"({temp}) a file name would be {len(longest.encode())} bytes, over the "
+                f"{NAME_MAX}-byte limit",
+                f"shorten the name to {allowed} bytes or less",
+            )
+        ]
+    return []

@@ -16,8 +16,6 @@ while the file is unchanged (``loratui.model_files``); the wizard runs this on e
 
 from __future__ import annotations
 
-import ast
-import difflib
 import importlib.util
 import json
 import os
@@ -29,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from loratui import model_files
+from loratui import model_files, optimizer_signatures
 from loratui.errors import Problem, UserError
 from loratui.model_files import ModelFileError
 from loratui.optimizer_args import canonical_optimizer, parse_optimizer_args
@@ -482,33 +480,14 @@ def _clip_skip(cfg: RunConfig) -> list[Problem]:
 
 
 # ---------------------------------------------------------------------------------------------
-# The optimizer: installed, and taking the arguments given.
-
-# Where each optimizer's class is defined: (package, file in it, class). Its __init__ is read
-# from the source, not imported, so the keyword names are those of the installed version.
-OPTIMIZER_SOURCES = {
-    "AdamW": ("torch", "optim/adamw.py", "AdamW"),
-    "AdamW8bit": ("bitsandbytes", "optim/adamw.py", "AdamW8bit"),
-    "Lion8bit": ("bitsandbytes", "optim/lion.py", "Lion8bit"),
-    "Lion": ("lion_pytorch", "lion_pytorch.py", "Lion"),
-    "Adafactor": ("transformers", "optimization.py", "Adafactor"),
-    "DAdaptAdam": ("dadaptation", "dadapt_adam.py", "DAdaptAdam"),
-    "Prodigy": ("prodigyopt", "prodigy.py", "Prodigy"),
-}
-_UNKNOWN = object()  # a default that is no literal (float('inf')): its type is not checked
-
-
-@dataclass(frozen=True)
-class Signature:
-    defaults: dict[str, object]  # keyword -> its default value (_UNKNOWN when not a literal)
-    takes_any: bool  # a **kwargs: every name is accepted
+# The optimizer: installed, and taking the arguments given (read from its source, not imported).
 
 
 def _optimizer_package(cfg: RunConfig) -> list[Problem]:
     name = canonical_optimizer(cfg.optimizer.name)
-    if name not in OPTIMIZER_SOURCES:
+    if name not in optimizer_signatures.OPTIMIZER_SOURCES:
         return []
-    package = OPTIMIZER_SOURCES[name][0]
+    package = optimizer_signatures.OPTIMIZER_SOURCES[name][0]
     if installed(package):
         return []
     return [
@@ -520,143 +499,23 @@ def _optimizer_package(cfg: RunConfig) -> list[Problem]:
     ]
 
 
-def optimizer_signature(name: str) -> Signature | None:
-    """The keyword arguments the installed optimizer takes, read from its source; None when the
-    source cannot be found or read (then nothing is checked)."""
-    package, relative, class_name = OPTIMIZER_SOURCES[name]
-    try:
-        spec = importlib.util.find_spec(package)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    source = Path(next(iter(spec.submodule_search_locations))) / relative
-    try:
-        return model_files.inspected(f"signature:{class_name}", source, lambda path: _read_signature(path, class_name))
-    except (OSError, ModelFileError):
-        return None
-
-
-def _read_signature(path: Path, class_name: str) -> Signature | None:
-    try:
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-    except (SyntaxError, UnicodeDecodeError, ValueError):
-        return None
-    init = next(
-        (
-            item
-            for node in tree.body
-            if isinstance(node, ast.ClassDef) and node.name == class_name
-            for item in node.body
-            if isinstance(item, ast.FunctionDef) and item.name == "__init__"
-        ),
-        None,
-    )
-    if init is None:
-        return None
-    args = init.args
-    positional = args.posonlyargs + args.args
-    defaults: dict[str, object] = {}
-    # self and params are given by the engine: not keywords a user may pass.
-    first_defaulted = len(positional) - len(args.defaults)
-    for index, arg in enumerate(positional[2:], start=2):
-        default = args.defaults[index - first_defaulted] if index >= first_defaulted else None
-        defaults[arg.arg] = _literal(default)
-    for arg, default in zip(args.kwonlyargs, args.kw_defaults, strict=True):
-        defaults[arg.arg] = _literal(default)
-    return Signature(defaults, takes_any=args.kwarg is not None)
-
-
-def _literal(node: ast.expr | None) -> object:
-    if node is None:
-        return _UNKNOWN
-    try:
-        return ast.literal_eval(node)
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-        return _UNKNOWN
-
-
 def _optimizer_args(cfg: RunConfig) -> list[Problem]:
     name = canonical_optimizer(cfg.optimizer.name)
-    if name not in OPTIMIZER_SOURCES:
+    if name not in optimizer_signatures.OPTIMIZER_SOURCES:
         return []
     try:
         args = parse_optimizer_args(cfg.optimizer.args)
     except UserError:
         return []  # validation reports it
-    problems = _adafactor_problems(args) if name == "Adafactor" else []
-    signature = optimizer_signature(name)
+    problems = optimizer_signatures.adafactor_problems(args) if name == "Adafactor" else []
+    signature = optimizer_signatures.optimizer_signature(name)
     if signature is None:
         return problems
     for key, value in args.items():
-        problem = _argument_problem(name, signature, key, value)
+        problem = optimizer_signatures.argument_problem(name, signature, key, value)
         if problem:
             problems.append(problem)
     return problems
-
-
-def _argument_problem(name: str, signature: Signature, key: str, value: object) -> Problem | None:
-    if key == "params":
-        return error(
-            "optimizer.args",
-            "params is the list of weights loratui gives the optimizer, not an argument",
-            "remove the params entry",
-        )
-    if key not in signature.defaults:
-        if signature.takes_any:
-            return None
-        close = difflib.get_close_matches(key, signature.defaults, n=1)
-        hint = f"did you mean {close[0]}? " if close else ""
-        return error(
-            "optimizer.args",
-            f"{name} takes no argument {key!r}",
-            f"{hint}{name} takes: {', '.join(signature.defaults)}",
-        )
-    wanted = _wanted_type(signature.defaults[key])
-    if wanted and not _fits(value, signature.defaults[key]):
-        return error(
-            "optimizer.args",
-            f"{name}'s {key} takes {wanted}, got {value!r}",
-            f"write it like its default: {key}={_as_arg(signature.defaults[key])}",
-        )
-    return None
-
-
-def _wanted_type(default: object) -> str:
-    if isinstance(default, bool):
-        return "true or false"
-    if isinstance(default, tuple):
-        return f"{len(default)} comma-separated numbers"
-    if isinstance(default, (int, float)):
-        return "a number"
-    return ""  # None, a string or no literal: anything may be meant
-
-
-def _fits(value: object, default: object) -> bool:
-    if isinstance(default, bool):
-        return isinstance(value, bool)
-    if isinstance(default, tuple):
-        return isinstance(value, tuple) and len(value) == len(default)
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _as_arg(default: object) -> str:
-    if isinstance(default, tuple):
-        return ",".join(f"{item:g}" if isinstance(item, float) else str(item) for item in default)
-    return str(default)
-
-
-def _adafactor_problems(args: dict[str, object]) -> list[Problem]:
-    # The engine turns relative_step off unless asked (transformers' Adafactor refuses the rest).
-    if args.get("warmup_init") is True and args.get("relative_step") is not True:
-        return [
-            error(
-                "optimizer.args",
-                "Adafactor's warmup_init=True works only with relative_step=True",
-                "add relative_step=True, or remove warmup_init=True",
-            )
-        ]
-    return []
 
 
 # ---------------------------------------------------------------------------------------------
@@ -734,68 +593,6 @@ def _network_problems(cfg: RunConfig, folder: Path, saved: object) -> list[Probl
 
 
 # ---------------------------------------------------------------------------------------------
-# The output name: every file the engine writes must be a safe, possible file name.
-
-NAME_MAX = 255  # bytes in one file name on Linux, macOS and Windows file systems
-
-
-def engine_file_names(name: str) -> list[str]:
-    """Every file and folder name the engine writes for ``output.name``, hidden temporaries too."""
-    from loratui.atomic import aside_path_for, temp_path_for
-    from loratui.outputs import (
-        epoch_stem,
-        final_stem,
-        lora_file,
-        state_folder,
-        step_stem,
-    )
-
-    stems = [final_stem(name), epoch_stem(name, 1), step_stem(name, 1)]
-    names = [lora_file(stem) for stem in stems] + [state_folder(stem) for stem in stems]
-    return [*names, *(temp_path_for(Path(n)).name for n in names), *(aside_path_for(Path(n)).name for n in names)]
-
-
-def output_name_problems(name: str) -> list[Problem]:
-    if name in (".", ".."):
-        return [error("output.name", f"name {name!r} is no file name", 'set name, e.g. name = "mylora"')]
-    if name.startswith("."):
-        return [
-            error(
-                "output.name",
-                f"name {name!r} starts with '.': the LoRA files would be hidden",
-                f'drop the dot: name = "{name.lstrip(".") or "mylora"}"',
-            )
-        ]
-    if name.startswith("-"):
-        return [
-            error(
-                "output.name",
-                f"name {name!r} starts with '-': commands would take the file names for options",
-                f'drop the dash: name = "{name.lstrip("-") or "mylora"}"',
-            )
-        ]
-    longest = max(engine_file_names(name), key=lambda file: len(file.encode()))
-    over = len(longest.encode()) - NAME_MAX
-    if over > 0:
-        allowed = len(name.encode()) - over
-        temp = re.sub(r"\.[0-9a-f]{12}\.tmp$", ".<12 hex digits>.tmp", longest.replace(name, "NAME", 1))
-        return [
-            error(
-                "output.name",
-                f"name is {len(name.encode())} bytes long: with what the engine adds to it "
-                f"({temp}) a file name would be {len(longest.encode())} bytes, over the "
-                f"{NAME_MAX}-byte limit",
-                f"shorten the name to {allowed} bytes or less",
-            )
-        ]
-    return []
-
-
-def _output_name(cfg: RunConfig) -> list[Problem]:
-    return output_name_problems(cfg.output.name)
-
-
-# ---------------------------------------------------------------------------------------------
 # The rules, in order, with the settings each reads (skipped when one of those has an error).
 
 _RULES: list[tuple[tuple[str, ...], Callable[[RunConfig], list[Problem]]]] = [
@@ -817,5 +614,4 @@ _RULES: list[tuple[tuple[str, ...], Callable[[RunConfig], list[Problem]]]] = [
         ),
         _resume,
     ),
-    (("output.name",), _output_name),
 ]

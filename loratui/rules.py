@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from loratui import preflight
 from loratui.errors import Problem, UserError
 from loratui.optimizer_args import canonical_optimizer, parse_optimizer_args
+from loratui.outputs import output_name_problems
 from loratui.params import ADAPTIVE_OPTIMIZERS, BUILTIN_MODELS, CHECKPOINT_SUFFIXES
 
 if TYPE_CHECKING:
@@ -267,6 +268,9 @@ def _output_name(cfg: RunConfig) -> list[Problem]:
         shown = " ".join(char if char.isprintable() else repr(char) for char in bad)
         message = f"name {name!r} contains {shown}; only letters, digits, '-', '_', '.' and spaces are allowed"
         return [error("output.name", message, f'e.g. name = "{cleaned}"')]
+    unusable = output_name_problems(name)  # hidden, option-like, or too long with the engine's suffixes
+    if unusable:
+        return unusable
     suffix = Path(name).suffix.lower()
     if suffix in CHECKPOINT_SUFFIXES:
         message = f"name {name!r} ends in {suffix}; the file would be called {name}.safetensors"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from loratui import model_files, preflight
+from loratui import model_files, optimizer_signatures, outputs, preflight
 from loratui.check import check_run
 from loratui.config import load_config
 from loratui.errors import Problem
@@ -423,16 +423,16 @@ def test_clip_skip_up_to_the_text_encoders_layers(project):
 # Optimizer arguments
 
 
-@pytest.mark.parametrize("name", sorted(preflight.OPTIMIZER_SOURCES))
+@pytest.mark.parametrize("name", sorted(optimizer_signatures.OPTIMIZER_SOURCES))
 def test_each_optimizers_keywords_are_read_from_its_source_as_python_sees_them(name):
     from engine.optim import OPTIMIZERS
 
-    signature = preflight.optimizer_signature(name)
+    signature = optimizer_signatures.optimizer_signature(name)
     assert signature is not None
     # The class the engine builds, imported here to ask Python for its real signature.
     import importlib
 
-    package, relative, class_name = preflight.OPTIMIZER_SOURCES[name]
+    package, relative, class_name = optimizer_signatures.OPTIMIZER_SOURCES[name]
     module = importlib.import_module(f"{package}.{relative[:-3].replace('/', '.')}")
     parameters = inspect.signature(getattr(module, class_name).__init__).parameters
     keywords = {
@@ -509,20 +509,20 @@ def test_a_resume_state_must_fit_the_config(project):
 def test_output_name_length_counts_every_name_the_engine_writes():
     from loratui.atomic import TEMP_NAME
 
-    names = preflight.engine_file_names("ohwx")
+    names = outputs.engine_file_names("ohwx")
     assert "ohwx-step00000001.safetensors" in names and "ohwx-000001-state" in names
     assert any(TEMP_NAME.match(name) for name in names) and ".ohwx-state.old" in names
-    assert preflight.output_name_problems("n" * 212) == []
-    assert preflight.output_name_problems("n" * 213)[0].fix == "shorten the name to 212 bytes or less"
+    assert outputs.output_name_problems("n" * 212) == []
+    assert outputs.output_name_problems("n" * 213)[0].fix == "shorten the name to 212 bytes or less"
     # Bytes, not characters: "é" is two in UTF-8.
-    assert preflight.output_name_problems("é" * 106) == [] and preflight.output_name_problems("é" * 107)
+    assert outputs.output_name_problems("é" * 106) == [] and outputs.output_name_problems("é" * 107)
 
 
 @pytest.mark.parametrize(
     "name,needle", [(".", "no file name"), ("..", "no file name"), (".lora", "hidden"), ("-lora", "options")]
 )
 def test_unsafe_output_names(name, needle):
-    (problem,) = preflight.output_name_problems(name)
+    (problem,) = outputs.output_name_problems(name)
     assert problem.where == "output.name" and needle in problem.message
 
 
