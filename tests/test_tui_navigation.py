@@ -212,9 +212,9 @@ def test_leaving_a_wizard_opened_from_home_goes_back_home_asking_about_unsaved_c
 
 
 @pytest.mark.parametrize("changed", [False, True])
-def test_a_wizard_opened_directly_leaves_the_app_and_says_how_to_train(project: Path, changed: bool):
-    """`loratui edit CONFIG`: the wizard is the first screen, so leaving it leaves the app (after
-    asking to save, when there is something to save)."""
+def test_a_wizard_opened_directly_goes_home_and_home_quits_saying_how_to_train(project: Path, changed: bool):
+    """`loratui edit CONFIG`: the wizard opens over home, so leaving it (after asking to save,
+    when there is something to save) goes home, as from anywhere; only home quits on q."""
     config_path = project / "loratui.toml"
     app = make_edit_app(config_path)
 
@@ -226,10 +226,13 @@ def test_a_wizard_opened_directly_leaves_the_app_and_says_how_to_train(project: 
                 wizard.query_one("#f-training-gradient-checkpointing", Checkbox).focus()
                 await pilot.press("space", "q")
                 await on_screen(pilot, ConfirmQuitScreen)
-                assert str(app.screen.query_one("#save", Button).label) == "Save and quit (s)"
+                assert str(app.screen.query_one("#save", Button).label) == "Save and close (s)"
                 await pilot.press("s")
             else:
                 await pilot.press("escape")  # back from the first step
+            await on_screen(pilot, HomeScreen)
+            assert app.is_running and app.screen.folder == project.absolute()
+            await pilot.press("q")
             await pilot.pause()
             assert not app.is_running
 

@@ -13,9 +13,10 @@ Screens, by feature (each in its own folder with its widgets):
 Going back: every screen the app pushes returns to the one it was opened from: ``q`` on a
 dashboard goes back to home or to the wizard it was launched from (the job runs on), leaving a
 wizard (``q`` outside a text field, Esc on its first step) goes back to home, asking first about
-unsaved changes. The screen the app was opened on has nowhere to go back to, so leaving it leaves
-the app: ``q`` on home, on the dashboard of ``loratui attach``/``train``, or leaving the wizard of
-``loratui new``/``edit``. Ctrl+Q quits from anywhere (asking about unsaved wizard changes).
+unsaved changes; ``loratui new``/``edit`` open the wizard over home, so leaving it goes home too.
+Only home quits on ``q``, and the dashboard of ``loratui attach``/``train``, which was opened from
+the shell and goes back there (printing how to re-attach). Ctrl+Q quits from anywhere (asking
+about unsaved wizard changes).
 
 The app exits with an :class:`~loratui.tui.outcome.AppResult`: what the command line prints once
 the full-screen view is gone, and the exit code.
@@ -156,6 +157,9 @@ class LoratuiApp(App[AppResult]):
         if isinstance(start, OpenDashboard):
             self.open_dashboard(start.record)
         elif isinstance(start, OpenWizard):
+            # Leaving the wizard goes home (its project, the jobs), as from anywhere else: only
+            # home quits on q, so a wizard closed by mistake costs one key, not the session.
+            self._push(HomeScreen(start.config_path.parent))
             self.open_wizard(
                 start.config, start.config_path, new_project=start.new_project, kohya_json=start.kohya_json
             )

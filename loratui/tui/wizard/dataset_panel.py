@@ -286,7 +286,7 @@ class DatasetPanel(Vertical):
             else:
                 lines.append(f"x {count(epochs, 'epoch')} = {count(schedule.total_steps, 'step')} in total")
         else:
-            lines.append("set a batch size and epochs of 1 or more to see the steps")
+            lines.append("the steps show once batch size, epochs or max train steps and accumulation are valid")
         formula.update("\n".join(lines))
         self._show_repeats()
 
