@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import re
+import site
 import subprocess
 import sys
 import time
@@ -187,8 +188,11 @@ def _start(config_path: Path, cfg: RunConfig, resume: str | None, overwrite: boo
     command += ["--", str(config_path.resolve())]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     # The engine package sits beside this one; make sure the child finds it from any directory.
+    # An installed wheel puts both in site-packages, which the child has anyway (and which must
+    # not come before the standard library on its path).
     package_root = str(Path(__file__).resolve().parent.parent.parent)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
+    if package_root not in site.getsitepackages():
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
     try:
         os.mkfifo(control, 0o600)
         os.chmod(control, 0o600)  # whatever the umask: only the owner may send commands
