@@ -750,3 +750,22 @@ def test_renaming_is_refused_when_a_folder_of_the_new_name_exists(project: Path)
             assert (project / "img" / "10_ohwx shape" / "shape_01.png").is_file()  # nothing was renamed
 
     run(scenario())
+
+
+def test_a_negative_max_train_steps_is_a_problem_at_the_field_not_a_crash(new_project: Path):
+    # Typing -5 used to crash the wizard (everything unsaved lost) in the step calculator.
+    app = make_new_app(new_project)
+
+    async def scenario():
+        async with app.run_test(size=SIZE) as pilot:
+            await settle_scan(pilot)
+            await pilot.press("pagedown", "pagedown")  # Training
+            await type_into(pilot, "f-training-max-train-steps", "-5")
+            assert "max_train_steps -5 is negative" in problem_under(app, "training.max_train_steps")
+            await pilot.press("pageup")  # the Dataset step's calculator
+            await settle_scan(pilot)
+            formula = text_of(wizard(app).query_one("#calc-formula", Static))
+            assert "the steps show once" in formula
+            assert app.is_running
+
+    run(scenario())
