@@ -7,7 +7,8 @@ Each job runs the engine's own ``Trainer`` (engine/train.py) as ``python -m engi
 ``env`` set and the packages in ``block`` made unimportable for that job only, and asks it to stop
 after its first step (it then saves a LoRA file and a state, as a stop does). ``alone``: the
 engine without ``loratui.preflight``'s early refusals (neither the check's rules nor the model
-pre-check the loader asks), so what would happen without them shows: diffusers, torch and the
+pre-check the loader asks) and without the output-name rule (names the engine could not write
+all its files under), so what would happen without them shows: diffusers, torch and the
 optimizers decide alone.
 
 One JSON line per job on stdout, in order, each starting with ``{"probe":``:
@@ -102,11 +103,13 @@ def _without_preflight(alone: bool):
         yield
         return
     import loratui.preflight
+    import loratui.rules
     import loratui.validation
 
     with (
         mock.patch.object(loratui.validation, "preflight", lambda cfg, found=(): []),
         mock.patch.object(loratui.preflight, "model_location_problems", lambda path: []),
+        mock.patch.object(loratui.rules, "output_name_problems", lambda name: []),
     ):
         yield
 
