@@ -8,6 +8,8 @@ import re
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from loratui.core.protocol import (
     EVENTS,
@@ -465,7 +467,19 @@ def test_command_round_trip_and_size():
 
 
 @pytest.mark.parametrize(
-    "line", ['{"cmd":"explode","id":"x"}', '{"cmd":"stop"}', '{"cmd":"stop","id":""}', "[1]", "stop"]
+    "line",
+    [
+        '{"cmd":"explode","id":"x"}',
+        '{"cmd":"stop"}',
+        '{"cmd":"stop","id":""}',
+        "[1]",
+        "stop",
+        '{"cmd":["stop"],"id":"x"}',  # used to reach the loop as "unhashable type: 'list'" and kill the run
+        '{"cmd":{"a":1},"id":"x"}',
+        '{"cmd":"stop","id":["x"]}',
+        '{"cmd":"stop","id":7}',
+        b'{"cmd":"st\xffop","id":"x"}',
+    ],
 )
 def test_bad_commands_are_refused(line):
     from loratui.core.protocol import decode_command
@@ -480,3 +494,50 @@ def test_doc_lists_every_command():
     text = DOC.read_text(encoding="utf-8")
     control = text.split("## Control commands", 1)[1]
     assert set(re.findall(r"^\| `(\w+)` \|", control, flags=re.M)) == set(COMMANDS)
+
+
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+        lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
+        max_leaves=10,
+    ),
+    st.sampled_from(["cmd", "id", "v", "x"]),
+)
+def test_a_control_line_of_any_shape_is_a_command_or_a_protocol_error(value, key):
+    """The engine reads control lines in its training loop; anything but a ProtocolError there
+    would end the run. So every JSON shape, in every field, is a command or refused."""
+    import json
+
+    from loratui.core.protocol import COMMANDS, decode_command
+
+    for shape in ({"cmd": "stop", "id": "a", key: value}, value):
+        try:
+            line = json.dumps(shape)
+        except ValueError:
+            continue  # NaN and infinities are not JSON
+        try:
+            command = decode_command(line)
+        except ProtocolError:
+            continue
+        assert command["cmd"] in COMMANDS and isinstance(command["id"], str)
+
+
+def test_the_engine_control_channel_skips_malformed_lines_and_keeps_the_good_ones(tmp_path):
+    import os
+
+    from engine.control import ControlChannel  # torch-free: the FIFO reader of the engine's loop
+    from loratui.core.protocol import encode_command, make_command
+
+    fifo = tmp_path / "control"
+    os.mkfifo(fifo, 0o600)
+    channel = ControlChannel(fifo)
+    try:
+        writer = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        for line in (b'{"cmd":["stop"],"id":"x"}\n', b"\xff\xfe\n", b'{"cmd":"pause","id":{}}\n'):
+            os.write(writer, line)
+        os.write(writer, encode_command(make_command("pause", "good")))
+        os.close(writer)
+        assert [command["id"] for command in channel.poll()] == ["good"]
+    finally:
+        channel.close()

@@ -271,8 +271,11 @@ def decode_command(line: str | bytes) -> dict[str, Any]:
         raise ProtocolError(f"not JSON: {str(exc)[:200]}") from exc
     if not isinstance(command, dict):
         raise ProtocolError("a command must be a JSON object")
-    if command.get("cmd") not in COMMANDS:
-        raise ProtocolError(f"unknown command {command.get('cmd')!r}")
-    if not isinstance(command.get("id"), str) or not command["id"]:
+    name = command.get("cmd")
+    # Checked for its type first: a list or an object is no command name (and cannot be looked up).
+    if not isinstance(name, str) or name not in COMMANDS:
+        raise ProtocolError(f"unknown command {str(name)[:100]!r}")
+    command_id = command.get("id")
+    if not isinstance(command_id, str) or not command_id or len(command_id) > MAX_COMMAND_BYTES:
         raise ProtocolError("a command needs a non-empty string 'id'")
     return command
