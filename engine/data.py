@@ -16,6 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from loratui.buckets import crop_geometry
 from loratui.dataset import ImageEntry
+from loratui.images import to_rgb8
 
 log = logging.getLogger("engine.data")
 
@@ -25,7 +26,7 @@ def load_pixels(entry: ImageEntry) -> torch.Tensor:
     from PIL import Image, ImageOps
 
     with Image.open(entry.path) as image:
-        image = ImageOps.exif_transpose(image).convert("RGB")
+        image = to_rgb8(ImageOps.exif_transpose(image))
         bucket_w, bucket_h = entry.bucket
         scaled_w, scaled_h, left, top = crop_geometry(image.width, image.height, entry.bucket)
         if (scaled_w, scaled_h) != image.size:
