@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from loratui.config import RunConfig
 from loratui.dataset import DatasetReport, scan_dataset
-from loratui.errors import Problem
+from loratui.errors import Problem, failed_settings
 from loratui.outputs import output_problems
 from loratui.quantities import count
 from loratui.schedule import Schedule, resolve_schedule
@@ -37,7 +37,7 @@ def config_problems(cfg: RunConfig, overwrite: bool = False) -> list[Problem]:
     """Everything wrong with the config itself, before any image is read: what the wizard shows
     at its fields. ``overwrite``: the run may replace files an earlier run saved."""
     problems = validate(cfg)
-    failed = _failed(problems)
+    failed = failed_settings(problems)
     if not failed.intersection(("output.name", "output.output_dir")):
         problems += output_problems(cfg, overwrite)
     return problems
@@ -47,7 +47,7 @@ def check_run(cfg: RunConfig, overwrite: bool = False) -> CheckResult:
     """The config, the dataset scan and the schedule: what ``loratui check`` prints and the
     engine runs before it loads anything. ``overwrite`` as for :func:`config_problems`."""
     result = CheckResult(cfg, problems=config_problems(cfg, overwrite))
-    dataset_errors = sorted(where for where in _failed(result.problems) if where.startswith("dataset."))
+    dataset_errors = sorted(where for where in failed_settings(result.problems) if where.startswith("dataset."))
     if dataset_errors:
         message = "the images were not scanned: fix the dataset settings first"
         result.problems.append(Problem(dataset_errors[0], message, "then run the check again", "note"))
@@ -66,10 +66,6 @@ def check_run(cfg: RunConfig, overwrite: bool = False) -> CheckResult:
     result.problems += list(result.dataset.problems)
     _check_schedule(result)
     return result
-
-
-def _failed(problems: list[Problem]) -> set[str]:
-    return {problem.where for problem in problems if problem.severity == "error"}
 
 
 def _check_schedule(result: CheckResult) -> None:

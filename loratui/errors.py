@@ -6,6 +6,7 @@ into an ``error`` event. Anything else that escapes is a bug in loratui, not the
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -46,3 +47,21 @@ class Problem:
         if self.fix:
             text += f" (fix: {self.fix})"
         return text
+
+
+def error(where: str, message: str, fix: str) -> Problem:
+    """A problem that blocks training."""
+    return Problem(where, message, fix, "error")
+
+
+def warning(where: str, message: str, fix: str) -> Problem:
+    return Problem(where, message, fix, "warning")
+
+
+def note(where: str, message: str, fix: str = "") -> Problem:
+    return Problem(where, message, fix, "note")
+
+
+def failed_settings(problems: Iterable[Problem]) -> set[str]:
+    """Where the errors among ``problems`` are: the settings a later check must not work on."""
+    return {problem.where for problem in problems if problem.severity == "error"}

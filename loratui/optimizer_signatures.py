@@ -16,13 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loratui import model_files
-from loratui.errors import Problem
+from loratui.errors import Problem, error
 from loratui.model_files import ModelFileError
-
-
-def error(where: str, message: str, fix: str) -> Problem:
-    return Problem(where, message, fix, "error")
-
 
 # Where each optimizer's class is defined: (package, file in it, class). Its __init__ is read
 # from the source, not imported, so the keyword names are those of the installed version.

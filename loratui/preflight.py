@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from loratui import model_files, optimizer_signatures
-from loratui.errors import Problem, UserError
+from loratui.errors import Problem, UserError, error, failed_settings
 from loratui.model_files import ModelFileError
 from loratui.optimizer_args import canonical_optimizer, parse_optimizer_args
 
@@ -42,7 +42,7 @@ def preflight(cfg: RunConfig, found: Iterable[Problem] = ()) -> list[Problem]:
     ``found``: the problems validation already reported. A rule that reads a setting with an
     error among them (or among the problems of an earlier rule here) is skipped: one problem
     per mistake, and no rule works on a value that could make it crash."""
-    failed = {problem.where for problem in found if problem.severity == "error"}
+    failed = failed_settings(found)
     problems: list[Problem] = []
     for reads, check in _RULES:
         if failed.intersection(reads):
@@ -56,10 +56,6 @@ def preflight(cfg: RunConfig, found: Iterable[Problem] = ()) -> list[Problem]:
 def user_error(problem: Problem, kind: str = "config") -> UserError:
     """The engine's form of a problem found here."""
     return UserError(problem.message, problem.where, problem.fix, kind)
-
-
-def error(where: str, message: str, fix: str) -> Problem:
-    return Problem(where, message, fix, "error")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from loratui import preflight
-from loratui.errors import Problem, UserError
+from loratui.errors import Problem, UserError, error, note, warning
 from loratui.optimizer_args import canonical_optimizer, parse_optimizer_args
 from loratui.outputs import output_name_problems
 from loratui.params import ADAPTIVE_OPTIMIZERS, BUILTIN_MODELS, CHECKPOINT_SUFFIXES
@@ -50,18 +50,6 @@ def rule(*reads: str) -> Callable:
 def rule_problems(cfg: RunConfig, skip: set[str]) -> list[Problem]:
     """The problems of every rule whose settings are not in ``skip`` (those that have errors)."""
     return [problem for r in RULES if not skip.intersection(r.reads) for problem in r.check(cfg)]
-
-
-def error(where: str, message: str, fix: str) -> Problem:
-    return Problem(where, message, fix, "error")
-
-
-def warning(where: str, message: str, fix: str) -> Problem:
-    return Problem(where, message, fix, "warning")
-
-
-def note(where: str, message: str, fix: str = "") -> Problem:
-    return Problem(where, message, fix, "note")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from loratui.quantities import count
+
 if TYPE_CHECKING:
     from loratui.config import RunConfig
 
@@ -56,8 +58,3 @@ def _schedule_from_max_steps(total: int, configured_epochs: int, updates_per_epo
 def _ceil_div(numerator: int, denominator: int) -> int:
     # Integer arithmetic: float division would round wrongly for very large step counts.
     return -(-numerator // denominator)
-
-
-def count(number: int, noun: str) -> str:
-    """``1 epoch``, ``2 epochs``: a count with its noun in the right number."""
-    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"

@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from loratui import rules
-from loratui.errors import Problem
+from loratui.errors import Problem, error, failed_settings
+from loratui.outputs import NAME_MAX
 from loratui.params import BUILTIN_PREFIX, SETTINGS, Setting
 from loratui.preflight import preflight
 
-NAME_MAX, PATH_MAX = 255, 4096  # bytes in one file name, in one path (Linux)
+PATH_MAX = 4096  # bytes in one path (Linux); NAME_MAX is one name's
 
 if TYPE_CHECKING:
     from loratui.config import RunConfig
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 def validate(cfg: RunConfig) -> list[Problem]:
     """Every problem in cfg; an empty list (or notes and warnings only) means ready to train."""
     declared = [problem for setting in SETTINGS for problem in setting_problems(setting, cfg)]
-    failed = {problem.where for problem in declared if problem.severity == "error"}
+    failed = failed_settings(declared)
     found = [*declared, *rules.rule_problems(cfg, skip=failed)]
     return [*found, *preflight(cfg, found)]
 
@@ -60,11 +61,11 @@ def _choice_problems(setting: Setting, value: str) -> list[Problem]:
     choices = ", ".join(setting.choices)
     if value.lower() in setting.not_yet:
         message = f"{setting.key} {value!r} is not supported yet; loratui does {choices} for now"
-        return [rules.error(setting.name, message, f"use one of: {choices}")]
+        return [error(setting.name, message, f"use one of: {choices}")]
     by_lower = {choice.lower(): choice for choice in setting.choices}
     close = difflib.get_close_matches(value.lower(), by_lower, n=1)
     suggestion = f"; did you mean '{by_lower[close[0]]}'?" if close else ""
-    return [rules.error(setting.name, f"{value!r} is not a valid choice{suggestion}", f"use one of: {choices}")]
+    return [error(setting.name, f"{value!r} is not a valid choice{suggestion}", f"use one of: {choices}")]
 
 
 def _range_problems(setting: Setting, value: float) -> list[Problem]:
@@ -81,11 +82,11 @@ def _range_problems(setting: Setting, value: float) -> list[Problem]:
         nearest = round(value / setting.multiple_of) * setting.multiple_of
         nearest = min(max(nearest, low or setting.multiple_of), high or nearest)
         message = f"{setting.key} {shown} is not a multiple of {setting.multiple_of}"
-        return [rules.error(setting.name, message, f"use {nearest}")]
+        return [error(setting.name, message, f"use {nearest}")]
     else:
         return []
     message = f"{setting.key} {shown} {what} (allowed: {setting.range_text()})"
-    return [rules.error(setting.name, message, setting.range_fix)]
+    return [error(setting.name, message, setting.range_fix)]
 
 
 def _text_problems(setting: Setting, value: str) -> list[Problem]:
@@ -101,17 +102,17 @@ def _text_problems(setting: Setting, value: str) -> list[Problem]:
             else f"the path is {len(value.encode())} bytes"
         )
         message = f"{setting.key} is too long for a file system: {too_long}"
-        return [rules.error(setting.name, message, f"use at most {NAME_MAX} bytes per name, {PATH_MAX} in all")]
+        return [error(setting.name, message, f"use at most {NAME_MAX} bytes per name, {PATH_MAX} in all")]
     if setting.kind == "dir" and value.startswith(BUILTIN_PREFIX):
         message = f"{setting.key} {value!r} names a built-in model, not a folder"
-        return [rules.error(setting.name, message, "give a folder path; only model.path takes loratui: names")]
+        return [error(setting.name, message, "give a folder path; only model.path takes loratui: names")]
     if value.startswith("~"):
         try:
             Path(value).expanduser()
         except RuntimeError:  # "~nosuchuser/img": no such user, so no home folder to expand
             user = value[1:].split("/", 1)[0]
             message = f"{setting.key} {value!r} starts with ~{user}, but there is no user {user!r} here"
-            problems.append(rules.error(setting.name, message, "write the full path, or ~/ for your own home folder"))
+            problems.append(error(setting.name, message, "write the full path, or ~/ for your own home folder"))
     return problems
 
 
@@ -124,4 +125,4 @@ def _control_character_problems(setting: Setting, value: str) -> list[Problem]:
         return []
     shown = ", ".join(repr(char) for char in bad)
     message = f"{setting.key} contains the control character{'s' if len(bad) > 1 else ''} {shown}"
-    return [rules.error(setting.name, message, "remove it; names and paths are plain text")]
+    return [error(setting.name, message, "remove it; names and paths are plain text")]
