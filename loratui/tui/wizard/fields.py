@@ -12,13 +12,11 @@ import shlex
 
 from loratui.config import RunConfig
 from loratui.errors import Problem
-from loratui.params import SETTINGS, WIDGETS, Setting
+from loratui.params import SETTINGS, Setting
 
 # A field is its setting's declaration: name, label, kind (the widget), help, choices, placeholder.
 FieldSpec = Setting
-KINDS = WIDGETS
-FIELD_LIST: tuple[FieldSpec, ...] = SETTINGS
-FIELDS: dict[str, FieldSpec] = {spec.name: spec for spec in FIELD_LIST}
+FIELDS: dict[str, FieldSpec] = {spec.name: spec for spec in SETTINGS}
 
 
 # ---------------------------------------------------------------------------------------------
