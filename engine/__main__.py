@@ -4,6 +4,7 @@ Exit status: 0 finished, 3 stopped on request (resumable), 2 a problem the user 
 ``error`` event says which), 1 a bug in loratui (the traceback is in the log on stderr).
 SIGTERM and SIGINT ask for a graceful stop: the engine finishes the step, saves a LoRA file and a
 resumable state, emits ``stopped`` and exits. SIGHUP is ignored: a closed terminal never stops a run.
+A save the disk refuses never ends the run: it pauses until the save succeeds (engine/train.py).
 """
 
 from __future__ import annotations
@@ -41,6 +42,11 @@ def main(argv: list[str] | None = None) -> int:
         "--summary", metavar="JSON", help="keep a snapshot of the run's summary here (when stdout is a file)"
     )
     parser.add_argument(
+        "--end-file",
+        metavar="FILE",
+        help="keep the final event here too, in room taken at the start (read when the events disk is full)",
+    )
+    parser.add_argument(
         "--overwrite",
         action="store_true",
         help="let this run replace files an earlier run saved under the same output.name",
@@ -49,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from engine.events import claim_stdout
 
-    events = claim_stdout()
+    events = claim_stdout(Path(args.end_file) if args.end_file else None)
     _keep_summary_snapshots(events, args.summary)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     quiet_libraries()  # before the libraries are imported: some read their verbosity once, on import
@@ -68,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         from loratui.config import load_config
 
         cfg = load_config(args.config)
-        if args.resume:
-            cfg.training.resume_from = args.resume
+        if args.resume:  # typed on the command line: from the current folder, not the config's
+            cfg.training.resume_from = os.path.abspath(os.path.expanduser(args.resume))
         from engine.control import ControlChannel
         from engine.train import Trainer
 
@@ -78,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             trainer.run()
         finally:
-            step = getattr(getattr(trainer, "progress", None), "step", 0)
+            step = _steps_done(trainer)
         return ExitCode.STOPPED if trainer.outcome == "stopped" else ExitCode.OK
     except UserError as exc:
         where = f"{exc.where}: " if exc.where else ""
@@ -97,6 +103,13 @@ def main(argv: list[str] | None = None) -> int:
         )
         events.emit("failed", step=step, message=message)
         return ExitCode.FAILED
+
+
+def _steps_done(trainer) -> int:
+    """The step the run got to, for its final event: 0 when it never started training. Whatever
+    went wrong, the final event must be one the protocol accepts, or the run would end without one."""
+    step = getattr(getattr(trainer, "progress", None), "step", 0)
+    return step if type(step) is int and step >= 0 else 0
 
 
 def quiet_libraries() -> None:

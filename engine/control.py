@@ -10,6 +10,11 @@ The engine also holds the FIFO open for writing itself: a FIFO whose last writer
 end-of-file forever, and a client that comes and goes must not make the engine spin on that.
 While the engine is alive a client's non-blocking open succeeds; once it is gone the open fails
 with ENXIO, which is how a client knows that nobody is listening.
+
+The channel is opened only when ``--control`` names a FIFO of this user's
+(:func:`loratui.core.run_files.open_fifo`): a plain file or a symlink there would otherwise be read
+as a list of commands (or have the keep-alive open land on another file). Anything else is logged
+and the run goes on without a channel: signals still stop it.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import select
 from pathlib import Path
 
 from loratui.core.protocol import ProtocolError, decode_command
+from loratui.core.run_files import open_fifo
 
 log = logging.getLogger("engine.control")
 
@@ -33,8 +39,8 @@ class ControlChannel:
         if path is None:
             return
         try:
-            self._read_fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-            self._keepalive_fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+            self._read_fd = open_fifo(path, os.O_RDONLY)
+            self._keepalive_fd = open_fifo(path, os.O_WRONLY)
         except OSError as exc:  # no channel is not fatal: the run goes on, signals still work
             log.warning("control channel %s unavailable: %s", path, exc)
             self.close()

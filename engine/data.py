@@ -14,27 +14,55 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from loratui.buckets import crop_geometry
+from loratui.buckets import MAX_ASPECT_RATIO, crop_geometry, too_elongated
 from loratui.dataset import ImageEntry
+from loratui.errors import UserError
 from loratui.images import to_rgb8
 
 log = logging.getLogger("engine.data")
 
 
 def load_pixels(entry: ImageEntry) -> torch.Tensor:
-    """The image resized to cover its bucket and centre-cropped to it: float (3, H, W) in [-1, 1]."""
+    """The image resized to cover its bucket and centre-cropped to it: float (3, H, W) in [-1, 1].
+
+    The check decoded every image before the run; a file changed since (or a check skipped) still
+    ends in a UserError that names it, never in Pillow's bare "image file is truncated"."""
+    try:
+        data = _bucket_pixels(entry)
+    except (UserError, MemoryError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - Pillow's codecs raise OSError, ValueError, SyntaxError...
+        words = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise UserError(
+            f"the image cannot be decoded ({words})",
+            str(entry.path),
+            "copy it again from where it came from, or delete it, then run `loratui check` again",
+            "dataset",
+        ) from exc
+    bucket_w, bucket_h = entry.bucket
+    pixels = data.view(bucket_h, bucket_w, 3).permute(2, 0, 1).float()
+    return pixels / 127.5 - 1.0
+
+
+def _bucket_pixels(entry: ImageEntry) -> torch.Tensor:
     from PIL import Image, ImageOps
 
     with Image.open(entry.path) as image:
         image = to_rgb8(ImageOps.exif_transpose(image))
+        if too_elongated(image.width, image.height):  # replaced since the check: the resize could ask for GBs
+            raise UserError(
+                f"the image is {image.width}x{image.height} pixels, more than {MAX_ASPECT_RATIO} times as long "
+                "as it is wide",
+                str(entry.path),
+                f"crop it to at most {MAX_ASPECT_RATIO}:1, or delete it",
+                "dataset",
+            )
         bucket_w, bucket_h = entry.bucket
         scaled_w, scaled_h, left, top = crop_geometry(image.width, image.height, entry.bucket)
         if (scaled_w, scaled_h) != image.size:
             image = image.resize((scaled_w, scaled_h), Image.Resampling.LANCZOS)
         image = image.crop((left, top, left + bucket_w, top + bucket_h))
-        data = torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
-    pixels = data.view(bucket_h, bucket_w, 3).permute(2, 0, 1).float()
-    return pixels / 127.5 - 1.0
+        return torch.frombuffer(bytearray(image.tobytes()), dtype=torch.uint8)
 
 
 def stack_pixels(batch: list[ImageEntry]) -> torch.Tensor:
@@ -60,7 +88,8 @@ class LatentCache:
         stat = entry.path.stat()
         key = f"{entry.path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{entry.bucket}|{self.vae_id}"
         assert self.folder is not None
-        return self.folder / (hashlib.sha1(key.encode()).hexdigest() + ".safetensors")
+        # surrogateescape: an image's name need not be UTF-8 (its undecodable bytes are kept as they are)
+        return self.folder / (hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest() + ".safetensors")
 
     def fill(
         self,

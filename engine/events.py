@@ -7,14 +7,18 @@ private file descriptor for events and points fd 1 at stderr, where human logs b
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TextIO
 
-from loratui.core.protocol import encode, make_event
+from loratui.core.protocol import END_FILE_BYTES, FINAL_EVENTS, encode, make_event
+
+log = logging.getLogger("engine.events")
 
 
 class EventWriter:
@@ -23,14 +27,15 @@ class EventWriter:
     When the events file cannot be written (a full disk, a removed mount) training must not die
     with an unsaved LoRA: the writer logs the error once, stops writing, and calls ``on_broken``,
     which asks the trainer for a graceful stop (it saves to the output folder, which may well be
-    on another disk).
+    on another disk). The final event still reaches the ``end_file``, when there is one.
     """
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, end_file: EndFile | None = None) -> None:
         self._stream = stream
         self._lock = threading.Lock()
         self.broken: OSError | None = None
         self.on_broken: Callable[[], None] | None = None
+        self.end_file = end_file
         # Called with each event once it is flushed (the summary snapshot keeps its offset exact).
         self.after_emit: Callable[[dict[str, Any]], None] | None = None
 
@@ -38,6 +43,8 @@ class EventWriter:
         event = make_event(event_type, **fields)
         line = encode(event) + "\n"
         with self._lock:
+            if event_type in FINAL_EVENTS and self.end_file is not None:
+                self.end_file.write(line)
             if self.broken is not None:
                 return event
             try:
@@ -45,7 +52,7 @@ class EventWriter:
                 self._stream.flush()
             except OSError as exc:
                 self.broken = exc
-                logging.getLogger("engine.events").error("cannot write events any more (%s): stopping the run", exc)
+                log.error("cannot write events any more (%s): stopping the run", exc)
                 if self.on_broken is not None:
                     self.on_broken()
                 return event
@@ -53,9 +60,51 @@ class EventWriter:
                 try:
                     self.after_emit(event)
                 except Exception:  # noqa: BLE001 - a helper's failure must never stop training
-                    logging.getLogger("engine.events").exception("event observer failed; it is switched off")
+                    log.exception("event observer failed; it is switched off")
                     self.after_emit = None
         return event
+
+
+class EndFile:
+    """The run's final event, kept again in a small file (``--end-file``) whose room is taken
+    when the engine starts: the disk that fills up during a run and keeps the last events from
+    ``events.jsonl`` (a "stopped, reason disk" most of all) still takes this one line, as it is
+    written over bytes the file already has. Readers: ``loratui.core.protocol.decode_end_file``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fd: int | None = None
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            log.warning("no end file %s: %s", path, exc.strerror or exc)
+            return
+        self._fd = fd
+        try:
+            _take_room(fd, END_FILE_BYTES)
+        except OSError as exc:  # a disk full from the start: the final line may still fit later
+            log.warning("cannot take room for the end file %s: %s", path, exc.strerror or exc)
+
+    def write(self, line: str) -> None:
+        """Write ``line`` at the start of the file (the rest stays NUL bytes) and make it durable."""
+        if self._fd is None:
+            return
+        try:
+            os.pwrite(self._fd, line.encode("utf-8"), 0)
+            os.fsync(self._fd)
+        except OSError as exc:
+            log.error("cannot write the end file %s: %s", self.path, exc.strerror or exc)
+
+
+def _take_room(fd: int, size: int) -> None:
+    """Allocate ``size`` bytes of the file now, so that writing over them later needs no new room."""
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except (AttributeError, OSError) as exc:  # no posix_fallocate here (macOS), or not on this file system
+        if isinstance(exc, OSError) and exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise
+        os.pwrite(fd, b"\0" * size, 0)
+    os.fsync(fd)
 
 
 def events_fd(writer: EventWriter) -> int | None:
@@ -69,11 +118,12 @@ def events_fd(writer: EventWriter) -> int | None:
         return None
 
 
-def claim_stdout() -> EventWriter:
-    """Reserve the process's stdout for events and send everything else printed there to stderr."""
+def claim_stdout(end_file: Path | None = None) -> EventWriter:
+    """Reserve the process's stdout for events and send everything else printed there to stderr.
+    ``end_file``: where the final event is kept as well (:class:`EndFile`)."""
     sys.stdout.flush()
     events_fd = os.dup(1)
     os.dup2(2, 1)  # fd 1 (print, C libraries, tqdm) now goes to stderr
     sys.stdout = sys.stderr
     stream = os.fdopen(events_fd, "w", encoding="utf-8", buffering=1)
-    return EventWriter(stream)
+    return EventWriter(stream, EndFile(end_file) if end_file else None)

@@ -28,6 +28,10 @@ class LoraTarget:
     name: str  # dotted path inside its model, e.g. "down_blocks.0.attentions.0.proj_in"
     rank: int
     alpha: float
+    # The largest rank that still adds to the layer: min(inputs, outputs), a convolution's inputs
+    # counted over its kernel (loratui.preflight's rank rule refuses ranks above every target's).
+    width: int = 0
+    conv: bool = False  # trained at the conv rank (a LoCon convolution larger than 1x1)
 
 
 def _is_1x1_conv(module: nn.Module) -> bool:
@@ -56,10 +60,27 @@ def find_targets(
                 continue
             full = f"{block_name}.{child_name}" if block_name else child_name
             if isinstance(child, nn.Linear) or _is_1x1_conv(child):
-                targets[full] = LoraTarget(full, rank, alpha)
+                targets[full] = LoraTarget(full, rank, alpha, layer_width(child))
             elif in_conv_block and isinstance(child, nn.Conv2d):
-                targets[full] = LoraTarget(full, conv_rank, conv_alpha)
+                targets[full] = LoraTarget(full, conv_rank, conv_alpha, layer_width(child), conv=True)
     return sorted(targets.values(), key=lambda t: t.name)
+
+
+def layer_width(module: nn.Module) -> int:
+    """How many independent directions a change of this layer's weight can have."""
+    if isinstance(module, nn.Linear):
+        return min(module.in_features, module.out_features)
+    inputs = module.in_channels // module.groups * module.kernel_size[0] * module.kernel_size[1]
+    return min(inputs, module.out_channels)
+
+
+def widest_targets(targets: list[LoraTarget]) -> tuple[int, int]:
+    """(the widest layer trained at the network rank, the widest trained at the conv rank), as
+    loratui.preflight.rank_problems takes them."""
+    return (
+        max((t.width for t in targets if not t.conv), default=0),
+        max((t.width for t in targets if t.conv), default=0),
+    )
 
 
 def attach_lora(model: nn.Module, targets: list[LoraTarget], adapter_name: str = "default") -> None:
@@ -110,23 +131,38 @@ def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
+class LoraMismatch(ValueError):
+    """LoRA weights that do not fit the model's LoRA layers: other modules, or other shapes."""
+
+
 def load_lora_state_dict(model: nn.Module, weights: dict[str, torch.Tensor]) -> None:
-    """Inverse of :func:`lora_state_dict`, used when resuming a run."""
+    """Inverse of :func:`lora_state_dict`, used when resuming a run; LoraMismatch (nothing
+    loaded) when the weights are not those of this model's LoRA layers."""
     mapped = {}
     for key, tensor in weights.items():
         for kohya_part, peft_part in ((".lora_down.", ".lora_A.default."), (".lora_up.", ".lora_B.default.")):
             if kohya_part in key:
                 module, rest = key.split(kohya_part, 1)
                 mapped[f"{module}{peft_part}{rest}"] = tensor
-    missing, unexpected = _load_partial(model, mapped)
-    if unexpected or missing:
-        raise ValueError(f"LoRA state does not fit this model: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    _check_fit(model, mapped, unmapped=len(weights) - len(mapped))
+    model.load_state_dict(mapped, strict=False)
 
 
-def _load_partial(model: nn.Module, mapped: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
-    own = {n for n in model.state_dict() if ".lora_A." in n or ".lora_B." in n}
-    unexpected = sorted(set(mapped) - own)
-    missing = sorted(own - set(mapped))
-    if not unexpected:
-        model.load_state_dict(mapped, strict=False)
-    return missing, unexpected
+def _check_fit(model: nn.Module, mapped: dict[str, torch.Tensor], unmapped: int) -> None:
+    own = {n: t for n, t in model.state_dict().items() if ".lora_A." in n or ".lora_B." in n}
+    unexpected, missing = sorted(set(mapped) - set(own)), sorted(set(own) - set(mapped))
+    if unmapped or unexpected or missing:
+        raise LoraMismatch(
+            f"its LoRA layers are not this network's ({len(missing)} missing, "
+            f"{len(unexpected) + unmapped} unknown{', e.g. ' + _kohya_name(unexpected[0]) if unexpected else ''})"
+        )
+    for name in sorted(own):
+        if mapped[name].shape != own[name].shape:
+            raise LoraMismatch(
+                f"{_kohya_name(name)} is {list(mapped[name].shape)} in the state, "
+                f"{list(own[name].shape)} in this network"
+            )
+
+
+def _kohya_name(peft_name: str) -> str:
+    return peft_name.replace(".lora_A.default.", ".lora_down.").replace(".lora_B.default.", ".lora_up.")

@@ -86,12 +86,16 @@ def _load_folder(folder: Path) -> BaseModel:
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
+    # use_safetensors=True: the libraries never fall back to a pickle (.bin) file, whose loading
+    # can run code and, refused by torch's weights-only unpickler, ends in advice to unpickle it
+    # anyway. loratui.preflight names such a folder before this point.
+    weights = {"local_files_only": True, "use_safetensors": True}
     try:
         return BaseModel(
             tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True),
-            text_encoder=CLIPTextModel.from_pretrained(folder / "text_encoder", local_files_only=True),
-            vae=AutoencoderKL.from_pretrained(folder / "vae", local_files_only=True),
-            unet=UNet2DConditionModel.from_pretrained(folder / "unet", local_files_only=True),
+            text_encoder=CLIPTextModel.from_pretrained(folder / "text_encoder", **weights),
+            vae=AutoencoderKL.from_pretrained(folder / "vae", **weights),
+            unet=UNet2DConditionModel.from_pretrained(folder / "unet", **weights),
             # DDPM's training schedule (betas, prediction type) comes from the model's own config.
             noise_scheduler=DDPMScheduler.from_pretrained(folder / "scheduler", local_files_only=True),
             source=folder,

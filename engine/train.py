@@ -26,41 +26,58 @@ from engine.lora import (
     TEXT_ENCODER_BLOCKS,
     UNET_ATTENTION_BLOCKS,
     UNET_CONV_BLOCKS,
+    LoraMismatch,
     LoraTarget,
     attach_lora,
     find_targets,
     load_lora_state_dict,
     lora_parameters,
     lora_state_dict,
+    widest_targets,
 )
 from engine.metadata import RunFacts, build_metadata, new_session_id
 from engine.model_loading import BaseModel, load_base_model
 from engine.optim import current_lrs, make_optimizer, make_scheduler
+from engine.save_failure import SaveFailed, save_failed
 from engine.spill_watch import SpillWatch
-from engine.state import Progress, load_training_state, read_progress, save_state
+from engine.state import Progress, load_training_state, read_lora_weights, read_progress, save_state
 from loratui import preflight
 from loratui.check import CheckResult, check_run
 from loratui.config import RunConfig, config_to_dict
 from loratui.dataset import ImageEntry
 from loratui.errors import UserError
-from loratui.optimizer_args import parse_optimizer_args
-from loratui.outputs import clean_interrupted_saves, epoch_stem, final_stem, lora_file, state_folder, step_stem
+from loratui.optimizer_args import canonical_optimizer, parse_optimizer_args
+from loratui.outputs import (
+    clean_interrupted_saves,
+    epoch_stem,
+    existing_outputs,
+    final_stem,
+    lora_file,
+    state_folder,
+    step_stem,
+)
+from loratui.shell import loratui_command
 
 log = logging.getLogger("engine.train")
 
 MEMORY_EVERY_STEPS = 20
 EVAL_IMAGES = 4
 EVAL_TIMESTEPS = (100, 300, 500, 700, 900)
+BLIND_RETRY_S = 60.0  # a run paused by a failed save while no event can be written tries again this often
 
 
 class StopFlag:
-    """Set by a signal handler or a ``stop`` command; checked after every step."""
+    """Set by a signal handler or a ``stop`` command; checked after every step. The first reason
+    stays (a full events disk, then a SIGTERM, is still a stop for the disk); ``requests`` counts
+    every request, so that a run paused by a failed save can take each one as "save again"."""
 
     def __init__(self) -> None:
         self.reason: str | None = None
+        self.requests = 0
 
     def request(self, reason: str) -> None:
-        self.reason = reason
+        self.reason = self.reason or reason
+        self.requests += 1
 
 
 def pick_device() -> torch.device:
@@ -100,8 +117,11 @@ class Trainer:
         self.stop = stop
         self.control = control or ControlChannel(None)
         self.run_id = run_id or uuid.uuid4().hex[:12]
+        self.job_id = run_id  # the launcher's job id (a resume takes the run id from the state, not this)
         self.outcome: str | None = None  # "finished" or "stopped" once the run has ended
         self._paused_at: float | None = None  # monotonic time of the pause, while paused
+        self._paused_by_save = False  # the engine paused itself because a save failed
+        self._output_dir: Path | None = None  # set by a `save` command's output_dir: where saves go from then on
 
     # ----------------------------------------------------------------- set-up
     def run(self) -> None:
@@ -191,10 +211,16 @@ class Trainer:
         self.unet_targets = find_targets(
             unet, UNET_ATTENTION_BLOCKS, net.rank, net.alpha, UNET_CONV_BLOCKS, net.conv_rank, net.conv_alpha
         )
-        attach_lora(unet, self.unet_targets)
         self.te_targets: list[LoraTarget] = []
         if self.train_text_encoder:
             self.te_targets = find_targets(te, TEXT_ENCODER_BLOCKS, net.rank, net.alpha)
+        # The check bounds the ranks by the model's configs; these are the layers themselves,
+        # measured before a byte of LoRA is allocated (a model whose configs it could not read).
+        widest = widest_targets(self.unet_targets + self.te_targets)
+        for problem in preflight.rank_problems(net.rank, net.conv_rank, widest, self.cfg.model.path):
+            raise preflight.user_error(problem)
+        attach_lora(unet, self.unet_targets)
+        if self.train_text_encoder:
             attach_lora(te, self.te_targets)
         for param in lora_parameters(unet) + lora_parameters(te):
             param.data = param.data.float()
@@ -244,35 +270,62 @@ class Trainer:
         source = self.cfg.training.resume_from
         if not source:
             self.resumed_from = None
-            return Progress(run_id=self.run_id, network=self._network_signature())
+            return Progress(run_id=self.run_id, network=self._network_signature(), optimizer=self._optimizer_name())
+        # The check has read the folder whole (loratui.resume_state); what follows needs torch:
+        # the weights against the model, the optimizer's state against the optimizer.
         folder = self.cfg.resolve(source)
         progress = read_progress(folder)
-        if progress.network != self._network_signature():
-            raise UserError(
-                f"{folder} was trained with another network ({progress.network}); this config has "
-                f"{self._network_signature()}",
-                "training.resume_from",
-                "resume with the network settings the state was saved with",
-                "config",
-            )
-        try:
-            weights = load_training_state(folder, self.optimizer, self.lr_scheduler, self.accelerator.scaler)
-        except (OSError, KeyError, ValueError, RuntimeError) as exc:  # a missing, damaged or foreign file
-            raise UserError(
-                f"cannot resume from {folder}: {str(exc).splitlines()[0][:300]}",
-                "training.resume_from",
-                "resume from another state folder, or start a fresh run",
-                "config",
-            ) from exc
-        unet_weights = {k[len("unet.") :]: v for k, v in weights.items() if k.startswith("unet.")}
-        te_weights = {k[len("te.") :]: v for k, v in weights.items() if k.startswith("te.")}
-        load_lora_state_dict(self._unwrapped("unet"), unet_weights)
-        if self.train_text_encoder:
-            load_lora_state_dict(self._unwrapped("te"), te_weights)
+        self._check_resumable(folder, progress)
+        self._load_lora_weights(folder)
+        load_training_state(folder, self.optimizer, self.lr_scheduler, self.accelerator.scaler)
+        progress.optimizer = self._optimizer_name()
         self.run_id = progress.run_id
         self.resumed_from = str(folder)
         log.info("resuming %s at step %d, epoch %d", folder, progress.step, progress.epoch + 1)
         return progress
+
+    def _load_lora_weights(self, folder: Path) -> None:
+        weights = read_lora_weights(folder)
+        parts = ("unet", "te") if self.train_text_encoder else ("unet",)
+        for which in parts:
+            prefix = f"{which}."
+            try:
+                load_lora_state_dict(
+                    self._unwrapped(which), {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
+                )
+            except LoraMismatch as exc:
+                raise UserError(
+                    f"{folder / 'lora.safetensors'} does not fit this network: {exc}",
+                    "training.resume_from",
+                    "resume with the base model and network settings the state was saved with",
+                    "config",
+                ) from None
+
+    def _optimizer_name(self) -> str:
+        return canonical_optimizer(self.cfg.optimizer.name) or self.cfg.optimizer.name
+
+    def _check_resumable(self, folder: Path, progress: Progress) -> None:
+        """The state's network and optimizer must be this run's (the module counts depend on the
+        base model: only the engine knows them)."""
+        for problem in preflight.network_problems(self.cfg, folder, progress.network):
+            raise preflight.user_error(problem)
+        saved, own = progress.network, self._network_signature()
+        if (saved["unet_modules"], saved["te_modules"]) != (own["unet_modules"], own["te_modules"]):
+            raise UserError(
+                f"{folder} was trained on a model with {saved['unet_modules']} UNet and {saved['te_modules']} "
+                f"text encoder LoRA layers; {self.cfg.model.path} has {own['unet_modules']} and {own['te_modules']}",
+                "training.resume_from",
+                "resume with the base model the state was saved with",
+                "config",
+            )
+        if progress.optimizer and progress.optimizer != self._optimizer_name():
+            raise UserError(
+                f"{folder} was saved by the {progress.optimizer} optimizer; this config trains with "
+                f"{self._optimizer_name()}, which cannot continue its state",
+                "training.resume_from",
+                f'set optimizer.name = "{progress.optimizer}" to resume it, or start a fresh run',
+                "config",
+            )
 
     def _unwrapped(self, which: str) -> torch.nn.Module:
         model = self.model.unet if which == "unet" else self.model.text_encoder
@@ -539,18 +592,22 @@ class Trainer:
         return True
 
     def _on_command(self, command: dict, epoch: int) -> None:
-        name, command_id = command["cmd"], command["id"]
+        name = command["cmd"]
 
         def answer(ok: bool, message: str) -> None:
-            self.events.emit("control", command=name, id=command_id, ok=ok, message=message)
+            self._answer(command, ok, message)
 
         step = self.progress.step
         if name == "stop":
             self.stop.request("request")
             answer(True, f"stopping after step {step}: saving a LoRA file and a resumable state")
         elif name == "save":
-            path = self._save(step_stem(self.cfg.output.name, step), "manual", with_state=True)
-            answer(True, f"saved {path} and its resumable state at step {step}")  # answered once it is on disk
+            refusal = self._use_output_dir(command.get("output_dir"))
+            if refusal:
+                answer(False, refusal)
+                return
+            # answered by _save once the files are on disk (or once it failed)
+            path = self._save(step_stem(self.cfg.output.name, step), "manual", with_state=True, asked_by=command)
             self._status("paused" if self._paused_at is not None else "training", f"saved {path.name}")
         elif name == "pause":
             if self._paused_at is not None:
@@ -558,7 +615,7 @@ class Trainer:
                 return
             self._paused_at = time.monotonic()
             answer(True, f"paused after step {step}")
-            self.events.emit("paused", step=step, epoch=epoch)
+            self.events.emit("paused", step=step, epoch=epoch, reason="request")
             self._status("paused", f"paused after step {step}")
         elif name == "resume":
             if self._paused_at is None:
@@ -570,9 +627,13 @@ class Trainer:
             ok, message = self._sample_now()
             answer(ok, message)
 
+    def _answer(self, command: dict, ok: bool, message: str) -> None:
+        self.events.emit("control", command=command["cmd"], id=command["id"], ok=ok, message=message)
+
     def _end_pause(self) -> None:
         paused_s = time.monotonic() - (self._paused_at or time.monotonic())
         self._paused_at = None
+        self._paused_by_save = False
         self.events.emit("resumed", step=self.progress.step, paused_s=paused_s)
         self._status("training", "training")
 
@@ -581,10 +642,35 @@ class Trainer:
         return False, "sampling is not available in this version of loratui"
 
     # ------------------------------------------------------------------ saving
-    def _save(self, stem: str, kind: str, with_state: bool) -> Path:
-        """Save ``<stem>.safetensors`` and, ``with_state``, ``<stem>-state`` (names: loratui.outputs)."""
+    def _save(self, stem: str, kind: str, with_state: bool, asked_by: dict | None = None) -> Path:
+        """Save ``<stem>.safetensors`` and, ``with_state``, ``<stem>-state`` (names: loratui.outputs).
+
+        A save the disk refuses (full, read-only, gone, a name it will not take) never ends the
+        run and never costs the trained weights: the run pauses with them in memory and saves
+        again when asked (``resume``; ``save``, with another ``output_dir`` if need be; ``stop``;
+        a SIGTERM). ``asked_by``: a command whose answer waits for the outcome."""
+        asker = asked_by
+        while True:
+            try:
+                path = self._write_files(stem, kind, with_state)
+                break
+            except SaveFailed as failure:
+                if asker is not None:
+                    self._answer(asker, False, f"{failure.message}; paused until a save succeeds")
+                asker = self._pause_until_retry(failure)
+        if asker is not None:
+            state = " and its resumable state" if with_state else ""
+            self._answer(asker, True, f"saved {path}{state} at step {self.progress.step}")
+        if self._paused_at is not None and (self._paused_by_save or (asker is not None and asker["cmd"] == "resume")):
+            self._end_pause()  # the pause the failure caused (or the one `resume` was sent to end) is over
+        elif kind == "epoch":
+            self._status("training", "training")
+        return path
+
+    def _write_files(self, stem: str, kind: str, with_state: bool) -> Path:
+        """One attempt at the save; :class:`SaveFailed` naming the file the disk refused."""
         self._status("saving", f"saving {stem}")
-        out_dir = self.cfg.resolve(self.cfg.output.output_dir)
+        out_dir = self._output_folder()
         path = out_dir / lora_file(stem)
         unet, te = self._unwrapped("unet"), self._unwrapped("te")
         dtype = SAVE_DTYPES[self.cfg.output.save_precision]
@@ -596,34 +682,97 @@ class Trainer:
         )
         try:
             size = save_lora_file(path, tensors, metadata)
-            self.events.emit(
-                "checkpoint", path=str(path), bytes=size, epoch=self.progress.epoch, step=self.progress.step, kind=kind
-            )
-            if with_state:
-                state_dir = out_dir / state_folder(stem)
-                weights = {f"unet.{k}": v for k, v in lora_state_dict(unet).items()}
-                weights.update({f"te.{k}": v for k, v in lora_state_dict(te).items()})
+        except OSError as exc:
+            raise save_failed(path, exc) from exc
+        self.events.emit(
+            "checkpoint", path=str(path), bytes=size, epoch=self.progress.epoch, step=self.progress.step, kind=kind
+        )
+        if with_state:
+            state_dir = out_dir / state_folder(stem)
+            weights = {f"unet.{k}": v for k, v in lora_state_dict(unet).items()}
+            weights.update({f"te.{k}": v for k, v in lora_state_dict(te).items()})
+            try:
                 size = save_state(
                     state_dir, self.progress, weights, self.optimizer, self.lr_scheduler, self.accelerator.scaler
                 )
-                self.events.emit(
-                    "checkpoint",
-                    path=str(state_dir),
-                    bytes=size,
-                    epoch=self.progress.epoch,
-                    step=self.progress.step,
-                    kind="state",
-                )
-        except OSError as exc:
-            raise UserError(
-                f"cannot write {path}: {exc.strerror or exc}",
-                "output.output_dir",
-                "free disk space or choose a writable output folder; the last saved files are intact",
-                "output",
-            ) from exc
-        if kind == "epoch":
-            self._status("training", "training")
+            except OSError as exc:  # the state folder saved before under this name is left as it was
+                raise save_failed(state_dir, exc) from exc
+            self.events.emit(
+                "checkpoint",
+                path=str(state_dir),
+                bytes=size,
+                epoch=self.progress.epoch,
+                step=self.progress.step,
+                kind="state",
+            )
         return path
+
+    def _output_folder(self) -> Path:
+        return self._output_dir or self.cfg.resolve(self.cfg.output.output_dir)
+
+    def _use_output_dir(self, value: str | None) -> str | None:
+        """Save in ``value`` from now on (a ``save`` command's output_dir); why not, or None when done."""
+        if value is None:
+            return None
+        folder = Path(value)
+        if not folder.is_absolute():
+            return f"output_dir must be an absolute path, not {value!r}"
+        name = self.cfg.output.name
+        if folder != self._output_folder() and not self.overwrite and existing_outputs(folder, name):
+            return f"{folder} holds files of an earlier run named {name!r}; choose another folder"
+        self._output_dir = folder
+        log.info("saving in %s from now on", folder)
+        return None
+
+    def _pause_until_retry(self, failure: SaveFailed) -> dict | None:
+        """Say what failed and how to go on, pause, and wait for the word to save again: the
+        command that gave it (answered with the outcome of the next attempt), or None for a signal."""
+        log.error("%s; paused until a save succeeds", failure.message)
+        self.events.emit(
+            "warning",
+            code="save_failed",
+            message=f"{failure.message}; the trained weights are kept in memory",
+            hint=f"{failure.fix}; then {self._retry_hint()}",
+        )
+        if self._paused_at is None:
+            self._paused_at, self._paused_by_save = time.monotonic(), True
+            epoch = max(1, self.progress.epoch + (1 if self.progress.batches_in_epoch else 0))
+            self.events.emit("paused", step=self.progress.step, epoch=epoch, reason=failure.reason)
+        self._status("paused", f"paused: {failure.message}")
+        requests, since = self.stop.requests, time.monotonic()
+        while True:
+            for command in self.control.wait(0.5):
+                if self._asks_to_save_again(command, failure):
+                    return command
+            if self.stop.requests != requests:
+                return None  # a signal: save again (then stop, as it asks)
+            if self.events.broken is not None and time.monotonic() - since > BLIND_RETRY_S:
+                return None  # nobody can see this pause (the events cannot be written): try now and then
+
+    def _asks_to_save_again(self, command: dict, failure: SaveFailed) -> bool:
+        name = command["cmd"]
+        if name == "save":
+            refusal = self._use_output_dir(command.get("output_dir"))
+            if refusal:
+                self._answer(command, False, refusal)
+            return refusal is None
+        if name == "stop":
+            self.stop.request("request")  # it stops once the save is done
+        if name in ("resume", "stop"):
+            return True
+        if name == "pause":
+            self._answer(command, False, f"already paused: {failure.message}; `resume` saves again")
+        else:
+            self._answer(command, *self._sample_now())
+        return False
+
+    def _retry_hint(self) -> str:
+        if not self.control.available:
+            return f"send SIGTERM to the engine (pid {os.getpid()}) to save again and stop"
+        job = (self.job_id,) if self.job_id else ()
+        resume = loratui_command("resume", *job)
+        elsewhere = loratui_command("save", *job, "--output-dir", "FOLDER")
+        return f"`{resume}` saves again, or `{elsewhere}` saves in another folder"
 
     # ------------------------------------------------------------------ events
     def _status(self, phase: str, message: str, current: int | None = None, total: int | None = None) -> None:

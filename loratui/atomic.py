@@ -57,7 +57,8 @@ def write_bytes_atomic(path: Path, data: bytes, mode: int = 0o666, durable: bool
 def _fault_injection_pause() -> None:
     """Tests kill the engine in the middle of saving a checkpoint. Writing the tiny model's files takes
     milliseconds, so ``LORATUI_TEST_SAVE_DELAY_S`` holds each write between its temp file and the
-    rename, long enough to aim a SIGKILL at. Unset in real use."""
+    rename, and each folder replace between its two renames, long enough to aim a SIGKILL at.
+    Unset in real use."""
     delay = os.environ.get("LORATUI_TEST_SAVE_DELAY_S")
     if delay:
         time.sleep(float(delay))
@@ -89,6 +90,7 @@ def replace_folder(new: Path, target: Path) -> None:
         old = aside_path_for(target)
         shutil.rmtree(old, ignore_errors=True)
         os.replace(target, old)
+        _fault_injection_pause()  # a kill here leaves the old folder aside: restore_aside undoes it
         os.replace(new, target)
         shutil.rmtree(old, ignore_errors=True)
     else:

@@ -15,6 +15,18 @@ import math
 
 Bucket = tuple[int, int]
 
+# The longest an image may be for its width (or the widest for its height): 8 to 1. kohya's
+# default buckets reach 4:1 (1024x256 at 512 px), so a longer image loses over half of itself to
+# the crop; and the resize that covers a bucket grows with the ratio: a 60000x1 strip at 512 px
+# goes to the 1024x256 bucket and would be resized to 15 million by 256 pixels, 12 GB. At 8:1
+# the resized image is at most 8 bucket areas, and no guide's advice comes near the bound.
+MAX_ASPECT_RATIO = 8
+
+
+def too_elongated(width: int, height: int) -> bool:
+    """Whether an image's longer side is more than :data:`MAX_ASPECT_RATIO` times its shorter."""
+    return max(width, height) > MAX_ASPECT_RATIO * min(width, height)
+
 
 def make_buckets(resolution: int, min_reso: int, max_reso: int, step: int) -> list[Bucket]:
     """Every bucket with area at most ``resolution**2``, sides in ``[min_reso, max_reso]``.

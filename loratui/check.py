@@ -12,6 +12,7 @@ from loratui.config import RunConfig
 from loratui.dataset import DatasetReport, scan_dataset
 from loratui.errors import Problem, failed_settings
 from loratui.outputs import output_problems
+from loratui.preflight import resume_position_problems
 from loratui.quantities import count
 from loratui.schedule import Schedule, resolve_schedule
 from loratui.validation import validate
@@ -87,6 +88,7 @@ def _check_schedule(result: CheckResult) -> None:
     result.schedule = resolve_schedule(cfg, dataset.steps_per_epoch(batch))
     if result.schedule is None:
         return  # a length setting is invalid; validation has said which
+    result.problems += resume_position_problems(cfg, result.schedule, dataset.steps_per_epoch(batch), result.problems)
     if result.schedule.note:
         result.problems.append(Problem("training.max_train_steps", result.schedule.note, severity="note"))
     warmup = cfg.optimizer.warmup_steps

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import signal
 import sys
 import time
@@ -13,8 +14,10 @@ from pathlib import Path
 from loratui import __version__
 from loratui.core.exit_codes import ExitCode, exit_code_of_run
 from loratui.core.protocol import FINAL_EVENTS
+from loratui.core.terminal_text import escape_controls
 from loratui.errors import UserError
 from loratui.quantities import count
+from loratui.streams import OutputLost, fill_missing_descriptors, guarded_stdout
 
 CONTROL_COMMANDS = ("stop", "pause", "resume", "save")
 
@@ -93,12 +96,39 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the engine's answer")
         if name == "stop":
             command.add_argument("--wait", action="store_true", help="return only when the job has saved and exited")
+        if name == "save":
+            command.add_argument(
+                "--output-dir",
+                metavar="FOLDER",
+                help="save in FOLDER, now and for the rest of the run (after a save failed for a full or "
+                "read-only disk: the job saves there and goes on)",
+            )
 
     commands.add_parser("gpu", help="show the NVIDIA GPUs: memory, utilisation, temperature, power, processes")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    fill_missing_descriptors()
+    try:
+        with guarded_stdout():
+            return _run_command(argv)
+    except KeyboardInterrupt:  # Ctrl+C before a command's own handling began: no traceback
+        _say_on_stderr("interrupted")
+        return ExitCode.INTERRUPTED
+    except OutputLost as exc:
+        _say_on_stderr(f"error: cannot write to standard output: {exc} (the exit status still tells the result)")
+        return ExitCode.FAILED
+
+
+def _say_on_stderr(line: str) -> None:
+    try:
+        print(line, file=sys.stderr)
+    except OSError:  # standard error is gone too; the exit status is all that is left
+        pass
+
+
+def _run_command(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None and not _interactive():
@@ -192,30 +222,38 @@ def cmd_train(args) -> int:
         return ExitCode.OK
     if dashboard:
         return _open_dashboard(job.record, args)
-    print(f"Job {job.job_id}: engine pid {job.record.pid}, events {job.events_path}, log {job.log_path}")
+    print(
+        escape_controls(f"Job {job.job_id}: engine pid {job.record.pid}, events {job.events_path}, log {job.log_path}")
+    )
     return _follow_plain(job.record, rebuild_first=False)
 
 
 def _follow_plain(record, rebuild_first: bool) -> int:
     """Print a job's progress until it ends. Ctrl+C detaches: the job goes on."""
     from loratui.jobs.follow import follow
-    from loratui.jobs.process import is_running
     from loratui.plain_progress import PlainProgress
 
     progress = PlainProgress(sys.stdout, job_id=record.job_id, config=record.config)
     offset = 0
     if rebuild_first:
         from loratui.jobs.rebuild import rebuild
+        from loratui.jobs.status import ACTIVE_STATES, job_status
 
+        status = job_status(record)  # first: whatever a dead engine wrote is then all in the file
         summary, offset = rebuild(record.events_path)
-        _print_summary(record, summary)
+        # Its events stop short of an end (killed, crashed, or its end only in the end file: a full
+        # disk): say how it is now, not "running, ETA ...".
+        unseen_end = status if not summary.ended and status.state not in ACTIVE_STATES else None
+        _print_summary(record, summary, unseen_end)
         progress.prime(summary)
         if summary.ended:
             return _exit_code(summary.final, record, summary.error)
+        if unseen_end is not None:
+            return exit_code_of_run(status.final)  # FAILED when there is no end at all
     final = error = None
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        for event in follow(record.events_path, lambda: is_running(record.identity), offset=offset):
+        for event in follow(record.events_path, lambda: _still_writing(record), offset=offset):
             progress.handle(event)
             if event.get("type") in FINAL_EVENTS:
                 final = event
@@ -235,14 +273,23 @@ def _follow_plain(record, rebuild_first: bool) -> int:
     return _exit_code(final, record, error)
 
 
-def _print_summary(record, summary) -> None:
+def _still_writing(record) -> bool:
+    """The engine is alive and its events can still reach us (its run folder is there)."""
+    from loratui.jobs.process import is_running
+
+    return is_running(record.identity) and record.folder.is_dir()
+
+
+def _print_summary(record, summary, unseen_end=None) -> None:
+    """The rebuilt summary in a line or few. ``unseen_end``: the JobStatus of a job that ended
+    without a final event; its state and reason replace the events' last word, and there is no ETA."""
     from loratui.plain_progress import format_duration
 
     total = summary.total_steps or "?"
-    eta = summary.eta_s()
-    parts = [
-        f"Job {record.job_id}: {summary.state}, step {summary.step}/{total}, epoch {summary.epoch}/{summary.total_epochs or '?'}"
-    ]
+    eta = None if unseen_end else summary.eta_s()
+    state = f"{unseen_end.state} ({unseen_end.reason})" if unseen_end else summary.state
+    epochs = summary.total_epochs or "?"
+    parts = [f"Job {record.job_id}: {state}, step {summary.step}/{total}, epoch {summary.epoch}/{epochs}"]
     if summary.loss_last is not None:
         parts.append(
             f"loss {summary.loss_last:.4f} (smoothed {summary.loss_smoothed:.4f}, min {summary.loss_min:.4f} "
@@ -251,22 +298,36 @@ def _print_summary(record, summary) -> None:
     parts.append(f"elapsed {format_duration(summary.elapsed_s)}" + (f", ETA {format_duration(eta)}" if eta else ""))
     print("; ".join(parts))
     for checkpoint in summary.checkpoints[-3:]:
-        print(f"  saved {checkpoint.path} (step {checkpoint.step})")
+        print(escape_controls(f"  saved {checkpoint.path} (step {checkpoint.step})"))
     if summary.spill_warning:
-        print(f"  warning: {summary.spill_warning['message']}")
+        print(escape_controls(f"  warning: {summary.spill_warning['message']}"))
 
 
 def _exit_code(final: dict | None, record, error: dict | None = None) -> int:
     if final is None:
-        print(f"error: the engine ended without finishing (killed or crashed); see {record.log_path}", file=sys.stderr)
+        print(f"error: {_why_no_end(record)}", file=sys.stderr)
     return exit_code_of_run(final, error)
+
+
+def _why_no_end(record) -> str:
+    """Why following a job ended without its final event."""
+    from loratui.jobs.status import require_event_log
+
+    try:
+        require_event_log(record)  # its run folder or event log went away under us
+    except UserError as exc:
+        return str(exc)
+    return f"the engine ended without finishing (killed or crashed); see {record.log_path}"
 
 
 # --------------------------------------------------------------------------------- jobs
 def cmd_jobs(args) -> int:
-    from loratui.jobs.listing import list_jobs
+    from loratui.jobs.listing import read_jobs
 
-    rows = list_jobs()
+    listing = read_jobs()
+    rows = listing.rows
+    for skipped in listing.skipped:  # one line each; the other jobs are listed all the same
+        print(f"warning: skipped a damaged job record: {skipped} (fix: delete that file)", file=sys.stderr)
     if args.json:
         for row in rows:
             record, status = row.record, row.status
@@ -295,14 +356,17 @@ def cmd_jobs(args) -> int:
     print(f"{'JOB':<{width}}  {'STATE':<8}  {'STEP':>13}  {'STARTED':<16}  CONFIG")
     for row in rows:
         started = time.strftime("%Y-%m-%d %H:%M", time.localtime(row.record.started_at))
-        print(f"{row.job_id:<{width}}  {row.status.state:<8}  {row.steps:>13}  {started:<16}  {row.record.config}")
+        config = escape_controls(row.record.config)  # a folder's name may hold terminal escapes
+        print(f"{row.job_id:<{width}}  {row.status.state:<8}  {row.steps:>13}  {started:<16}  {config}")
     return ExitCode.OK
 
 
 def cmd_attach(args) -> int:
     from loratui.jobs.registry import find_job
+    from loratui.jobs.status import require_event_log
 
     record = find_job(args.job, running_only_default=False)
+    require_event_log(record)  # a removed run folder or event log: say so, never wait on "starting"
     if not args.no_tui and _interactive():
         return _open_dashboard(record, args)
     return _follow_plain(record, rebuild_first=True)
@@ -336,27 +400,30 @@ def cmd_home(args) -> int:
 
 
 def cmd_logs(args) -> int:
-    from loratui.jobs.follow import EventFileReader, follow
-    from loratui.jobs.process import is_running
+    from loratui.core.terminal_text import json_escaped
+    from loratui.jobs.follow import EventFileReader, follow, open_events
     from loratui.jobs.registry import find_job
+    from loratui.jobs.status import require_event_log
     from loratui.plain_progress import PlainProgress
 
     record = find_job(args.job, running_only_default=False)
+    require_event_log(record)  # missing, a folder, or gone with its run folder: one line, not a traceback
     if args.json:
         if args.follow:
-            for event in follow(record.events_path, lambda: is_running(record.identity)):
-                print(json.dumps(event, separators=(",", ":"), ensure_ascii=False), flush=True)
+            for event in follow(record.events_path, lambda: _still_writing(record)):
+                # as the engine writes them: control characters and undecodable bytes as \u escapes
+                print(json_escaped(json.dumps(event, separators=(",", ":"), ensure_ascii=False)), flush=True)
         else:
-            with open(record.events_path, "rb") as handle:
-                sys.stdout.buffer.write(handle.read())
+            with open_events(record.events_path) as handle:  # a FIFO or /dev/zero there: refused
+                shutil.copyfileobj(handle, sys.stdout.buffer)  # in pieces: a long run's log is 100s of MB
         return ExitCode.OK
     progress = PlainProgress(sys.stdout, interactive=False, job_id=record.job_id, config=record.config)
     try:
         if args.follow:
-            for event in follow(record.events_path, lambda: is_running(record.identity)):
+            for event in follow(record.events_path, lambda: _still_writing(record)):
                 progress.handle(event)
         else:
-            for event in EventFileReader(record.events_path).read_new():
+            for event in EventFileReader(record.events_path).read_all():
                 progress.handle(event)
     except KeyboardInterrupt:
         return ExitCode.OK
@@ -364,39 +431,80 @@ def cmd_logs(args) -> int:
 
 
 def cmd_control(args) -> int:
-    from loratui.jobs.control import send_command
+    from loratui.jobs.control import NoAnswer, send_command
     from loratui.jobs.registry import find_job
     from loratui.shell import logs_command
 
     record = find_job(args.job)
-    answer = send_command(record, args.command, timeout_s=args.timeout)
-    if answer is None:
-        print(
-            f"Sent {args.command} to job {record.job_id}; no answer within {args.timeout:.0f} s. The engine acts on "
-            f"commands between steps (and after loading the model): `{logs_command(record.job_id)}` shows when."
-        )
-        return ExitCode.OK
-    if not answer.ok:
-        print(f"error: job {record.job_id} refused {args.command}: {answer.message}", file=sys.stderr)
+    sent_at = time.time()
+    try:
+        answer = send_command(record, args.command, timeout_s=args.timeout, **_command_args(args))
+    except NoAnswer as exc:  # the engine is gone or suspended: the command was not carried out
+        print(f"error: {exc}", file=sys.stderr)
         return ExitCode.FAILED
-    print(f"{record.job_id}: {answer.message}")
+    if answer is None:  # not carried out yet: a script must not take it as done
+        print(
+            f"error: sent {args.command} to job {record.job_id}, but no answer came within {args.timeout:.0f} s. "
+            f"Its engine is alive and acts on commands between steps (and after loading the model): "
+            f"`{logs_command(record.job_id)}` shows when.",
+            file=sys.stderr,
+        )
+        return ExitCode.FAILED
+    if not answer.ok:
+        print(escape_controls(f"error: job {record.job_id} refused {args.command}: {answer.message}"), file=sys.stderr)
+        return ExitCode.FAILED
+    print(escape_controls(f"{record.job_id}: {answer.message}"))  # the engine's words may name a file
     if args.command == "stop" and getattr(args, "wait", False):
-        return _wait_for_end(record)
+        return _wait_for_end(record, sent_at)
     return ExitCode.OK
 
 
-def _wait_for_end(record) -> int:
+def _command_args(args) -> dict[str, str]:
+    """The command's own arguments; a folder is made absolute here, where the user typed it."""
+    from loratui.shell import absolute
+
+    folder = getattr(args, "output_dir", None)
+    return {"output_dir": absolute(folder)} if folder else {}
+
+
+def _wait_for_end(record, sent_at: float) -> int:
     from loratui.jobs.follow import follow
-    from loratui.jobs.process import is_running
     from loratui.shell import resume_command
 
+    if not record.folder.is_dir():
+        return _wait_without_events(record, sent_at)
     final = None
-    for event in follow(record.events_path, lambda: is_running(record.identity)):
+    for event in follow(record.events_path, lambda: _still_writing(record)):
         if event.get("type") in FINAL_EVENTS:
             final = event
     if final and final["type"] == "stopped":
         print(f"Stopped at step {final['step']}; resume with: {resume_command(record.config, final['state'])}")
     return _exit_code(final, record)
+
+
+def _wait_without_events(record, sent_at: float) -> int:
+    """``stop --wait`` for a job whose run folder was removed: its events are gone, so wait for its
+    engine to exit and say what it saved in its output folder since the stop was sent."""
+    from loratui.jobs.orphan import saved_since, wait_for_exit
+    from loratui.shell import resume_command
+
+    wait_for_exit(record)
+    saved = saved_since(record, sent_at - 1.0)  # a second's slack for coarse file times
+    if not saved:
+        where = escape_controls(record.output_dir) if record.output_dir else "its output folder"
+        print(
+            f"error: the engine of job {record.job_id} has exited without saving anything in {where}; "
+            "its log went with its run folder",
+            file=sys.stderr,
+        )
+        return ExitCode.FAILED
+    print(f"The engine of job {record.job_id} has exited. It saved:")
+    for path in saved:
+        print(f"  {escape_controls(str(path))}")
+    state = next((path for path in reversed(saved) if path.is_dir() and path.name.endswith("-state")), None)
+    if state is not None:
+        print(f"Resume with: {resume_command(record.config, state)}")
+    return ExitCode.STOPPED
 
 
 def cmd_gpu(args) -> int:

@@ -25,6 +25,7 @@ from pathlib import Path
 import tomli_w
 
 from loratui.atomic import write_text_atomic
+from loratui.core.run_files import UnsafeRunFile, read_named_file
 from loratui.errors import Problem, UserError
 from loratui.optimizer_args import canonical_optimizer
 from loratui.params import BUILTIN_PREFIX, SECTIONS, Setting, kohya_cli_names, settings_of
@@ -133,11 +134,17 @@ def config_from_dict(data: dict, base_dir: Path | None = None) -> RunConfig:
     return _build_config(data, Path(base_dir).absolute() if base_dir is not None else Path.cwd(), "")
 
 
+CONFIG_BYTES = 1024 * 1024  # a config is a few KB: a larger file is not one
+
+
 def _read_text(path: Path, where: str) -> str:
     if path.is_dir():
         raise UserError("this is a folder, not a config file", where, "give the path of the .toml file")
     try:
-        raw = path.read_bytes()
+        # only a regular file, and only so much of it: a FIFO would hang, /dev/zero fill memory
+        raw = read_named_file(path, CONFIG_BYTES)
+    except UnsafeRunFile as err:
+        raise UserError(f"not a config file: it {err.strerror}", where, "give the path of the .toml file") from err
     except FileNotFoundError as err:
         fix = f"check the path; a relative path starts in the current folder ({Path.cwd()})"
         raise UserError("config file not found", where, fix) from err
@@ -162,6 +169,11 @@ def _parse_toml(text: str, where: str) -> dict:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise _toml_syntax_error(str(err), where) from err
+    except (RecursionError, ValueError) as err:
+        # tomllib recurses once per nested array or inline table, and Python refuses to read
+        # integers of over 4,300 digits: neither is a loratui config.
+        message = "not a loratui config: values nested too deep or a number too long to read"
+        raise UserError(message, where, "write the config with `loratui new` or fix the value by hand") from err
 
 
 def _toml_syntax_error(detail: str, where: str) -> UserError:

@@ -7,10 +7,16 @@ The layout (the one kohya's trainers and the guides written for them use)::
                                   name after the repeats ("ohwx woman")
     reg/1_woman/b.png             optional regularisation images, same shape
 
-The scan reads image headers only (Pillow's ``Image.open`` parses the size without decoding
-pixels), so thousands of images take seconds. It never raises for bad data: every mistake becomes a
+The scan decodes every image in full (:mod:`loratui.image_files`: in threads, JPEGs at 1/8
+scale, remembered while a file is unchanged), so a file cut short fails here, named, rather than
+in the engine. It never raises for bad data: every mistake becomes a
 :class:`~loratui.errors.Problem` naming the file or folder and the fix, and they are all collected in
 one pass so the user can fix everything at once.
+
+Captions are read only from inside the dataset folders: a caption that is a link to a file
+elsewhere is refused unread, since a caption's text is trained and written into the LoRA's
+``ss_tag_frequency`` metadata (a dataset shared as an archive could link ``a.txt`` to a private
+file). Images that are links to elsewhere are trained, with a warning.
 
 The epoch plan lives here too (:meth:`DatasetReport.epoch_batches`), so the number of steps the CLI
 shows and the batches the engine trains come from the same code.
@@ -27,28 +33,26 @@ import random
 import re
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from loratui.buckets import Bucket, assign_bucket, make_buckets, no_buckets
+from loratui.buckets import MAX_ASPECT_RATIO, Bucket, assign_bucket, make_buckets, no_buckets, too_elongated
 from loratui.errors import Problem
+from loratui.image_files import TRUNCATED, ImageVerdict, read_images
 from loratui.quantities import count
-
-if TYPE_CHECKING:
-    from PIL import Image
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 # Formats people have lying around that the trainer does not read: worth a warning, not silence.
 UNSUPPORTED_IMAGE_EXTENSIONS = (".gif", ".bmp", ".tif", ".tiff", ".avif", ".heic")
 
-_EXIF_ORIENTATION = 0x0112
-# Where Pillow's getexif() (and so ImageOps.exif_transpose, which the engine uses) finds an
-# orientation in a PNG's header chunks: the eXIf chunk, ImageMagick's text profile, or XMP.
-_PNG_ORIENTATION_SOURCES = ("exif", "Raw profile type exif", "XML:com.adobe.xmp", "xmp")
-# Orientations 5-8 rotate the picture by 90 degrees (some also mirror it): shown upright, its
-# width and height are swapped relative to the stored pixels.
-_ORIENTATIONS_SWAPPING_SIDES = frozenset({5, 6, 7, 8})
+# The most repeats a concept folder may ask for. kohya sets no limit, but the guides advise 10 to
+# 100, and `img/1000000000_x` is a typo, not a plan: an epoch's plan lists every image once per
+# repeat, so a bound on repeats is a bound on the memory the engine's plan takes (10,000 repeats
+# of 1,000 images: 10 million entries, 80 MB).
+MAX_REPEATS = 10_000
+# A caption is a line of tags or a sentence; CLIP reads 75 tokens of it. A larger "caption" is
+# some other file (a link to a log, a device): it is refused rather than read into memory.
+MAX_CAPTION_BYTES = 1 << 20
 
 _CONCEPT_FOLDER = re.compile(r"([0-9]+)_(.*)", re.DOTALL)
 _LIST_LIMIT = 5  # how many file names a problem message lists before "and N more"
@@ -90,6 +94,11 @@ class ConceptReport:
     small_images: tuple[Path, ...]  # narrower or lower than their bucket: will be upscaled
     bucket_counts: dict[Bucket, int]
     tag_frequency: dict[str, int]
+
+    @property
+    def captioned(self) -> int:
+        """Images with a caption of their own (read from a non-empty caption file)."""
+        return sum(entry.caption_source == "file" for entry in self.images)
 
 
 @dataclass(frozen=True)
@@ -133,9 +142,9 @@ class DatasetReport:
         return any(problem.severity == "error" for problem in self.problems)
 
     def steps_per_epoch(self, batch_size: int) -> int:
-        """How many batches :meth:`epoch_batches` yields, without shuffling anything."""
+        """How many batches :meth:`epoch_batches` yields, counted without listing the items."""
         _check_batch_size(batch_size)
-        return sum(_ceil_div(len(items), batch_size) for items in _items_by_bucket(self).values())
+        return sum(_ceil_div(items, batch_size) for items in _item_counts_by_bucket(self).values())
 
     def epoch_batches(self, batch_size: int, seed: int, epoch: int) -> list[list[ImageEntry]]:
         """The batches of one epoch, in training order. Same arguments, same batches.
@@ -168,9 +177,9 @@ class DatasetReport:
     def bucket_info(self) -> dict:
         """kohya's ``ss_bucket_info``: items per epoch in each used bucket, and how far the images'
         aspect ratios are from their buckets' on average (training images only)."""
-        used = _items_by_bucket(self)
+        used = _item_counts_by_bucket(self)
         buckets = {
-            str(index): {"resolution": [width, height], "count": len(items)}
+            str(index): {"resolution": [width, height], "count": items}
             for index, ((width, height), items) in enumerate(used.items())
         }
         return {"buckets": buckets, "mean_img_ar_error": _mean_aspect_error(self.concepts)}
@@ -323,15 +332,15 @@ def _scan_root(
         )
         return None
     try:
-        folders, file_names = _list_folder(root)
+        listing = _list_folder(root)
     except OSError as error:
         problems.append(_error(root, f"{label} cannot be read ({error.strerror})", "check its permissions"))
         return None
 
-    stray_images = [root / file for file in file_names if _extension(file) in IMAGE_EXTENSIONS]
+    stray_images = [root / file for file in listing.files if _extension(file) in IMAGE_EXTENSIONS]
     if stray_images:
         problems.append(_stray_images_problem(root, label, example, stray_images))
-    if not folders:
+    if not listing.folders:
         problems.append(
             _error(
                 root,
@@ -343,8 +352,9 @@ def _scan_root(
         )
         return None
 
+    root_real = os.path.realpath(root)
     concepts = []
-    for folder in folders:
+    for folder in listing.folders:
         parsed = parse_concept_folder(folder.name)
         if parsed is None:
             problems.append(
@@ -358,86 +368,196 @@ def _scan_root(
             problems.append(
                 _error(folder, "0 repeats: its images would never be trained", f"rename it to e.g. 1_{parsed[1]}")
             )
+        elif parsed[0] > MAX_REPEATS:
+            problems.append(_too_many_repeats(folder, parsed[0], parsed[1]))
+        elif not _is_utf8(folder.name):
+            problems.append(
+                _error(
+                    folder,
+                    "the folder's name is not UTF-8 text, and it must be: the LoRA's metadata lists it, and it is "
+                    "the caption of images without one",
+                    "rename the folder to a name typed anew (its repeats, then the instance token and class)",
+                )
+            )
         else:
-            concepts.append(_scan_concept(folder, parsed[0], parsed[1], is_reg, settings, problems))
+            dataset_folders = _dataset_folders(folder, folder.name in listing.links, root_real, label, problems)
+            concepts.append(_scan_concept(folder, parsed[0], parsed[1], is_reg, dataset_folders, settings, problems))
     return tuple(concepts)
 
 
+def _too_many_repeats(folder: Path, repeats: int, name: str) -> Problem:
+    return _error(
+        folder,
+        f"{repeats} repeats: more than the {MAX_REPEATS:,} a concept folder may have",
+        f"rename it to e.g. 10_{name} and train more epochs instead (the same steps: images x repeats x epochs)",
+    )
+
+
+def _dataset_folders(
+    folder: Path, is_link: bool, root_real: str, label: str, problems: list[Problem]
+) -> tuple[str, ...]:
+    """The real folders a concept folder's files may lead into: the dataset root, and the concept
+    folder's own target when it is a link to a folder elsewhere (the user linked it in, which is
+    worth a warning: everything in it is trained, and its captions go into the metadata)."""
+    if not is_link:
+        return (root_real,)
+    target = os.path.realpath(folder)
+    if _inside(target, (root_real,)):
+        return (root_real,)
+    problems.append(
+        Problem(
+            str(folder),
+            f"the folder is a link to {target}, outside {label}: its images are trained and its captions "
+            "written into the LoRA's metadata (ss_tag_frequency)",
+            fix="keep it if you linked it on purpose; otherwise delete the link, or copy the folder in its place",
+            severity="warning",
+        )
+    )
+    return (root_real, target)
+
+
+@dataclass
+class _Found:
+    """What one concept folder's scan collects before it becomes a :class:`ConceptReport`."""
+
+    images: list[ImageEntry] = field(default_factory=list)
+    missing: list[Path] = field(default_factory=list)  # images without a caption file
+    empty: list[Path] = field(default_factory=list)  # caption files holding only whitespace
+    unreadable: list[tuple[Path, str]] = field(default_factory=list)
+    small: list[ImageEntry] = field(default_factory=list)
+    not_files: list[tuple[Path, str]] = field(default_factory=list)  # (caption path, what it is: "a folder")
+    captions_outside: list[tuple[Path, str]] = field(default_factory=list)  # (caption link, its target)
+    images_outside: list[tuple[Path, str]] = field(default_factory=list)  # (image link, its target)
+
+
 def _scan_concept(
-    folder: Path, repeats: int, name: str, is_reg: bool, settings: _ScanSettings, problems: list[Problem]
+    folder: Path,
+    repeats: int,
+    name: str,
+    is_reg: bool,
+    dataset_folders: tuple[str, ...],
+    settings: _ScanSettings,
+    problems: list[Problem],
 ) -> ConceptReport:
-    """Read every image header and caption in one concept folder."""
+    """Decode every image and read every caption in one concept folder."""
     try:
-        _, file_names = _list_folder(folder)
+        listing = _list_folder(folder)
     except OSError as error:
         problems.append(_error(folder, f"the folder cannot be read ({error.strerror})", "check its permissions"))
         return ConceptReport(folder, name, repeats, is_reg, (), (), (), (), (), {}, {})
-    # Caption files are looked up in this listing rather than stat'ed one by one: far fewer syscalls.
-    present = set(file_names)
-    image_paths = [folder / file for file in file_names if _extension(file) in IMAGE_EXTENSIONS]
-    unsupported = [folder / file for file in file_names if _extension(file) in UNSUPPORTED_IMAGE_EXTENSIONS]
+    files = _ConceptFiles(folder, listing, dataset_folders)
+    image_names = [file for file in listing.files if _extension(file) in IMAGE_EXTENSIONS]
+    unsupported = [folder / file for file in listing.files if _extension(file) in UNSUPPORTED_IMAGE_EXTENSIONS]
+    verdicts = read_images(folder, image_names)
 
-    images: list[ImageEntry] = []
-    missing: list[Path] = []
-    empty: list[Path] = []
-    unreadable: list[tuple[Path, str]] = []
-    small: list[ImageEntry] = []
-    for path in image_paths:
-        size = _read_image_size(path)
-        if isinstance(size, str):
-            unreadable.append((path, size))
-            problems.append(
-                _error(
-                    path,
-                    f"cannot be used ({size}); it is left out of training",
-                    "re-export it as .png/.jpg/.webp, or delete it",
-                )
-            )
+    found = _Found()
+    for file, verdict in zip(image_names, verdicts, strict=True):
+        path = folder / file
+        unusable = _unusable(verdict)
+        if unusable is not None:
+            reason, fix = unusable
+            found.unreadable.append((path, reason))
+            problems.append(_error(path, f"cannot be used ({reason}); it is left out of training", fix))
             continue
-        width, height = size
-        caption_name = os.path.splitext(path.name)[0] + settings.caption_extension
-        has_caption_file = caption_name in present
-        caption_path = folder / caption_name if has_caption_file else None
-        caption, source = _caption(caption_path, name, problems)
-        if not has_caption_file:
-            missing.append(path)
-        elif source == "empty":
-            empty.append(caption_path)
+        if file in files.outside:
+            found.images_outside.append((path, files.outside[file]))
+        width, height = verdict
+        caption, source = _caption_of(files, file, name, settings, found, problems)
         bucket = _bucket_for(width, height, settings.buckets)
         entry = ImageEntry(path, width, height, caption, source, bucket, folder.name, is_reg)
-        images.append(entry)
+        found.images.append(entry)
         if width < bucket[0] or height < bucket[1]:
-            small.append(entry)
+            found.small.append(entry)
 
     concept = ConceptReport(
         folder=folder,
         name=name,
         repeats=repeats,
         is_reg=is_reg,
-        images=tuple(images),
-        missing_captions=tuple(missing),
-        empty_captions=tuple(empty),
-        unreadable=tuple(unreadable),
-        small_images=tuple(entry.path for entry in small),
-        bucket_counts=dict(sorted(Counter(entry.bucket for entry in images).items())),
-        tag_frequency=_count_tags(entry.caption for entry in images),
+        images=tuple(found.images),
+        missing_captions=tuple(found.missing),
+        empty_captions=tuple(found.empty),
+        unreadable=tuple(found.unreadable),
+        small_images=tuple(entry.path for entry in found.small),
+        bucket_counts=dict(sorted(Counter(entry.bucket for entry in found.images).items())),
+        tag_frequency=_count_tags(entry.caption for entry in found.images),
     )
-    problems.extend(_concept_problems(concept, unsupported, image_paths, small, settings))
+    problems.extend(_concept_problems(concept, unsupported, image_names, found, settings))
     return concept
+
+
+def _unusable(verdict: ImageVerdict) -> tuple[str, str] | None:
+    """(why, fix) for an image that cannot be trained; None for one that can."""
+    if isinstance(verdict, str):
+        if verdict == TRUNCATED:
+            return verdict, "copy it again from where it came from, or delete it"
+        return verdict, "re-export it as .png/.jpg/.webp, or delete it"
+    width, height = verdict
+    if too_elongated(width, height):
+        shape = "wide as it is high" if width > height else "high as it is wide"
+        return (
+            f"it is {width}x{height} pixels, more than {MAX_ASPECT_RATIO} times as {shape}: no bucket comes near "
+            "that shape, and most of it would be cropped away",
+            f"crop it to at most {MAX_ASPECT_RATIO}:1 around what it shows, or delete it",
+        )
+    return None
+
+
+class _ConceptFiles:
+    """A concept folder's listing, with what its links lead to outside the dataset folders."""
+
+    def __init__(self, folder: Path, listing: _Listing, dataset_folders: tuple[str, ...]) -> None:
+        self.folder = folder
+        self.listing = listing
+        # Caption files are looked up in this set rather than stat'ed one by one: far fewer syscalls.
+        self.present = set(listing.files)
+        # name -> real path, for the links that lead outside. Only links need resolving: a plain
+        # entry of a folder inside the dataset is inside it too.
+        self.outside = {
+            link: target
+            for link in listing.links
+            if not _inside(target := os.path.realpath(folder / link), dataset_folders)
+        }
+
+
+def _caption_of(
+    files: _ConceptFiles,
+    image: str,
+    folder_caption: str,
+    settings: _ScanSettings,
+    found: _Found,
+    problems: list[Problem],
+) -> tuple[str, str]:
+    """(caption text, source) for one image, noting in ``found`` what kind of caption it has."""
+    caption_name = os.path.splitext(image)[0] + settings.caption_extension
+    caption_path = files.folder / caption_name
+    if caption_name in files.outside:  # never read: its text would be trained and written into the metadata
+        found.captions_outside.append((caption_path, files.outside[caption_name]))
+        return folder_caption, "folder"
+    if caption_name in files.present:
+        caption, source = _caption(caption_path, folder_caption, problems)
+        if source == "empty":
+            found.empty.append(caption_path)
+        return caption, source
+    if caption_name in files.listing.others:
+        found.not_files.append((caption_path, files.listing.others[caption_name]))
+    else:
+        found.missing.append(files.folder / image)
+    return folder_caption, "folder"
 
 
 def _concept_problems(
     concept: ConceptReport,
     unsupported: list[Path],
-    image_paths: list[Path],
-    small: list[ImageEntry],
+    image_names: list[str],
+    found: _Found,
     settings: _ScanSettings,
 ) -> list[Problem]:
     """The per-folder summaries (one problem per kind, not one per file)."""
-    found: list[Problem] = []
+    problems: list[Problem] = []
     folder, ext = concept.folder, settings.caption_extension
     if unsupported:
-        found.append(
+        problems.append(
             Problem(
                 str(folder),
                 f"{count(len(unsupported), 'file')} in a format loratui does not train on will not be used: "
@@ -446,14 +566,47 @@ def _concept_problems(
                 severity="warning",
             )
         )
-    if not image_paths:
-        found.append(
+    if not image_names:
+        problems.append(
             _error(
                 folder,
                 f"the folder has no images ({', '.join(IMAGE_EXTENSIONS)})",
                 f"put the images for '{concept.name}' in it, or delete the folder",
             )
         )
+    problems.extend(_caption_problems(concept, found, ext))
+    if found.images_outside:
+        links = [path for path, _target in found.images_outside]
+        example, target = found.images_outside[0]
+        problems.append(
+            Problem(
+                str(folder),
+                f"{count(len(links), 'image')} {'is a link' if len(links) == 1 else 'are links'} to "
+                f"{'a file' if len(links) == 1 else 'files'} outside the dataset folders, trained as "
+                f"{'it is' if len(links) == 1 else 'they are'}: "
+                f"{_names(links)} ({example.name} -> {target})",
+                fix="keep them if you linked them on purpose; otherwise delete the links",
+                severity="warning",
+            )
+        )
+    if found.small:
+        smallest = min(found.small, key=lambda entry: (entry.width * entry.height, entry.path))
+        problems.append(
+            Problem(
+                str(folder),
+                f"{len(found.small)} of {len(concept.images)} images are smaller than their bucket and will be "
+                f"upscaled (smallest: {smallest.path.name}, {smallest.width}x{smallest.height} for bucket "
+                f"{smallest.bucket[0]}x{smallest.bucket[1]})",
+                fix=f"use larger source images, or lower the resolution (now {settings.resolution})",
+                severity="warning",
+            )
+        )
+    return problems
+
+
+def _caption_problems(concept: ConceptReport, found: _Found, ext: str) -> list[Problem]:
+    problems: list[Problem] = []
+    folder = concept.folder
     fallback = (
         f"the folder caption '{concept.name}'"
         if concept.name
@@ -462,41 +615,56 @@ def _concept_problems(
     # Regularisation images usually rely on the folder caption on purpose, so there it is a note.
     caption_severity = "note" if concept.is_reg else "warning"
     total = len(concept.images)
-    if concept.missing_captions:
-        example = concept.missing_captions[0]
-        found.append(
+    if found.captions_outside:
+        links = [path for path, _target in found.captions_outside]
+        example, target = found.captions_outside[0]
+        problems.append(
+            _error(
+                folder,
+                f"{count(len(links), f'{ext} caption')} {'is a link' if len(links) == 1 else 'are links'} to "
+                f"{'a file' if len(links) == 1 else 'files'} outside the dataset folders, not read: "
+                f"{_names(links)} ({example.name} -> {target}); a caption's text is trained and written "
+                "into the LoRA's metadata (ss_tag_frequency), so loratui reads captions from the dataset "
+                "folders only",
+                f"put the caption files themselves in the folder instead of links (cp --remove-destination "
+                f"TARGET LINK), or delete the links to train those images with {fallback}",
+            )
+        )
+    if found.not_files:
+        paths = [path for path, _what in found.not_files]
+        example, what = found.not_files[0]
+        problems.append(
             Problem(
                 str(folder),
-                f"{len(concept.missing_captions)} of {total} images have no {ext} caption; they are "
-                f"trained with {fallback}: {_names(concept.missing_captions)}",
+                f"{count(len(paths), f'{ext} caption path')} {'is' if len(paths) == 1 else 'are'} not a caption "
+                f"file ({example.name} is {what}); those images are trained with {fallback}: {_names(paths)}",
+                fix=f"replace each with a text file of the caption, or remove it to use {fallback} on purpose",
+                severity=caption_severity,
+            )
+        )
+    if found.missing:
+        example = found.missing[0]
+        problems.append(
+            Problem(
+                str(folder),
+                f"{len(found.missing)} of {total} images have no {ext} caption; they are "
+                f"trained with {fallback}: {_names(found.missing)}",
                 fix=f"add a same-named {ext} file next to each image (e.g. {example.stem}{ext} for "
                 f"{example.name}), or keep it this way if that caption is what you want",
                 severity=caption_severity,
             )
         )
-    if concept.empty_captions:
-        found.append(
+    if found.empty:
+        problems.append(
             Problem(
                 str(folder),
-                f"{len(concept.empty_captions)} of {total} {ext} captions are empty; those images are "
-                f"trained with {fallback}: {_names(concept.empty_captions)}",
+                f"{len(found.empty)} of {total} {ext} captions are empty; those images are "
+                f"trained with {fallback}: {_names(found.empty)}",
                 fix=f"write a caption into each, or delete the empty {ext} files to use the folder caption on purpose",
                 severity=caption_severity,
             )
         )
-    if small:
-        smallest = min(small, key=lambda entry: (entry.width * entry.height, entry.path))
-        found.append(
-            Problem(
-                str(folder),
-                f"{len(small)} of {total} images are smaller than their bucket and will be upscaled "
-                f"(smallest: {smallest.path.name}, {smallest.width}x{smallest.height} for bucket "
-                f"{smallest.bucket[0]}x{smallest.bucket[1]})",
-                fix=f"use larger source images, or lower the resolution (now {settings.resolution})",
-                severity="warning",
-            )
-        )
-    return found
+    return problems
 
 
 def _stray_images_problem(root: Path, label: str, example: Path, stray: list[Path]) -> Problem:
@@ -518,17 +686,50 @@ def _stray_images_problem(root: Path, label: str, example: Path, stray: list[Pat
 # Reading files
 
 
-def _list_folder(folder: Path) -> tuple[list[Path], list[str]]:
-    """(sub-folders, names of files) in ``folder``, sorted by name, hidden entries skipped.
+@dataclass(frozen=True)
+class _Listing:
+    """A folder's visible entries (hidden ones are skipped), sorted by name."""
 
-    Files stay names: most are captions that need no Path object, and pathlib is slow to make.
-    """
-    # os.scandir knows each entry's type from the directory listing itself, without a stat per file.
+    folders: list[Path]  # sub-folders, links to folders included
+    # Names of regular files, links to files included. Names, not Paths: most are captions, which
+    # need no Path object, and pathlib is slow to make.
+    files: list[str]
+    links: frozenset[str]  # the names among folders and files that are symbolic links
+    others: dict[str, str]  # name -> what it is, for every entry that is not a regular file
+
+
+def _list_folder(folder: Path) -> _Listing:
+    # os.scandir knows each entry's type from the directory listing itself, without a stat per
+    # file; only links cost a stat (to learn what they lead to).
     with os.scandir(folder) as entries:
         visible = sorted((entry for entry in entries if not entry.name.startswith(".")), key=lambda e: e.name)
-    folders = [Path(entry.path) for entry in visible if entry.is_dir()]
-    file_names = [entry.name for entry in visible if entry.is_file()]
-    return folders, file_names
+    folders, files, links, others = [], [], set(), {}
+    for entry in visible:
+        if entry.is_dir():
+            folders.append(Path(entry.path))
+            others[entry.name] = "a folder"
+        elif entry.is_file():
+            files.append(entry.name)
+        else:
+            others[entry.name] = "a link that leads nowhere" if entry.is_symlink() else "a FIFO, socket or device"
+            continue
+        if entry.is_symlink():
+            links.add(entry.name)
+    return _Listing(folders, files, frozenset(links), others)
+
+
+def _inside(real_path: str, real_folders: tuple[str, ...]) -> bool:
+    """Whether a resolved path is one of the resolved folders or lies in one."""
+    return any(real_path == folder or real_path.startswith(folder.rstrip(os.sep) + os.sep) for folder in real_folders)
+
+
+def _is_utf8(name: str) -> bool:
+    # A name's bytes that are not UTF-8 come from os.scandir as lone surrogates (U+DC80..U+DCFF).
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _extension(name: str) -> str:
@@ -536,55 +737,27 @@ def _extension(name: str) -> str:
     return os.path.splitext(name)[1].lower()
 
 
-def _read_image_size(path: Path) -> tuple[int, int] | str:
-    """The displayed (width, height) read from the header alone, or why the file is unusable."""
-    from PIL import Image  # lazy: importing this module must stay cheap
-
+def _caption(caption_path: Path, folder_caption: str, problems: list[Problem]) -> tuple[str, str]:
+    """(caption text, source) for one image from its caption file; the folder caption when the
+    file cannot be used (which is reported)."""
     try:
-        with Image.open(path) as img:
-            width, height = img.size
-            orientation = _exif_orientation(img)
-    except (PermissionError, FileNotFoundError) as error:
-        return f"cannot be read ({error.strerror})"
-    except Image.DecompressionBombError:
-        return "too many pixels for Pillow to open safely"
-    except Exception:  # noqa: BLE001 - Pillow's format plugins raise many types on corrupt headers
-        # (OSError, SyntaxError, ValueError, struct.error, EOFError...); all mean the same here.
-        return _why_not_an_image(path)
-    if orientation in _ORIENTATIONS_SWAPPING_SIDES:
-        return height, width
-    return width, height
-
-
-def _why_not_an_image(path: Path) -> str:
-    # Only asked after Pillow gave up, so good images cost no extra stat call.
-    try:
-        return "zero bytes" if path.stat().st_size == 0 else "not a readable image"
-    except OSError as error:
-        return f"cannot be read ({error.strerror})"
-
-
-def _exif_orientation(img: Image.Image) -> int | None:
-    """The EXIF orientation tag, read without decoding pixels."""
-    if img.format == "PNG" and not any(key in img.info for key in _PNG_ORIENTATION_SOURCES):
-        # Pillow's PNG getexif() decodes the whole image to look for an eXIf chunk after the pixel
-        # data. Writers put it before the pixels (where the header parse already found it), so a
-        # PNG with no orientation source in its header is taken as upright: no full decode per PNG.
-        return None
-    orientation = img.getexif().get(_EXIF_ORIENTATION)
-    return orientation if isinstance(orientation, int) else None
-
-
-def _caption(caption_path: Path | None, folder_caption: str, problems: list[Problem]) -> tuple[str, str]:
-    """(caption text, source) for one image; falls back to the folder caption."""
-    if caption_path is None:
-        return folder_caption, "folder"
-    try:
-        # utf-8-sig: Windows editors like to start UTF-8 files with a byte-order mark.
-        text = caption_path.read_bytes().decode("utf-8-sig").strip()
+        with open(caption_path, "rb") as handle:
+            data = handle.read(MAX_CAPTION_BYTES + 1)
     except OSError as error:
         problems.append(_error(caption_path, f"the caption cannot be read ({error.strerror})", "check its permissions"))
         return folder_caption, "folder"
+    if len(data) > MAX_CAPTION_BYTES:
+        problems.append(
+            _error(
+                caption_path,
+                f"the caption is larger than {MAX_CAPTION_BYTES >> 20} MiB: not a caption",
+                "write the image's caption into it (a line of tags or a sentence), or delete it",
+            )
+        )
+        return folder_caption, "folder"
+    try:
+        # utf-8-sig: Windows editors like to start UTF-8 files with a byte-order mark.
+        text = data.decode("utf-8-sig").strip()
     except UnicodeDecodeError:
         problems.append(_error(caption_path, "the caption is not UTF-8 text", "re-save it with UTF-8 encoding"))
         return folder_caption, "folder"
@@ -617,7 +790,9 @@ def _items_by_bucket(report: DatasetReport) -> dict[Bucket, list[ImageEntry]]:
     Train items are each image repeated by its folder's repeats. With regularisation images, kohya
     trains exactly as many reg items as train items per epoch (prior preservation weighs the two
     equally), so the reg items (images x repeats) are cycled or truncated to that count.
-    Returns fresh lists: callers may shuffle them.
+    Returns fresh lists: callers may shuffle them. This is the plan the engine trains, one entry
+    per item (repeats are bounded by MAX_REPEATS); the check counts it with
+    :func:`_item_counts_by_bucket` instead, which lists nothing per repeat.
     """
     train = [image for concept in report.concepts for image in concept.images for _ in range(concept.repeats)]
     items = train + _reg_items(report.reg_concepts, len(train))
@@ -629,10 +804,7 @@ def _items_by_bucket(report: DatasetReport) -> dict[Bucket, list[ImageEntry]]:
 
 def _reg_items(reg_concepts: tuple[ConceptReport, ...], count: int) -> list[ImageEntry]:
     """Exactly ``count`` reg items (none when there are no reg images)."""
-    images = sorted(
-        ((image, concept.repeats) for concept in reg_concepts for image in concept.images),
-        key=lambda pair: pair[0].path,
-    )
+    images = _reg_images(reg_concepts)
     if not images or count == 0:
         return []
     # One round is every reg image x its repeats, laid out in passes (pass k holds the images whose
@@ -641,6 +813,51 @@ def _reg_items(reg_concepts: tuple[ConceptReport, ...], count: int) -> list[Imag
     most_repeats = max(repeats for _, repeats in images)
     one_round = [image for k in range(most_repeats) for image, repeats in images if repeats > k]
     return [one_round[index % len(one_round)] for index in range(count)]
+
+
+def _reg_images(reg_concepts: tuple[ConceptReport, ...]) -> list[tuple[ImageEntry, int]]:
+    """(reg image, its folder's repeats), in path order."""
+    return sorted(
+        ((image, concept.repeats) for concept in reg_concepts for image in concept.images),
+        key=lambda pair: pair[0].path,
+    )
+
+
+def _item_counts_by_bucket(report: DatasetReport) -> dict[Bucket, int]:
+    """How many items :func:`_items_by_bucket` puts in each bucket, counted by arithmetic: a
+    folder with many repeats costs nothing more than one with a single repeat."""
+    counts: Counter[Bucket] = Counter()
+    for concept in report.concepts:
+        for image in concept.images:
+            counts[image.bucket] += concept.repeats
+    counts.update(_reg_item_counts(report.reg_concepts, sum(counts.values())))
+    return {bucket: counts[bucket] for bucket in sorted(counts) if counts[bucket]}
+
+
+def _reg_item_counts(reg_concepts: tuple[ConceptReport, ...], count: int) -> Counter[Bucket]:
+    """The buckets of :func:`_reg_items`' ``count`` items, counted pass by pass, not listed."""
+    counts: Counter[Bucket] = Counter()
+    images = _reg_images(reg_concepts)
+    if not images or count == 0:
+        return counts
+    rounds, rest = divmod(count, sum(repeats for _, repeats in images))
+    for image, repeats in images:
+        counts[image.bucket] += rounds * repeats
+    # The partial round: whole passes while they fit (passes between two repeat counts hold the
+    # same images), then the first images of the pass that does not.
+    done = 0  # passes counted
+    for threshold in sorted({repeats for _, repeats in images}):
+        members = [image for image, repeats in images if repeats > done]
+        passes = min(threshold - done, rest // len(members))
+        for image in members:
+            counts[image.bucket] += passes
+        rest -= passes * len(members)
+        done += passes
+        if done < threshold:  # the pass that does not fit whole: its first `rest` images
+            for image in members[:rest]:
+                counts[image.bucket] += 1
+            break
+    return counts
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:

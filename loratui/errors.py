@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from loratui.core.terminal_text import escape_controls
+
 
 @dataclass
 class UserError(Exception):
@@ -23,10 +25,7 @@ class UserError(Exception):
         super().__init__(self.message)
 
     def __str__(self) -> str:
-        text = f"{self.where}: {self.message}" if self.where else self.message
-        if self.fix:
-            text += f" (fix: {self.fix})"
-        return text
+        return rendered(self.where, self.message, self.fix)
 
 
 @dataclass(frozen=True)
@@ -43,10 +42,17 @@ class Problem:
     severity: str = "error"  # error | warning | note
 
     def __str__(self) -> str:
-        text = f"{self.where}: {self.message}" if self.where else self.message
-        if self.fix:
-            text += f" (fix: {self.fix})"
-        return text
+        return rendered(self.where, self.message, self.fix)
+
+
+def rendered(where: str, message: str, fix: str) -> str:
+    """``where: message (fix: fix)``, one line safe to print: the parts name files and folders,
+    and a file's name may hold characters a terminal acts on (escaped here, see
+    :mod:`loratui.core.terminal_text`). The fields themselves keep the exact text."""
+    text = f"{where}: {message}" if where else message
+    if fix:
+        text += f" (fix: {fix})"
+    return escape_controls(text)
 
 
 def error(where: str, message: str, fix: str) -> Problem:

@@ -158,6 +158,11 @@ def load_kohya_json(path: str | Path, *, total_steps: int | None = None) -> Kohy
     except json.JSONDecodeError as err:
         message = f"not valid JSON at line {err.lineno}, column {err.colno}: {err.msg}"
         raise UserError(message, where, "give the .json file the kohya_ss GUI saved, unchanged") from err
+    except (RecursionError, ValueError) as err:
+        # Python's json raises these for lists nested thousands deep and for integers of over
+        # 4,300 digits: no file the GUI saves looks like that.
+        message = "not a kohya_ss config: nested too deep or holds a number too long to read"
+        raise UserError(message, where, "give the .json file the kohya_ss GUI saved, unchanged") from err
     if not isinstance(data, dict):
         message = f"expected a JSON object of settings, got a JSON {type(data).__name__}"
         raise UserError(message, where, "give the .json file the kohya_ss GUI saved with its Save button")
@@ -192,7 +197,10 @@ def _number(value: object) -> float | None:
     if isinstance(value, bool):
         raise _Unreadable("expected a number, got true/false")
     if isinstance(value, (int, float)):
-        number = float(value)
+        try:
+            number = float(value)
+        except OverflowError:  # an integer of hundreds of digits
+            raise _Unreadable(f"expected a number, got {_show(value)}") from None
     elif isinstance(value, str):
         try:
             number = float(value.strip())
@@ -261,6 +269,8 @@ def _show(value: object) -> str:
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, int) and abs(value) >= 10**24:  # a pasted run of digits would fill the report
+        return f"(a number of {len(str(abs(value)))} digits)"
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
         return f"{value:.1f}"
     return json.dumps(value, ensure_ascii=False) if isinstance(value, (list, dict)) else str(value)

@@ -268,32 +268,20 @@ def pickle_globals(data: bytes) -> set[str]:
 # ---------------------------------------------------------------------------------------------
 # diffusers folders: what the engine's loader reads (engine/model_loading.py).
 
-# Each component's config file and the weight files from_pretrained accepts, in its order of
-# preference (safetensors first; a .bin is loaded with torch's weights-only unpickler).
+# Each component's config file and the weight files the engine loads (safetensors, single or
+# sharded). A ``.bin`` is a pickle, and unpickling can run code: the engine loads a folder with
+# ``use_safetensors=True`` and never opens one, and the check names it (PICKLE_WEIGHTS).
 COMPONENT_FILES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "unet": (
-        "config.json",
-        (
-            "diffusion_pytorch_model.safetensors",
-            "diffusion_pytorch_model.safetensors.index.json",
-            "diffusion_pytorch_model.bin",
-            "diffusion_pytorch_model.bin.index.json",
-        ),
-    ),
-    "vae": (
-        "config.json",
-        (
-            "diffusion_pytorch_model.safetensors",
-            "diffusion_pytorch_model.safetensors.index.json",
-            "diffusion_pytorch_model.bin",
-            "diffusion_pytorch_model.bin.index.json",
-        ),
-    ),
-    "text_encoder": (
-        "config.json",
-        ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json"),
-    ),
+    "unet": ("config.json", ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors.index.json")),
+    "vae": ("config.json", ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors.index.json")),
+    "text_encoder": ("config.json", ("model.safetensors", "model.safetensors.index.json")),
     "scheduler": ("scheduler_config.json", ()),
+}
+# The pickle weight files diffusers and transformers would fall back to, per component.
+PICKLE_WEIGHTS: dict[str, tuple[str, ...]] = {
+    "unet": ("diffusion_pytorch_model.bin", "diffusion_pytorch_model.bin.index.json"),
+    "vae": ("diffusion_pytorch_model.bin", "diffusion_pytorch_model.bin.index.json"),
+    "text_encoder": ("pytorch_model.bin", "pytorch_model.bin.index.json"),
 }
 TOKENIZER_FILES = ("vocab.json", "merges.txt")
 FAST_TOKENIZER_FILE = "tokenizer.json"  # transformers 5 saves only this one
@@ -311,13 +299,33 @@ def folder_gaps(folder: Path, with_weights: bool) -> list[str]:
         elif not (folder / part / config).is_file():
             gaps.append(f"no {part}/{config}")
         elif with_weights and weights and not any((folder / part / name).is_file() for name in weights):
-            gaps.append(f"no weights in {part}/ ({weights[0]})")
+            pickled = _pickle_weights(folder, part)
+            if pickled:
+                gaps.append(f"{part}/ holds its weights only as {pickled}, a pickle file (loading one can run code)")
+            else:
+                gaps.append(f"no weights in {part}/ ({weights[0]})")
     tokenizer = folder / "tokenizer"
     if not tokenizer.is_dir():
         gaps.append("no tokenizer/ folder")
     elif not tokenizer_files_present(tokenizer):
         gaps.append("no tokenizer files in tokenizer/ (vocab.json and merges.txt, or tokenizer.json)")
     return gaps
+
+
+def pickle_only_weights(folder: Path) -> list[str]:
+    """The pickle weight files (``text_encoder/pytorch_model.bin``) of the components that have
+    no safetensors weights: what the engine would have to unpickle, and never does."""
+    found = []
+    for part, (_, weights) in COMPONENT_FILES.items():
+        if weights and not any((folder / part / name).is_file() for name in weights):
+            pickled = _pickle_weights(folder, part)
+            if pickled:
+                found.append(f"{part}/{pickled}")
+    return found
+
+
+def _pickle_weights(folder: Path, part: str) -> str | None:
+    return next((name for name in PICKLE_WEIGHTS.get(part, ()) if (folder / part / name).is_file()), None)
 
 
 def tokenizer_files_present(folder: Path) -> bool:

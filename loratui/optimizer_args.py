@@ -6,6 +6,7 @@ the engine passes the parsed keyword arguments to the optimizer.
 
 from __future__ import annotations
 
+import math
 import re
 
 from loratui.errors import UserError
@@ -71,3 +72,44 @@ def _parse_arg_value(text: str) -> object:
     if "," in text and all(_NUMBER.fullmatch(part) for part in parts):
         return tuple(float(part) for part in parts)
     return text
+
+
+# The values the optimizers refuse in their own __init__, so that the check says so at the field
+# instead of the engine at start-up: torch's and bitsandbytes' optimizers want lr, eps and
+# weight_decay of 0 or more and betas from 0 to below 1; DAdaptation and Prodigy want lr, eps
+# and d0 above 0; lion_pytorch wants lr above 0 and betas from 0 to 1. A negative weight decay
+# (which Lion and Adafactor would take) grows the weights instead of shrinking them: refused too.
+_ABOVE_ZERO = {"Lion": ("lr",), "DAdaptAdam": ("lr", "eps", "d0"), "Prodigy": ("lr", "eps", "d0")}
+_AT_LEAST_ZERO = ("lr", "eps", "weight_decay")
+_BETAS_UP_TO_ONE = ("Lion",)
+
+
+def argument_value_problem(optimizer: str, key: str, value: object) -> tuple[str, str] | None:
+    """(what is wrong, the fix) for an argument's value the optimizer refuses, else None.
+
+    Only numbers are judged here: a value of the wrong type is the signature check's
+    (:mod:`loratui.optimizer_signatures`)."""
+    if key == "betas" and isinstance(value, tuple) and all(_is_number(beta) for beta in value):
+        top_allowed = optimizer in _BETAS_UP_TO_ONE
+        if all(0 <= beta < 1 or (top_allowed and beta == 1) for beta in value):
+            return None
+        shown = ",".join(f"{beta:g}" for beta in value)
+        upper = "1" if top_allowed else "below 1"
+        return f"{optimizer}'s betas must each be from 0 to {upper}, got {shown}", "e.g. betas=0.9,0.999"
+    if not _is_number(value) or key not in _AT_LEAST_ZERO + _ABOVE_ZERO.get(optimizer, ()):
+        return None
+    if key in _ABOVE_ZERO.get(optimizer, ()):
+        return None if value > 0 else (f"{optimizer}'s {key} must be above 0, got {value:g}", _VALUE_FIX[key])
+    return None if value >= 0 else (f"{optimizer}'s {key} must be 0 or more, got {value:g}", _VALUE_FIX[key])
+
+
+_VALUE_FIX = {
+    "lr": "set the learning rates in optimizer.unet_lr and text_encoder_lr, and remove lr from args",
+    "eps": "e.g. eps=1e-8 (the usual value), or remove it to use the default",
+    "weight_decay": "e.g. weight_decay=0.01, or 0 for none",
+    "d0": "e.g. d0=1e-6 (the default), or remove it",
+}
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -11,6 +11,7 @@ from typing import TextIO
 
 from loratui import quantities
 from loratui.core.eta import EtaEstimator
+from loratui.core.terminal_text import escape_controls
 from loratui.shell import loratui_command, resume_command
 
 
@@ -66,7 +67,10 @@ class PlainProgress:
             handler(event)
 
     # ------------------------------------------------------------------ output
+    # Every line goes through escape_controls: events carry file and folder names (a warning about
+    # a caption, a saved file's path), and a name can hold escape sequences a terminal would obey.
     def _print(self, text: str) -> None:
+        text = escape_controls(text, keep="\n")
         if self._line_open:
             self.out.write("\n")
             self._line_open = False
@@ -74,7 +78,7 @@ class PlainProgress:
         self.out.flush()
 
     def _redraw(self, text: str) -> None:
-        self.out.write("\r" + text + "\x1b[K")
+        self.out.write("\r" + escape_controls(text) + "\x1b[K")
         self.out.flush()
         self._line_open = True
 

@@ -17,7 +17,6 @@ while the file is unchanged (``loratui.model_files``); the wizard runs this on e
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import re
 import shlex
@@ -27,13 +26,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from loratui import model_files, optimizer_signatures
+from loratui import model_files, optimizer_signatures, resume_state
 from loratui.errors import Problem, UserError, error, failed_settings
 from loratui.model_files import ModelFileError
-from loratui.optimizer_args import canonical_optimizer, parse_optimizer_args
+from loratui.optimizer_args import argument_value_problem, canonical_optimizer, parse_optimizer_args
+from loratui.quantities import count
 
 if TYPE_CHECKING:
     from loratui.config import RunConfig
+    from loratui.schedule import Schedule
 
 
 def preflight(cfg: RunConfig, found: Iterable[Problem] = ()) -> list[Problem]:
@@ -278,6 +279,12 @@ def model_location_problems(path: Path) -> list[Problem]:
 
 def _folder_problems(folder: Path) -> list[tuple[str, str]]:
     gaps = model_files.folder_gaps(folder, with_weights=True)
+    if gaps and model_files.pickle_only_weights(folder):  # loratui never unpickles weights (it can run code)
+        fix = (
+            "use the model's .safetensors weights instead: `hf download REPO --include '*.safetensors' "
+            "'*.json' '*.txt'` fetches a Hub model without its .bin files; or convert them with a tool you trust"
+        )
+        return [(f"{folder} is not a diffusers model folder the engine can load: {'; '.join(gaps)}", fix)]
     if gaps:
         fix = (
             "point model.path at the folder that holds model_index.json, unet/, vae/, text_encoder/, "
@@ -439,22 +446,36 @@ def _width_problems(path: Path, config_folder: Path) -> list[Problem]:
     ]
 
 
+def _model_config_folder(cfg: RunConfig) -> Path | None:
+    """The diffusers folder whose configs describe the model: its own, or the one a single-file
+    checkpoint borrows them from; None for a built-in model or when there is none (other rules
+    say why)."""
+    path = _model_path(cfg)
+    if path is None:
+        return None
+    if path.is_dir():
+        return path
+    if path.is_file() and cfg.model.family in SINGLE_FILE_CONFIG_REPOS:
+        found = single_file_configs(cfg.model.family, _tokenizer_dir(cfg))
+        return found if isinstance(found, Path) else None
+    return None
+
+
+def _component_config(cfg: RunConfig, component: str) -> dict | None:
+    folder = _model_config_folder(cfg)
+    if folder is None:
+        return None
+    try:
+        return model_files.json_object(folder / component / "config.json")
+    except (ModelFileError, OSError):
+        return None
+
+
 def text_encoder_layers(cfg: RunConfig) -> int | None:
     """How many layers the text encoder has, from the model's own config; None when unknown."""
     if cfg.model.is_builtin:
         return BUILTIN_TEXT_ENCODER_LAYERS.get(cfg.model.path)
-    path = _model_path(cfg)
-    if path is None:
-        return None
-    folder: Path | Problem | None = path if path.is_dir() else None
-    if path.is_file() and cfg.model.family in SINGLE_FILE_CONFIG_REPOS:
-        folder = single_file_configs(cfg.model.family, _tokenizer_dir(cfg))
-    if not isinstance(folder, Path):
-        return None
-    try:
-        layers = model_files.json_object(folder / "text_encoder" / "config.json").get("num_hidden_layers")
-    except (ModelFileError, OSError):
-        return None
+    layers = (_component_config(cfg, "text_encoder") or {}).get("num_hidden_layers")
     return layers if isinstance(layers, int) else None
 
 
@@ -473,6 +494,102 @@ def clip_skip_problems(clip_skip: int, layers: int | None, model: str) -> list[P
 
 def _clip_skip(cfg: RunConfig) -> list[Problem]:
     return clip_skip_problems(cfg.model.clip_skip, text_encoder_layers(cfg), cfg.model.path)
+
+
+# ---------------------------------------------------------------------------------------------
+# The LoRA's ranks: no wider than the layers they train.
+#
+# A layer of n inputs and m outputs (n = in channels x kernel area for a convolution) changes
+# in at most min(n, m) independent directions, its width here: a LoRA of a higher rank adds
+# memory and nothing else, and a huge one (conv_rank = 1000000000) asks for terabytes. So a rank
+# may be at most the widest layer it trains; the engine measures its layers and refuses the same
+# before it allocates anything (engine/train.py).
+
+
+@dataclass(frozen=True)
+class LayerWidths:
+    """The widest layer of each group a LoRA trains, from the model's configs."""
+
+    attention: int  # the UNet's cross-attention blocks: their channels
+    resnet: int  # the UNet's ResNet and up/downsampling blocks (LoCon): the most channels of any block
+    text_encoder: int  # the CLIP text encoder: its hidden size
+
+
+# The built-in models' widths (engine/tiny_model.py, engine/reference_models.py; tests/test_hostile_state.py
+# holds them equal to what the engine measures).
+BUILTIN_LAYER_WIDTHS = {
+    "loratui:tiny-sd": LayerWidths(attention=64, resnet=64, text_encoder=32),
+    "loratui:sd15-random": LayerWidths(attention=1280, resnet=1280, text_encoder=768),
+}
+
+
+def layer_widths(unet: dict, text_encoder: dict) -> LayerWidths | None:
+    """The widths from a UNet's and a text encoder's config.json; None when they do not say.
+
+    Every Linear and 1x1 convolution of a cross-attention block (q/k/v/out, proj_in/out, the
+    feed-forward) is as wide as the block's channels; every 3x3 convolution of the ResNet blocks
+    as its block's channels; the text encoder's layers as its hidden size."""
+    channels, down, up = (unet.get(key) for key in ("block_out_channels", "down_block_types", "up_block_types"))
+    hidden = text_encoder.get("hidden_size")
+    lists = (channels, down, up)
+    if not all(isinstance(items, list) and items for items in lists) or not isinstance(hidden, int):
+        return None
+    if not all(type(width) is int and width > 0 for width in channels) or not len(channels) == len(down) == len(up):
+        return None
+    attention = [width for width, kind in zip(channels, down, strict=True) if "CrossAttn" in str(kind)]
+    attention += [width for width, kind in zip(reversed(channels), up, strict=True) if "CrossAttn" in str(kind)]
+    if "CrossAttn" in str(unet.get("mid_block_type", "UNetMidBlock2DCrossAttn")):  # absent: diffusers' default
+        attention.append(channels[-1])
+    return LayerWidths(max(attention, default=0), max(channels), hidden)
+
+
+def model_layer_widths(cfg: RunConfig) -> LayerWidths | None:
+    if cfg.model.is_builtin:
+        return BUILTIN_LAYER_WIDTHS.get(cfg.model.path)
+    unet, text_encoder = _component_config(cfg, "unet"), _component_config(cfg, "text_encoder")
+    return layer_widths(unet, text_encoder) if unet is not None and text_encoder is not None else None
+
+
+def widest_trained(widths: LayerWidths, conv_rank: int, trains_text_encoder: bool) -> tuple[int, int]:
+    """(the widest layer trained at the network rank, the widest trained at the conv rank): with
+    LoCon the ResNet blocks' Linear and 1x1 layers take the network rank, their 3x3 ones the conv rank."""
+    text_encoder = widths.text_encoder if trains_text_encoder else 0
+    at_rank = max(widths.attention, widths.resnet if conv_rank else 0, text_encoder)
+    return at_rank, widths.resnet if conv_rank else 0
+
+
+def rank_problems(rank: int, conv_rank: int, widest: tuple[int, int], model: str) -> list[Problem]:
+    """``widest``: as :func:`widest_trained` gives it, or as the engine measures it."""
+    at_rank, at_conv_rank = widest
+    problems = []
+    if rank > at_rank:
+        problems.append(
+            error(
+                "network.rank",
+                f"rank {rank} is above the width of every layer it trains in {model} (the widest is {at_rank}): "
+                "a higher rank only adds memory",
+                f"use {at_rank} or less ({min(32, at_rank)} is a common start)",
+            )
+        )
+    if conv_rank > at_conv_rank:
+        problems.append(
+            error(
+                "network.conv_rank",
+                f"conv_rank {conv_rank} is above the width of every convolution it trains in {model} "
+                f"(the widest is {at_conv_rank}): a higher rank only adds memory",
+                f"use {at_conv_rank} or less (4 to 32 is usual for LoCon), or 0 for no conv layers",
+            )
+        )
+    return problems
+
+
+def _ranks(cfg: RunConfig) -> list[Problem]:
+    widths = model_layer_widths(cfg)
+    if widths is None:
+        return []  # the engine measures them
+    net = cfg.network
+    widest = widest_trained(widths, net.conv_rank, cfg.optimizer.text_encoder_lr > 0)
+    return rank_problems(net.rank, net.conv_rank, widest, cfg.model.path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -505,10 +622,11 @@ def _optimizer_args(cfg: RunConfig) -> list[Problem]:
         return []  # validation reports it
     problems = optimizer_signatures.adafactor_problems(args) if name == "Adafactor" else []
     signature = optimizer_signatures.optimizer_signature(name)
-    if signature is None:
-        return problems
     for key, value in args.items():
-        problem = optimizer_signatures.argument_problem(name, signature, key, value)
+        problem = optimizer_signatures.argument_problem(name, signature, key, value) if signature else None
+        refused = argument_value_problem(name, key, value) if problem is None else None
+        if refused:
+            problem = error("optimizer.args", *refused)
         if problem:
             problems.append(problem)
     return problems
@@ -517,47 +635,86 @@ def _optimizer_args(cfg: RunConfig) -> list[Problem]:
 # ---------------------------------------------------------------------------------------------
 # Resuming: the state folder must be one this config can continue.
 
-STATE_FORMAT = 1  # engine/state.py's STATE_FORMAT; tests/test_preflight.py holds them equal
-STATE_FILES = ("progress.json", "lora.safetensors", "training.pt")
+# Re-exported: the tests and the engine's state module hold these equal.
+STATE_FORMAT = resume_state.STATE_FORMAT
+STATE_FILES = resume_state.STATE_FILES
 
 
 def _resume(cfg: RunConfig) -> list[Problem]:
-    if not cfg.training.resume_from.strip():
+    """The state folder whole (every file read as far as the standard library can: see
+    :mod:`loratui.resume_state`), then fitting this config: its network and its optimizer."""
+    folder = _resume_folder(cfg)
+    if folder is None:
         return []
-    folder = cfg.resolve(cfg.training.resume_from)
-    if not folder.is_dir():
-        return []  # validation reports it
-    fix = "point it at a '<name>-NNNNNN-state' folder written by a loratui run"
-    missing = [name for name in STATE_FILES if not (folder / name).is_file()]
-    if missing:
-        return [
-            error(
-                "training.resume_from",
-                f"{folder} is not a complete loratui state folder: it has no {', '.join(missing)}",
-                fix,
-            )
-        ]
     try:
-        progress = json.loads((folder / "progress.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        message = f"{folder} is not a loratui state folder (progress.json unreadable)"
-        return [error("training.resume_from", message, fix)]
-    if not isinstance(progress, dict) or progress.get("format") != STATE_FORMAT:
-        return [
-            error(
-                "training.resume_from",
-                f"{folder} was written by another version of loratui",
-                "resume with the loratui version that wrote it, or start a fresh run",
-            )
-        ]
-    return _network_problems(cfg, folder, progress.get("network"))
+        progress = resume_state.read_state(folder)
+    except resume_state.StateError as exc:
+        return [error("training.resume_from", exc.message, exc.fix)]
+    return network_problems(cfg, folder, progress["network"]) + _optimizer_problems(cfg, folder, progress)
 
 
-def _network_problems(cfg: RunConfig, folder: Path, saved: object) -> list[Problem]:
-    """The LoRA's shape must be the one the state was saved with (the engine also compares the
-    module counts, which depend on the base model)."""
-    if not isinstance(saved, dict):
+def _resume_folder(cfg: RunConfig) -> Path | None:
+    if not cfg.training.resume_from.strip():
+        return None
+    try:
+        folder = cfg.resolve(cfg.training.resume_from)
+        return folder if folder.is_dir() else None
+    except (ValueError, OSError, RuntimeError):
+        return None  # a built-in model's name, a name too long, ~nosuchuser: validation says which
+
+
+def _optimizer_problems(cfg: RunConfig, folder: Path, progress: dict) -> list[Problem]:
+    """An optimizer's state (AdamW's two moments, Lion's one, Adafactor's factored ones) fits no
+    other optimizer: resuming with another one fails at the first step, or silently misreads it."""
+    saved, current = progress.get("optimizer"), canonical_optimizer(cfg.optimizer.name)
+    if not saved or current is None or saved == current:
+        return []  # a state saved before it recorded its optimizer: the engine compares the states
+    return [
+        error(
+            "training.resume_from",
+            f"{folder} was saved by the {saved} optimizer; this config trains with {current}, "
+            "which cannot continue its state",
+            f'set optimizer.name = "{saved}" to resume it, or start a fresh run with {current}',
+        )
+    ]
+
+
+def resume_position_problems(
+    cfg: RunConfig, schedule: Schedule, batches_per_epoch: int, found: Iterable[Problem] = ()
+) -> list[Problem]:
+    """Where the state stands must be inside this config's run: at or past its end there is
+    nothing left to train (the engine would report "finished" at once), and past the last batch
+    of its epoch the rest of that epoch would be skipped. The schedule and the batches come from
+    the dataset scan: loratui.check asks this once it has them. ``found``: the problems so far."""
+    folder = _resume_folder(cfg)
+    if folder is None or "training.resume_from" in failed_settings(found):
         return []
+    try:
+        progress = resume_state.read_progress(folder)
+    except resume_state.StateError:
+        return []  # _resume reports it
+    step, done_epochs, batches_done = progress["step"], progress["epoch"], progress["batches_in_epoch"]
+    if step >= schedule.total_steps or done_epochs >= schedule.epochs:
+        message = (
+            f"{folder} is at step {step} after {count(done_epochs, 'epoch')}, and this run ends at step "
+            f"{schedule.total_steps} after {count(schedule.epochs, 'epoch')}: there is nothing left to train"
+        )
+        fix = "raise training.epochs (or max_train_steps) to train on from it, or resume from an earlier state"
+        return [error("training.resume_from", message, fix)]
+    if batches_done > batches_per_epoch:
+        message = (
+            f"{folder} is {count(batches_done, 'batch', 'batches')} into epoch {done_epochs + 1}, which has "
+            f"{count(batches_per_epoch, 'batch', 'batches')} with this dataset and batch size: "
+            "they changed since it was saved"
+        )
+        fix = "resume with the images and batch size the state was saved with, or start a fresh run"
+        return [error("training.resume_from", message, fix)]
+    return []
+
+
+def network_problems(cfg: RunConfig, folder: Path, saved: dict) -> list[Problem]:
+    """The LoRA's shape must be the one the state was saved with (the engine also compares the
+    module counts, which depend on the base model). ``saved``: progress.json's network."""
     net = cfg.network
     wanted = {"rank": net.rank, "alpha": net.alpha, "conv_rank": net.conv_rank, "conv_alpha": net.conv_alpha}
     saved_te = saved.get("te_modules")
@@ -597,6 +754,17 @@ _RULES: list[tuple[tuple[str, ...], Callable[[RunConfig], list[Problem]]]] = [
     (("model.path",), _model_files),
     (("model.path", "model.tokenizer", "model.family"), _single_file),
     (("model.path", "model.tokenizer", "model.family", "model.clip_skip"), _clip_skip),
+    (
+        (
+            "model.path",
+            "model.tokenizer",
+            "model.family",
+            "network.rank",
+            "network.conv_rank",
+            "optimizer.text_encoder_lr",
+        ),
+        _ranks,
+    ),
     (("optimizer.name",), _optimizer_package),
     (("optimizer.name", "optimizer.args"), _optimizer_args),
     (

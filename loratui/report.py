@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TextIO
 
 from loratui.check import CheckResult
+from loratui.core.terminal_text import escape_controls
 from loratui.dataset import DatasetReport
 from loratui.errors import Problem
 from loratui.quantities import count, noun_for
@@ -14,7 +15,20 @@ _LABEL = {"error": "error  ", "warning": "warning", "note": "note   "}
 _ORDER = {"error": 0, "warning": 1, "note": 2}
 
 
+class _EscapedLines:
+    """Writes to ``out`` with every control character escaped but the line breaks: the report
+    shows folder, file and model names, which whoever made the files chose (a name can hold
+    escape sequences that set the title, write the clipboard or clear the screen)."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+
+    def write(self, text: str) -> None:
+        self.out.write(escape_controls(text, keep="\n"))
+
+
 def print_problems(problems: list[Problem], out: TextIO) -> None:
+    out = _EscapedLines(out)
     for problem in sorted(problems, key=lambda p: _ORDER.get(p.severity, 3)):
         out.write(f"  {_LABEL.get(problem.severity, problem.severity)}  {problem}\n")
 
@@ -22,8 +36,9 @@ def print_problems(problems: list[Problem], out: TextIO) -> None:
 def _concept_lines(dataset: DatasetReport, batch_size: int) -> list[str]:
     lines = []
     for concept in (*dataset.concepts, *dataset.reg_concepts):
-        label = ("reg " if concept.is_reg else "") + concept.folder.name
-        captions = len(concept.images) - len(concept.missing_captions) - len(concept.empty_captions)
+        # escaped before it is padded, so that the columns stay aligned
+        label = escape_controls(("reg " if concept.is_reg else "") + concept.folder.name)
+        captions = concept.captioned
         buckets = ", ".join(f"{w}x{h}: {n}" for (w, h), n in sorted(concept.bucket_counts.items()))
         images, repeats = len(concept.images), concept.repeats
         lines.append(  # the nouns padded to one width, so that the columns stay aligned
@@ -34,6 +49,7 @@ def _concept_lines(dataset: DatasetReport, batch_size: int) -> list[str]:
 
 
 def print_check_report(config_path: Path, result: CheckResult, out: TextIO) -> None:
+    out = _EscapedLines(out)
     cfg = result.config
     out.write(f"Config   {config_path}\n")
     out.write(f"Model    {cfg.model.path} ({cfg.model.family})\n")

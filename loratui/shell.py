@@ -8,13 +8,36 @@ Paths are made absolute: a printed command works from whatever folder it is past
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from pathlib import Path
+
+from loratui.core.terminal_text import CONTROL_CHARACTERS, has_controls
 
 
 def command_line(*argv: str | Path) -> str:
     """``argv`` as one shell line, each word quoted only when it needs it."""
-    return " ".join(shlex.quote(str(word)) for word in argv)
+    return " ".join(quote(str(word)) for word in argv)
+
+
+def quote(word: str) -> str:
+    """One word for the shell. A word with characters a terminal acts on (an escape character in
+    a folder's name) is written in bash's ``$'...'`` form, each of those characters as the bytes
+    the file system holds (``\\x1b``; U+009B as ``\\xc2\\x9b``): printing the command cannot drive
+    the terminal, and pasting it gives the exact name, in any locale. Any other word is
+    ``shlex.quote``'d."""
+    if not has_controls(word):
+        return shlex.quote(word)
+    return "$'" + CONTROL_CHARACTERS.sub(_as_bytes, word.replace("\\", "\\\\").replace("'", "\\'")) + "'"
+
+
+def _as_bytes(match: re.Match[str]) -> str:
+    char = match.group()
+    try:
+        data = os.fsencode(char)  # a name's undecodable byte comes back as itself
+    except UnicodeEncodeError:  # a lone surrogate no file name can hold
+        return f"\\u{ord(char):04x}"
+    return "".join(f"\\x{byte:02x}" for byte in data)
 
 
 def absolute(path: str | Path) -> str:

@@ -70,14 +70,14 @@ def _choice_problems(setting: Setting, value: str) -> list[Problem]:
 
 def _range_problems(setting: Setting, value: float) -> list[Problem]:
     low, high = setting.minimum, setting.maximum
-    shown = f"{value:g}" if isinstance(value, float) else str(value)
+    shown = _shown_number(value)
     if low is not None and (value <= low if setting.above_minimum else value < low):
         if setting.above_minimum:
             what = f"must be above {low:g}"
         else:
             what = "is negative" if low == 0 else f"is below {low:g}"
     elif high is not None and value > high:
-        what = f"is above {high:g}"
+        what = f"is above {high:_}" if isinstance(high, int) else f"is above {high:g}"
     elif setting.multiple_of and value % setting.multiple_of:
         nearest = round(value / setting.multiple_of) * setting.multiple_of
         nearest = min(max(nearest, low or setting.multiple_of), high or nearest)
@@ -87,6 +87,14 @@ def _range_problems(setting: Setting, value: float) -> list[Problem]:
         return []
     message = f"{setting.key} {shown} {what} (allowed: {setting.range_text()})"
     return [error(setting.name, message, setting.range_fix)]
+
+
+def _shown_number(value: float) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    digits = str(value)
+    # A pasted run of hundreds of digits would fill the screen; its length says enough.
+    return digits if len(digits) <= 24 else f"of {len(digits.lstrip('-'))} digits"
 
 
 def _text_problems(setting: Setting, value: str) -> list[Problem]:

@@ -63,13 +63,29 @@ def probe(config: Path) -> dict:
     events.after_emit = on_event
     outcome = {"stepped": False, "refused": None, "message": "", "crash": None}
     try:
-        Trainer(load_config(config), events, stop).run()
+        # A save the disk refuses pauses a real run until someone says "save again"; here nobody
+        # would, so the refusal is the outcome (the field is the name or the folder it names).
+        with mock.patch.object(Trainer, "_pause_until_retry", _refuse_the_save):
+            Trainer(load_config(config), events, stop).run()
     except UserError as exc:
         outcome.update(refused=exc.where, message=exc.message)
+    except _SaveRefused as exc:
+        field = "output.name" if exc.failure.reason == "name" else "output.output_dir"
+        outcome.update(refused=field, message=exc.failure.message)
     except Exception as exc:  # noqa: BLE001 - a crash is an outcome to report, not to hide
         outcome.update(crash=f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}")
     outcome["stepped"] = bool(stepped)
     return outcome
+
+
+class _SaveRefused(Exception):
+    def __init__(self, failure) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
+
+
+def _refuse_the_save(trainer, failure):
+    raise _SaveRefused(failure)
 
 
 @contextmanager

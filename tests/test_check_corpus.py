@@ -84,7 +84,6 @@ CASES = [
     # ---- ready: each of the ways to give a model, at the edges of what is allowed
     Case("ready-builtin-model", lambda f: {}, None, alone=None),
     Case("ready-diffusers-folder", lambda f: {"model": {"path": f.tiny}}, None, alone=None),
-    Case("ready-bin-only-folder", lambda f: {"model": {"path": f.tiny_bin}}, None, alone=None),
     Case(
         "ready-single-file-with-tokenizer",
         lambda f: {"model": {"path": f.ldm, "tokenizer": f.configs_tokenizer}},
@@ -120,6 +119,8 @@ CASES = [
     Case("folder-that-is-no-model", lambda f: {"model": {"path": f.not_a_model}}, "model.path"),
     Case("folder-without-unet-config", lambda f: {"model": {"path": f.no_unet_config}}, "model.path"),
     Case("folder-with-truncated-unet-weights", lambda f: {"model": {"path": f.truncated_unet}}, "model.path"),
+    # .bin weights are pickles: refused by the check and, alone, by the loader (use_safetensors=True)
+    Case("folder-with-only-bin-weights", lambda f: {"model": {"path": f.tiny_bin}}, "model.path"),
     Case("nul-byte-in-model-path", lambda f: {"model": {"path": f.tiny + "\0x"}}, "model.path", alone=None),
     # ---- the model: one file
     Case("zero-byte-checkpoint", lambda f: {"model": {"path": f.zero}}, "model.path"),
@@ -185,7 +186,7 @@ CASES = [
         "output-name-too-long-for-the-temp-file",
         lambda f: {"output": {"name": "n" * 220}},
         "output.name",
-        alone="output.output_dir",
+        alone="output.name",
     ),  # the engine alone trains, then cannot write its first save
     Case("output-name-hidden", lambda f: {"output": {"name": ".lora"}}, "output.name", alone="ready"),
     Case("output-name-like-an-option", lambda f: {"output": {"name": "-lora"}}, "output.name", alone="ready"),

@@ -164,12 +164,11 @@ def test_a_resume_path_is_taken_from_the_folder_the_command_runs_in(project, mon
     """`loratui train my_lora/loratui.toml --resume my_lora/model/...-state`, as the README shows,
     from the folder above the project: the state path is the one typed, not one under the project."""
     from loratui import cli
+    from tests.test_preflight import _state
 
-    state = project / "model" / "test_lora-step00000013-state"
-    state.mkdir(parents=True)
-    (state / "progress.json").write_text(json.dumps({"format": 1, "run_id": "r", "step": 13, "epoch": 0}))
-    for name in ("lora.safetensors", "training.pt"):  # their contents are the engine's to read
-        (state / name).write_bytes(b"")
+    (project / "model").mkdir()
+    network = {"rank": 8, "alpha": 2.0, "conv_rank": 0, "conv_alpha": 1.0, "unet_modules": 10, "te_modules": 6}
+    state = _state(project / "model" / "test_lora-step00000000-state", network)  # a state the check accepts
     write_config(project, small_config())
     started = {}
 

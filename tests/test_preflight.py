@@ -467,10 +467,20 @@ def test_a_missing_optimizer_package_is_refused(project, monkeypatch):
 
 
 def _state(folder: Path, network: dict, fmt: int = 1, files=("lora.safetensors", "training.pt")) -> Path:
+    """A state folder as a run saves it at step 0: LoRA halves for network's module counts, a
+    training.pt in torch's zip format (the check reads no further)."""
     folder.mkdir()
-    (folder / "progress.json").write_text(json.dumps({"format": fmt, "run_id": "r", "network": network}))
-    for name in files:
-        (folder / name).write_bytes(b"x")
+    progress = {"run_id": "r", "step": 0, "epoch": 0, "batches_in_epoch": 0, "elapsed_s": 0.0, "loss_history": []}
+    (folder / "progress.json").write_text(json.dumps({"format": fmt, **progress, "network": network}))
+    if "lora.safetensors" in files:
+        modules = [f"unet.m{i}" for i in range(network["unet_modules"])]
+        modules += [f"te.m{i}" for i in range(network["te_modules"])]
+        shapes = {f"{m}.lora_down.weight": [network["rank"], 4] for m in modules}
+        shapes |= {f"{m}.lora_up.weight": [4, network["rank"]] for m in modules}
+        _safetensors(folder / "lora.safetensors", shapes)
+    if "training.pt" in files:
+        with zipfile.ZipFile(folder / "training.pt", "w") as archive:
+            archive.writestr("training/data.pkl", pickle.dumps({}))
     return folder
 
 

@@ -78,7 +78,7 @@ EXAMPLES: dict[str, dict] = {
         "total": 85017755648,
     },
     "control": {"command": "pause", "id": "c0ffee12", "ok": True, "message": "pausing after step 12"},
-    "paused": {"step": 12, "epoch": 1},
+    "paused": {"step": 12, "epoch": 1, "reason": "request"},
     "resumed": {"step": 12, "paused_s": 95.25},
     "warning": {
         "code": "check",

@@ -13,6 +13,7 @@ class ExitCode(IntEnum):
     FAILED = 1  # a bug in loratui, an engine that died, or `loratui check` found errors
     USER_ERROR = 2  # a mistake the user can fix; the message names the field or file and the fix
     STOPPED = 3  # the run stopped on request and saved a resumable state
+    INTERRUPTED = 130  # Ctrl+C ended the command (128 + SIGINT, as shells report it); a started job goes on
 
 
 def exit_code_of_run(final: dict | None, error: dict | None = None) -> ExitCode:

@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from loratui.core.terminal_text import json_escaped
+
 PROTOCOL_VERSION = 1
 
 # Field types, as Python types. ``None`` in a tuple means the field may be null.
@@ -116,13 +118,14 @@ EVENTS: dict[str, dict[str, Field]] = {
     "paused": {
         "step": Field(Int, "steps done when the run paused"),
         "epoch": Field(Int, "the epoch it paused in, counting from 1"),
+        "reason": Field(Str, "why: one of PAUSE_REASONS (request, or a save that failed)", required=False),
     },
     "resumed": {
         "step": Field(Int, "steps done (unchanged since the pause)"),
         "paused_s": Field(Float, "wall seconds the pause lasted (not counted in elapsed_s or the ETA)"),
     },
     "warning": {
-        "code": Field(Str, "stable short name, e.g. missing_captions"),
+        "code": Field(Str, "stable short name: check | vram_spill | save_failed"),
         "message": Field(Str, "what is wrong"),
         "hint": Field(Str, "what to do about it"),
     },
@@ -156,6 +159,36 @@ EVENTS: dict[str, dict[str, Field]] = {
 # A run ends with exactly one of these, and nothing follows it.
 FINAL_EVENTS = frozenset({"finished", "stopped", "failed"})
 
+# Why a run is paused (``paused.reason``). A save that fails for a reason outside the engine never
+# ends the run: the engine keeps the trained weights in memory, pauses itself with one of the
+# reasons after "request", and saves again on ``resume`` or ``save`` (see COMMANDS).
+PAUSE_REASONS = {
+    "request": "a pause command",
+    "disk": "a save failed: no room (disk full, quota, file size limit)",
+    "permission": "a save failed: the folder is not writable (permissions, a read-only file system)",
+    "name": "a save failed: the file name or path is too long or not allowed there",
+    "folder": "a save failed: the output folder is gone or is not a folder",
+    "io": "a save failed: another input/output error (a failing disk, a lost network mount)",
+}
+
+# The end file (``python -m engine --end-file PATH``): the final event again, one line, in a file
+# the engine creates with END_FILE_BYTES of room when it starts. When the events file cannot be
+# written (a full disk), the end file still tells readers how the run ended; it needs no new room.
+END_FILE_BYTES = 16 * 1024
+
+
+def decode_end_file(data: bytes) -> dict[str, Any] | None:
+    """The final event an end file holds, or None while it holds none (the engine has not ended,
+    or ended without a word) or holds something else."""
+    text = data.rstrip(b"\0").strip()  # the room taken at the start reads as NUL bytes or spaces
+    if not text:
+        return None
+    try:
+        event = decode(text.decode("utf-8"))
+    except (ProtocolError, UnicodeDecodeError):
+        return None
+    return event if event.get("type") in FINAL_EVENTS else None
+
 
 class ProtocolError(ValueError):
     """A line that is not a valid event of this protocol."""
@@ -171,7 +204,9 @@ def make_event(event_type: str, **fields: Any) -> dict[str, Any]:
 def encode(event: dict[str, Any]) -> str:
     """One line of JSON (no newline inside). Non-finite floats are not valid JSON: refuse them."""
     try:
-        return json.dumps(event, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        # json_escaped: file names in messages may hold lone surrogates (not UTF-8) or characters
+        # a terminal acts on; as \u escapes the line stays UTF-8 and safe to show as it is.
+        return json_escaped(json.dumps(event, separators=(",", ":"), ensure_ascii=False, allow_nan=False))
     except ValueError as exc:
         raise ProtocolError(f"{event.get('type')}: {exc}") from exc
 
@@ -240,9 +275,10 @@ def _type_names(types: tuple[type, ...]) -> str:
 
 COMMANDS = {
     "stop": "finish the step, save a LoRA file and a resumable state, emit `stopped`, exit",
-    "save": "save a LoRA file and a resumable state now, then go on training",
+    "save": "save a LoRA file and a resumable state now, then go on training; in a run paused by a failed save: "
+    "that save again (in `output_dir` when given), then go on",
     "pause": "stop training after the current step until `resume` (the process stays, memory stays allocated)",
-    "resume": "go on after a pause",
+    "resume": "go on after a pause; in a run paused by a failed save: that save again first",
     "sample": "render sample images now (not available in this version: the engine refuses it)",
 }
 
@@ -251,10 +287,24 @@ COMMANDS = {
 MAX_COMMAND_BYTES = 512
 
 
-def make_command(name: str, command_id: str) -> dict[str, Any]:
+# Optional arguments of a command, each a string: name -> meaning.
+COMMAND_ARGS: dict[str, dict[str, str]] = {
+    "save": {
+        "output_dir": "the folder to save in, now and for every later save of the run (an absolute path); "
+        "the way on after a save failed for a full or read-only disk",
+    },
+}
+
+
+def make_command(name: str, command_id: str, **args: str) -> dict[str, Any]:
     if name not in COMMANDS:
         raise ProtocolError(f"unknown command {name!r}; known: {', '.join(COMMANDS)}")
-    return {"v": PROTOCOL_VERSION, "cmd": name, "id": command_id, "t": round(time.time(), 3)}
+    unknown = set(args) - set(COMMAND_ARGS.get(name, {}))
+    if unknown:
+        raise ProtocolError(f"{name} takes no argument {sorted(unknown)[0]!r}")
+    command = {"v": PROTOCOL_VERSION, "cmd": name, "id": command_id, "t": round(time.time(), 3), **args}
+    _check_command_args(command)
+    return command
 
 
 def encode_command(command: dict[str, Any]) -> bytes:
@@ -278,4 +328,14 @@ def decode_command(line: str | bytes) -> dict[str, Any]:
     command_id = command.get("id")
     if not isinstance(command_id, str) or not command_id or len(command_id) > MAX_COMMAND_BYTES:
         raise ProtocolError("a command needs a non-empty string 'id'")
+    _check_command_args(command)
     return command
+
+
+def _check_command_args(command: dict[str, Any]) -> None:
+    """The command's own arguments, when given, are non-empty strings without NUL bytes (a path
+    with one can be neither opened nor shown). Other keys are ignored, as before."""
+    for arg in COMMAND_ARGS.get(command["cmd"], {}):
+        value = command.get(arg)
+        if value is not None and (not isinstance(value, str) or not value or "\0" in value):
+            raise ProtocolError(f"{command['cmd']}: {arg!r} must be a non-empty string without NUL bytes")

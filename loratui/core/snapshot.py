@@ -23,10 +23,13 @@ from loratui.atomic import write_bytes_atomic
 from loratui.core.eta import WINDOW, EtaEstimator
 from loratui.core.history import RECENT, LossHistory
 from loratui.core.protocol import FINAL_EVENTS
+from loratui.core.run_files import open_run_file, read_run_file
+from loratui.core.snapshot_check import snapshot_problem
 from loratui.core.summary import MAX_WARNINGS, Checkpoint, RunSummary
 
 SNAPSHOT_FILE = "summary.json"
 SNAPSHOT_FORMAT = 1
+SNAPSHOT_BYTES = 64 * 1024 * 1024  # a snapshot is a few hundred KB (its history is bounded); never read more
 EVERY_S = 10.0
 WRITE_AT = FINAL_EVENTS | {"run_started", "checkpoint", "epoch_end", "paused", "resumed", "warning"}
 _SPECIAL = ("history", "eta", "checkpoints", "warnings", "control_answers", "evals", "epoch_losses", "phase_progress")
@@ -77,25 +80,32 @@ def write_snapshot(path: Path, summary: RunSummary, offset: int) -> None:
     payload = {"format": SNAPSHOT_FORMAT, "offset": offset, "summary": summary_to_dict(summary)}
     # Not fsync'ed: a snapshot lost in a power cut is rebuilt from events.jsonl, and an fsync
     # every few seconds would stall training on slow network disks.
-    write_bytes_atomic(path, json.dumps(payload, separators=(",", ":")).encode("utf-8"), durable=False)
+    # 0600 whatever the umask, like every run file
+    write_bytes_atomic(path, json.dumps(payload, separators=(",", ":")).encode("utf-8"), mode=0o600, durable=False)
 
 
 def read_snapshot(events_path: Path) -> tuple[RunSummary, int] | None:
     """The snapshot beside ``events_path`` and the offset it covers, or None when there is no
-    usable one (missing, damaged, another format, or not ending on a line of this file)."""
+    usable one (missing, damaged, another format, a field that is not what the engine writes:
+    :mod:`loratui.core.snapshot_check`, or not ending on a line of this file)."""
     path = events_path.with_name(SNAPSHOT_FILE)
     try:
-        payload = json.loads(path.read_bytes())
-        if payload.get("format") != SNAPSHOT_FORMAT:
+        # never through a symlink, from a FIFO or from another user's file (loratui.core.run_files)
+        payload = json.loads(read_run_file(path, SNAPSHOT_BYTES))
+        if not isinstance(payload, dict) or payload.get("format") != SNAPSHOT_FORMAT:
             return None
-        offset = payload["offset"]
-        with open(events_path, "rb") as handle:
+        with open_run_file(events_path) as handle:
+            problem = snapshot_problem(payload, os.fstat(handle.fileno()).st_size)
+            if problem is not None:  # a cache gone wrong: the event log is folded instead
+                log.info("not using %s: %s", path, problem)
+                return None
+            offset = payload["offset"]
             if offset > 0:
                 handle.seek(offset - 1)
                 if handle.read(1) != b"\n":
                     return None
         return summary_from_dict(payload["summary"]), offset
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError):
         return None
 
 

@@ -3,6 +3,11 @@
 The command goes into the run's ``control`` FIFO (mode 0600: only the job's owner can open it).
 The engine answers with a ``control`` event carrying the command's id, so the client reads the
 answer from ``events.jsonl`` like every other attached client does.
+
+The command is written only into a FIFO of this user's, in a run folder no other user can write
+into (:mod:`loratui.core.run_files`): a symlink or a plain file in its place is refused, so a
+command never lands in some other file. A client stops waiting as soon as the engine's process
+is gone, and says so; an engine stopped with SIGSTOP is named as such rather than waited for.
 """
 
 from __future__ import annotations
@@ -13,12 +18,18 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from loratui.core.protocol import COMMANDS, encode_command, make_command
+from loratui.core.protocol import COMMANDS, ProtocolError, encode_command, make_command
+from loratui.core.run_files import UnsafeRunFile, open_fifo
 from loratui.errors import UserError
 from loratui.jobs.follow import EventFileReader
+from loratui.jobs.orphan import stop_by_signal
+from loratui.jobs.process import is_running, is_suspended
 from loratui.jobs.record import JobRecord
+from loratui.jobs.registry import refuse_an_unsafe_run_folder
 from loratui.jobs.status import ACTIVE_STATES, job_status
 from loratui.shell import logs_command, resume_command
+
+POLL_S = 0.05
 
 
 @dataclass
@@ -27,11 +38,18 @@ class Answer:
     message: str
 
 
-def send_command(record: JobRecord, name: str, timeout_s: float = 30.0) -> Answer | None:
-    """Send ``name`` to the job; return the engine's answer, or None if none came in time (the
-    engine reads commands between steps, so a long step delays the answer, not the command)."""
+class NoAnswer(UserError):
+    """No engine will answer the command: its process is gone, or it is suspended (SIGSTOP)."""
+
+
+def send_command(record: JobRecord, name: str, timeout_s: float = 30.0, **args: str) -> Answer | None:
+    """Send ``name`` (with ``args``: protocol.COMMAND_ARGS) to the job; return the engine's answer,
+    or None if none came in time from an engine that is alive and running (it reads commands
+    between steps, so a long step delays the answer, not the command). :class:`NoAnswer` when
+    the engine is suspended, or ends before it answers; UserError when the command cannot be sent."""
     if name not in COMMANDS:
         raise UserError(f"unknown command {name!r}", "command", f"use one of: {', '.join(COMMANDS)}")
+    refuse_an_unsafe_run_folder(record)
     status = job_status(record)
     if status.state not in ACTIVE_STATES:
         raise UserError(
@@ -39,30 +57,90 @@ def send_command(record: JobRecord, name: str, timeout_s: float = 30.0) -> Answe
             record.job_id,
             _after_end_hint(record, status.state, status.final),
         )
-    command = make_command(name, secrets.token_hex(6))
+    if is_suspended(record.identity):
+        raise _suspended(record, name, sent=False)
+    if status.folder_gone:  # removed under a live engine: no channel left, but the process is known
+        return Answer(ok=True, message=stop_by_signal(record, name))
+    command, data = _encoded(name, args)
     reader = EventFileReader(record.events_path, offset=_size(record.events_path))
-    _write(record, encode_command(command))
+    _write(record, data)
+    return _wait_for_answer(record, reader, command, timeout_s)
+
+
+def _encoded(name: str, args: dict[str, str]) -> tuple[dict, bytes]:
+    """The command and its line; a UserError when an argument makes it no command (too long)."""
+    try:
+        command = make_command(name, secrets.token_hex(6), **args)
+        return command, encode_command(command)
+    except ProtocolError as exc:
+        where = ", ".join(f"--{arg.replace('_', '-')}" for arg in args) or name
+        raise UserError(f"cannot send {name}: {exc}", where, "give a shorter path (a symlink to it will do)") from exc
+
+
+def _wait_for_answer(record: JobRecord, reader: EventFileReader, command: dict, timeout_s: float) -> Answer | None:
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    while True:
+        alive = is_running(record.identity)  # first: an answer written before it died is then in the file
         for event in reader.read_new():
             if event.get("type") == "control" and event.get("id") == command["id"]:
                 return Answer(ok=event["ok"], message=event["message"])
-        time.sleep(0.05)
-    return None
+        if not alive:
+            raise NoAnswer(
+                f"job {record.job_id} ended before answering {command['cmd']}: its engine (pid {record.pid}) is gone",
+                record.job_id,
+                f"`{logs_command(record.job_id)}` shows its last events",
+                kind="runtime",
+            )
+        if time.monotonic() >= deadline:
+            if is_suspended(record.identity):
+                raise _suspended(record, command["cmd"], sent=True)
+            return None
+        time.sleep(POLL_S)
+
+
+def _suspended(record: JobRecord, name: str, sent: bool) -> NoAnswer:
+    then = "it carries out the command it was sent" if sent else f"then send {name} again"
+    return NoAnswer(
+        f"job {record.job_id} cannot answer {name}: its engine (pid {record.pid}) is suspended (SIGSTOP)",
+        record.job_id,
+        f"let it go on with `kill -CONT {record.pid}`; {then}",
+        kind="runtime",
+    )
+
+
+def _not_listening(record: JobRecord) -> NoAnswer:
+    if is_running(record.identity):  # it opens the channel once started up (after loading torch)
+        return NoAnswer(
+            f"job {record.job_id} is not listening for commands yet (its engine, pid {record.pid}, "
+            "opens its control channel once it has started up)",
+            record.job_id,
+            f"send it again in a few seconds; if it stays so, {record.log_path} says why",
+            kind="runtime",
+        )
+    return NoAnswer(
+        f"job {record.job_id} is not listening: its engine (pid {record.pid}) is gone",
+        record.job_id,
+        f"`{logs_command(record.job_id)}` shows its last events",
+        kind="runtime",
+    )
 
 
 def _write(record: JobRecord, data: bytes) -> None:
     path = record.control_path
     try:
         # Non-blocking: with no engine reading, open fails at once (ENXIO) instead of hanging.
-        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+        fd = open_fifo(path, os.O_WRONLY)
+    except UnsafeRunFile as exc:
+        raise UserError(
+            f"job {record.job_id}'s control channel is not its FIFO: it {exc.strerror}; nothing was written to it",
+            str(path),
+            f"loratui makes a FIFO there; something else replaced it. `kill -TERM {record.pid}` stops the job "
+            "too (it saves first)",
+            kind="runtime",
+        ) from exc
     except OSError as exc:
-        if exc.errno == errno.ENXIO:
-            raise UserError(
-                f"job {record.job_id} is not listening (its engine is gone)",
-                record.job_id,
-                "`loratui jobs` shows its state; `loratui logs` its last events",
-            ) from exc
+        if exc.errno == errno.ENXIO:  # nobody holds the FIFO open for reading
+            raise _not_listening(record) from exc
         if exc.errno == errno.EACCES:
             raise UserError(
                 f"you may not control job {record.job_id} ({path} belongs to another user)",

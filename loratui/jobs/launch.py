@@ -9,8 +9,14 @@ holds:
 - ``engine.log``: its stderr (human logs, tracebacks);
 - ``control``: a FIFO, mode 0600, on which the engine reads commands (:mod:`loratui.jobs.control`);
 - ``summary.json``: the engine's snapshot of the run's summary, for a fast re-attach;
+- ``end.json``: the final event again, in room the engine takes at its start, for when a full
+  disk kept it out of ``events.jsonl`` (:func:`loratui.jobs.record.read_end_file`);
 - ``job.json``: the job record (pid, process start time, boot id, host, config), also copied to
   the per-user registry.
+
+The log folder (when loratui makes it) and the run folder are owner-only (0700) and the run files
+0600, whatever the umask: no other local user can swap a run folder or its control FIFO for
+something that makes the owner's ``loratui stop`` write elsewhere.
 
 The engine runs in a session of its own (so SIGHUP from a closing terminal, Ctrl+C, or a killed
 viewer never reach it), with stdin from /dev/null. Nothing ties it to the process that started
@@ -33,11 +39,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loratui.config import RunConfig
+from loratui.core.run_files import make_private_dir, make_private_dirs
 from loratui.core.snapshot import SNAPSHOT_FILE
 from loratui.errors import UserError
 from loratui.jobs import registry
 from loratui.jobs.process import boot_id, host_name, start_time
-from loratui.jobs.record import CONTROL_FILE, EVENTS_FILE, LOG_FILE, RECORD_FILE, JobRecord, write_record
+from loratui.jobs.record import CONTROL_FILE, END_FILE, EVENTS_FILE, LOG_FILE, RECORD_FILE, JobRecord, write_record
 from loratui.jobs.status import ACTIVE_STATES, JobStatus, job_status
 from loratui.outputs import OVERWRITE_FLAG
 from loratui.shell import attach_command, stop_command
@@ -81,7 +88,7 @@ def new_run_folder(cfg: RunConfig) -> Path:
     user's jobs even when two start in the same second from different projects."""
     log_dir = cfg.resolve(cfg.output.log_dir)
     try:
-        log_dir.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(log_dir)
     except OSError as exc:
         raise _folder_error(log_dir, exc) from exc
     stem = f"{job_id_stem(cfg.output.name)}-{_timestamp()}"
@@ -91,7 +98,7 @@ def new_run_folder(cfg: RunConfig) -> Path:
             continue
         folder = log_dir / job_id
         try:
-            folder.mkdir(mode=0o700)
+            make_private_dir(folder)
             return folder
         except FileExistsError:  # a folder of that name but no job: leave it alone
             registry.forget(job_id)
@@ -180,6 +187,7 @@ def _start(config_path: Path, cfg: RunConfig, resume: str | None, overwrite: boo
         f"--run-id={folder.name}",
         f"--control={control}",
         f"--summary={folder / SNAPSHOT_FILE}",
+        f"--end-file={folder / END_FILE}",
     ]
     if resume:
         command.append(f"--resume={resume}")
@@ -196,8 +204,8 @@ def _start(config_path: Path, cfg: RunConfig, resume: str | None, overwrite: boo
     try:
         os.mkfifo(control, 0o600)
         os.chmod(control, 0o600)  # whatever the umask: only the owner may send commands
-        events = open(folder / EVENTS_FILE, "ab")
-        log = open(folder / LOG_FILE, "ab")
+        events = _new_private_file(folder / EVENTS_FILE)
+        log = _new_private_file(folder / LOG_FILE)
     except OSError as exc:
         _remove_quietly(folder)
         registry.forget(folder.name)
@@ -242,6 +250,13 @@ def _start(config_path: Path, cfg: RunConfig, resume: str | None, overwrite: boo
 def _output_fields(cfg: RunConfig) -> dict:
     target = _output_target(cfg)
     return {"output_dir": target[0], "output_name": target[1]} if target else {}
+
+
+def _new_private_file(path: Path):
+    """A new file only its owner may read or write (0600 whatever the umask), open for appending."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "ab")
 
 
 def _folder_error(where: Path, exc: OSError) -> UserError:

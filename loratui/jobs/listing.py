@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from loratui.jobs.record import JobRecord
-from loratui.jobs.registry import all_records
+from loratui.jobs.registry import SkippedRecord, scan_records
 from loratui.jobs.status import JobStatus, job_status
 
 
@@ -27,12 +27,25 @@ class JobRow:
     def steps(self) -> str:
         """``57/200``, or the step alone while the total is not known yet."""
         status = self.status
+        if status.folder_gone:
+            return "?"  # its events went with its run folder
         return f"{status.step}/{status.total_steps}" if status.total_steps else str(status.step)
+
+
+@dataclass(frozen=True)
+class JobList:
+    rows: list[JobRow]
+    skipped: list[SkippedRecord]  # registry files that hold no usable record: said, never fatal
 
 
 def list_jobs(*, newest_first: bool = False) -> list[JobRow]:
     """Every registered job and its state, oldest first (``newest_first``: the other way round)."""
-    records = all_records()
+    return read_jobs(newest_first=newest_first).rows
+
+
+def read_jobs(*, newest_first: bool = False) -> JobList:
+    """:func:`list_jobs`, and the damaged records it skipped."""
+    records, skipped = scan_records()
     if newest_first:
         records.reverse()
-    return [JobRow(record, job_status(record)) for record in records]
+    return JobList([JobRow(record, job_status(record)) for record in records], skipped)

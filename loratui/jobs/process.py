@@ -11,6 +11,7 @@ live pid is taken at its word: said in :func:`identity_checks`.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,4 +84,40 @@ def is_running(identity: ProcessIdentity) -> bool:
         return False
     except PermissionError:
         return True  # alive, but another user's: the caller's record says it is ours
+    return True
+
+
+def is_suspended(identity: ProcessIdentity) -> bool:
+    """True when the process is alive but stopped (SIGSTOP, SIGTSTP, a debugger): it reads and
+    answers nothing until it is continued. False where /proc is missing (it cannot be told)."""
+    if not is_running(identity):
+        return False
+    fields = _stat_fields(identity.pid)
+    return fields is not None and fields[0] in ("T", "t")
+
+
+def terminate(identity: ProcessIdentity) -> bool:
+    """Send SIGTERM to the process ``identity`` names, only while it is still that process; True
+    when sent. Through a pidfd where the kernel has them: the pidfd is taken before the identity
+    check, so the pid cannot pass to another process between the check and the signal."""
+    if identity.pid <= 0:  # kill(0) or kill(-1) would signal a whole process group, or everything
+        return False
+    try:
+        pidfd = os.pidfd_open(identity.pid)
+    except ProcessLookupError:
+        return False
+    except (AttributeError, OSError):  # no pidfd here (macOS, an old kernel): check, then signal
+        pidfd = None
+    try:
+        if not is_running(identity):
+            return False
+        if pidfd is None:
+            os.kill(identity.pid, signal.SIGTERM)
+        else:
+            signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+    except ProcessLookupError:  # it ended between the check and the signal
+        return False
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
     return True

@@ -27,7 +27,7 @@ import re
 from pathlib import Path
 
 from loratui.core.summary import RunSummary
-from loratui.jobs.follow import decode_lines
+from loratui.jobs.follow import decode_lines, open_events
 
 CHUNK_BYTES = 16 * 1024 * 1024
 TAIL_BYTES = 256 * 1024
@@ -54,7 +54,7 @@ def rebuild(path: Path, summary: RunSummary | None = None, use_snapshot: bool = 
         size = os.path.getsize(path)
     except OSError:
         return summary, 0
-    with open(path, "rb") as handle:
+    with open_events(path) as handle:  # never a FIFO, a device or a symlink (a UserError says so)
         start_of_tail = max(offset, _line_start_before(handle, max(0, size - TAIL_BYTES)))
         while offset < start_of_tail:
             handle.seek(offset)

@@ -33,6 +33,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 
 from loratui.config import RunConfig, load_config
+from loratui.core.terminal_text import escape_controls
 from loratui.errors import UserError
 from loratui.jobs.record import JobRecord
 from loratui.settings import load_settings, settings_path, update_settings
@@ -152,7 +153,7 @@ class LoratuiApp(App[AppResult]):
 
     def on_mount(self) -> None:
         for problem in self.startup_problems:
-            self.notify(str(problem), title="Settings", severity="warning", timeout=10)
+            self.notify(escape_controls(str(problem)), title="Settings", severity="warning", timeout=10, markup=False)
         start = self.start
         if isinstance(start, OpenDashboard):
             self.open_dashboard(start.record)
@@ -227,7 +228,7 @@ class LoratuiApp(App[AppResult]):
         try:
             config_path = prepare_new_project(folder)
         except UserError as err:
-            self.notify(str(err), title="No new project", severity="error", timeout=10)
+            self.notify(escape_controls(str(err)), title="No new project", severity="error", timeout=10, markup=False)
             return
         self.open_wizard(new_project_config(config_path), config_path, new_project=True)
 
@@ -238,7 +239,9 @@ class LoratuiApp(App[AppResult]):
         try:
             cfg = load_config(path)
         except UserError as err:
-            self.notify(str(err), title="Cannot open the config", severity="error", timeout=10)
+            self.notify(
+                escape_controls(str(err)), title="Cannot open the config", severity="error", timeout=10, markup=False
+            )
             return
         self.open_wizard(cfg, path, launch_error=launch_error)
 
@@ -268,7 +271,9 @@ class LoratuiApp(App[AppResult]):
         try:
             self.settings = update_settings(self.settings_file, theme=theme)
         except UserError as err:
-            self.notify(str(err), title="Theme not remembered", severity="warning", timeout=10)
+            self.notify(
+                escape_controls(str(err)), title="Theme not remembered", severity="warning", timeout=10, markup=False
+            )
 
     # -- quitting --------------------------------------------------------------------------------
 

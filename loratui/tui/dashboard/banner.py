@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from textual.content import Content
 
+from loratui.core.terminal_text import escape_controls
 from loratui.tui.dashboard.view import Panel, View
 
 
@@ -35,10 +36,10 @@ class SpillBanner(Panel):
             return Content("")
         return Content.assemble(
             ("⚠ VRAM spill-over: ", "bold"),
-            spill["message"],
+            escape_controls(spill["message"]),
             "\n",
             ("fix: ", "bold"),
-            spill["hint"],
+            escape_controls(spill["hint"]),
             "\n",
             ("d dismisses this warning", "italic"),
         )

@@ -10,6 +10,7 @@ import os
 
 from textual.content import Content
 
+from loratui.core.terminal_text import escape_controls
 from loratui.tui.dashboard import format as fmt
 from loratui.tui.dashboard.view import Panel, View
 
@@ -27,7 +28,9 @@ class CheckpointsPanel(Panel):
         lines: list[Content] = []
         if common:
             lines.append(
-                Content.assemble(("in ", "$text-muted"), common, ("  (kind, step, file, size)", "$text-muted"))
+                Content.assemble(
+                    ("in ", "$text-muted"), escape_controls(common), ("  (kind, step, file, size)", "$text-muted")
+                )
             )
         hidden = len(checkpoints) - SHOWN
         if hidden > 0:
@@ -39,7 +42,7 @@ class CheckpointsPanel(Panel):
                 Content.assemble(
                     (f"{KINDS.get(checkpoint.kind, checkpoint.kind):<5} ", "$secondary"),
                     (f"{fmt.number(checkpoint.step):>7}  ", "$text-muted"),
-                    (name, style),
+                    (escape_controls(name), style),
                     (f"  {fmt.size(checkpoint.bytes)}", "$text-muted"),
                 )
             )

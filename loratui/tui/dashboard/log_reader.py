@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from loratui.core.run_files import open_run_file
+
 INITIAL_BYTES = 32 * 1024  # enough for the last screenful of lines without reading a huge log
 MAX_LINE = 1000  # characters shown of one line
 _ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07]*(\x07|\x1b\\)|\x1b[@-Z\\-_]")
@@ -25,7 +27,7 @@ class LogTail:
 
     def read_new(self) -> list[str]:
         try:
-            with open(self.path, "rb") as handle:
+            with open_run_file(self.path) as handle:  # a FIFO or /dev/zero in its place: refused, not read
                 size = handle.seek(0, 2)
                 if self.offset is None:
                     start = max(0, size - INITIAL_BYTES)

@@ -15,6 +15,7 @@ from textual.content import Content
 
 from loratui import shell
 from loratui.core.summary import RunSummary
+from loratui.core.terminal_text import escape_controls
 from loratui.jobs.record import JobRecord
 from loratui.tui.dashboard import format as fmt
 from loratui.tui.dashboard.view import Panel, View
@@ -40,7 +41,13 @@ def resume_state(summary: RunSummary, engine_gone: bool) -> str | None:
 
 
 def outcome_lines(record: JobRecord, summary: RunSummary, engine_gone: bool) -> list[tuple[str, str]]:
-    """(text, style) lines that say how the run ended; [] while it runs."""
+    """(text, style) lines that say how the run ended; [] while it runs. Each line is escaped (it
+    names files, and the error may quote a file's name); a resume command needs no escaping, its
+    words are quoted by loratui.shell."""
+    return [(escape_controls(text), style) for text, style in _outcome_lines(record, summary, engine_gone)]
+
+
+def _outcome_lines(record: JobRecord, summary: RunSummary, engine_gone: bool) -> list[tuple[str, str]]:
     final = summary.final
     if final is None and not engine_gone:
         return []

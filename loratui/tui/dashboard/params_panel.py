@@ -7,6 +7,7 @@ import os
 
 from textual.content import Content
 
+from loratui.core.terminal_text import escape_controls
 from loratui.tui.dashboard import format as fmt
 from loratui.tui.dashboard.view import Panel, View
 
@@ -58,7 +59,9 @@ class ParamsPanel(Panel):
         if not pairs:
             return Content.styled("known once the engine has started", "$text-muted")
         # as many "label value" cells a line as fit
-        cells = [Content.assemble((f"{label} ", "$text-muted"), (value, "bold")) for label, value in pairs]
+        cells = [
+            Content.assemble((f"{label} ", "$text-muted"), (escape_controls(value), "bold")) for label, value in pairs
+        ]
         width, lines, line = self.text_width, [], Content("")
         for cell in cells:
             candidate = cell if not line.plain else line + Content("  ") + cell

@@ -34,6 +34,7 @@ from textual.worker import get_current_worker
 
 from loratui.core.protocol import FINAL_EVENTS
 from loratui.core.summary import RunSummary
+from loratui.core.terminal_text import escape_controls
 from loratui.errors import UserError
 from loratui.gpu import Telemetry, read_shared_usage
 from loratui.host import HostTelemetry
@@ -41,7 +42,7 @@ from loratui.jobs.control import send_command
 from loratui.jobs.follow import EventFileReader
 from loratui.jobs.process import host_name, is_running
 from loratui.jobs.rebuild import rebuild
-from loratui.jobs.record import JobRecord
+from loratui.jobs.record import JobRecord, read_end_file
 from loratui.tui.dashboard.banner import SpillBanner
 from loratui.tui.dashboard.checkpoints_panel import CheckpointsPanel
 from loratui.tui.dashboard.confirm import ConfirmStopScreen
@@ -165,6 +166,11 @@ class DashboardScreen(Screen[DashboardResult]):
         log = LogTail(self.record.log_path)
         try:
             summary, offset = rebuild(self.record.events_path)
+        except UserError as exc:  # not the file loratui writes (a FIFO, a symlink): nothing to follow
+            notice = escape_controls(str(exc))  # a path may hold [brackets] and control characters
+            self.app.call_from_thread(self.notify, notice, title="Job", severity="error", timeout=10, markup=False)
+            self.post_message(HistoryLoaded(RunSummary(), 0, log.read_new()))
+            return
         except OSError as exc:
             self.app.call_from_thread(
                 self.notify,
@@ -189,6 +195,9 @@ class DashboardScreen(Screen[DashboardResult]):
             events = reader.read_new()
             lines = log.read_new()
             gone = not events and not alive
+            if gone:  # the events disk was full: the engine kept its final event in its end file
+                events = [end for end in [read_end_file(self.record.end_path)] if end is not None]
+                gone = not events
             if events or lines or gone:
                 self.post_message(NewEvents(events, lines, engine_gone=gone))
             if gone or any(event.get("type") in FINAL_EVENTS for event in events):
@@ -275,9 +284,9 @@ class DashboardScreen(Screen[DashboardResult]):
         title = message.command.capitalize()
         if message.error is not None:
             error = message.error
-            self.notify(
-                error.message + (f"\n{error.fix}" if error.fix else ""), title=title, severity="error", timeout=10
-            )
+            text = error.message + (f"\n{error.fix}" if error.fix else "")
+            # names in the text are text, not markup, and their control characters are escaped
+            self.notify(escape_controls(text, keep="\n"), title=title, severity="error", timeout=10, markup=False)
         elif message.answer is None:
             self.notify(
                 f"no answer within {self.command_timeout_s:.0f} s; the engine acts on commands between steps "
@@ -287,9 +296,10 @@ class DashboardScreen(Screen[DashboardResult]):
                 timeout=10,
             )
         elif message.answer.ok:
-            self.notify(message.answer.message, title=title, timeout=6)
+            self.notify(escape_controls(message.answer.message), title=title, timeout=6, markup=False)
         else:
-            self.notify(f"refused: {message.answer.message}", title=title, severity="warning", timeout=10)
+            refused = f"refused: {escape_controls(message.answer.message)}"
+            self.notify(refused, title=title, severity="warning", timeout=10, markup=False)
 
     # -- drawing -------------------------------------------------------------------------------
 
@@ -383,6 +393,7 @@ class DashboardScreen(Screen[DashboardResult]):
             f"{command}\n(through the terminal: over SSH it needs a terminal that allows OSC 52)",
             title="Copied",
             timeout=6,
+            markup=False,  # a path may hold [brackets]
         )
 
     def _command(self, command: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from textual.content import Content
 
+from loratui.core.terminal_text import escape_controls
 from loratui.tui.dashboard import format as fmt
 from loratui.tui.dashboard.view import Panel, View
 
@@ -37,8 +38,8 @@ class StatusLine(Panel):
             Content.styled(view.record.job_id, "bold"),
         ]
         detail = self._detail(view)
-        if detail:
-            parts.append(Content.styled(f"  {detail}", "$text-muted"))
+        if detail:  # the engine's own words, which may name a file (escaped)
+            parts.append(Content.styled(f"  {escape_controls(detail)}", "$text-muted"))
         return Content.assemble(*parts)
 
     def _detail(self, view: View) -> str:

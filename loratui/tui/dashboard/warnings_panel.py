@@ -19,18 +19,20 @@ from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from loratui.core.terminal_text import escape_controls
 from loratui.quantities import count
 from loratui.shell import logs_command
 from loratui.tui.dashboard.view import Panel, View
 
 
 def warning_lines(warning: dict, stamp: str = "") -> Content:
-    """A warning's message and, on the next line, its fix."""
-    head = Content.assemble(("⚠ ", "bold $warning"), (stamp, "$text-muted"), (warning.get("message", ""), "$warning"))
+    """A warning's message and, on the next line, its fix (both may name files: escaped)."""
+    message = escape_controls(warning.get("message", ""))
+    head = Content.assemble(("⚠ ", "bold $warning"), (stamp, "$text-muted"), (message, "$warning"))
     hint = warning.get("hint")
     if not hint:
         return head
-    return Content("\n").join([head, Content.assemble(("  fix: ", "bold"), hint)])
+    return Content("\n").join([head, Content.assemble(("  fix: ", "bold"), escape_controls(hint))])
 
 
 def shown_warnings(view: View) -> list[dict]:

@@ -10,14 +10,17 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
+from textual.content import Content
 from textual.message import Message
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
+from loratui.core.terminal_text import escape_controls
 from loratui.errors import UserError
 from loratui.jobs.listing import JobRow
 from loratui.jobs.record import JobRecord
@@ -126,10 +129,13 @@ class HomeScreen(Screen[None]):
             return self.here.is_file()  # False hides the key in the footer when there is no config here
         return True
 
-    def _here_text(self) -> str:
+    def _here_text(self) -> Content:
+        # Content, not markup: a folder's name is text ("[draft]"), with its control characters escaped
         if self.here.is_file():
-            return f"Project here: {self.here}\n  e: edit it in the wizard   t: train it (opens the dashboard)"
-        return f"No {CONFIG_NAME} in {self.folder}\n  n: start a new project (the wizard creates the kohya folders)"
+            text = f"Project here: {self.here}\n  e: edit it in the wizard   t: train it (opens the dashboard)"
+        else:
+            text = f"No {CONFIG_NAME} in {self.folder}\n  n: start a new project (the wizard creates the kohya folders)"
+        return Content(escape_controls(text, keep="\n"))
 
     # -- jobs, read in a worker --------------------------------------------------------------
     @work(thread=True, exclusive=True, group="jobs")
@@ -155,7 +161,7 @@ class HomeScreen(Screen[None]):
         recent = self.query_one("#recent", DataTable)
         recent.clear()
         for path in self.recent:
-            recent.add_row(str(path), key=str(path))
+            recent.add_row(Text(escape_controls(str(path))), key=str(path))  # a Text: a path is not markup
         if self.rows and not isinstance(self.focused, DataTable):  # keep a table the user is in
             jobs.focus()
 

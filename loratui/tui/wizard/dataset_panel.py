@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from rich.table import Table
+from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
@@ -21,6 +22,7 @@ from textual.widgets import Button, Input, Label, Static
 from textual.worker import get_current_worker
 
 from loratui.config import RunConfig
+from loratui.core.terminal_text import escape_controls
 from loratui.dataset import DatasetReport, repeats_for_target, scan_dataset
 from loratui.dataset_folders import Signature, rename_repeats, renamed_for_repeats, tree_signature
 from loratui.errors import Problem, UserError
@@ -133,7 +135,7 @@ class DatasetPanel(Vertical):
         reg_dir = cfg.resolve(data.reg_dir) if data.reg_dir.strip() else None
         self.scanning = True
         self._roots = (image_dir, reg_dir)
-        summary.update(f"Scanning {shown_path(image_dir, cfg.base_dir)} ...")
+        summary.update(Content(escape_controls(f"Scanning {shown_path(image_dir, cfg.base_dir)} ...")))
         settings = dict(
             caption_extension=data.caption_extension,
             resolution=data.resolution,
@@ -217,8 +219,8 @@ class DatasetPanel(Vertical):
                 table.add_column(column, justify=justify, no_wrap=column != "Folder", overflow="fold")
             for concept in concepts:
                 images = len(concept.images)
-                captions = images - len(concept.missing_captions) - len(concept.empty_captions)
-                label = ("reg " if concept.is_reg else "") + concept.folder.name
+                captions = concept.captioned
+                label = Text(escape_controls(("reg " if concept.is_reg else "") + concept.folder.name))  # not markup
                 table.add_row(
                     label,
                     str(images),
@@ -229,9 +231,12 @@ class DatasetPanel(Vertical):
                 )
             self.query_one("#scan-summary", Static).update(table)
         else:
+            folder = escape_controls(shown_path(report.image_dir, base))
             self.query_one("#scan-summary", Static).update(
-                f"No concept folders in {shown_path(report.image_dir, base)}: put your images in "
-                f"{shown_path(report.image_dir, base)}/<repeats>_<token class>/, e.g. 15_ohwx woman/."
+                Content(
+                    f"No concept folders in {folder}: put your images in "
+                    f"{folder}/<repeats>_<token class>/, e.g. 15_ohwx woman/."
+                )
             )
         problems = sorted(report.problems, key=lambda p: SEVERITY_ORDER.get(p.severity, 3))
         box = self.query_one("#scan-problems", Static)
@@ -294,7 +299,8 @@ class DatasetPanel(Vertical):
         """The repeats that reach the target, and the button that renames the folders to them."""
         assert self.report is not None
         text, repeats = self._repeats_text(self.report, self.cfg.training.batch_size, self.cfg.training.epochs)
-        self.query_one("#calc-repeats", Static).update(Content(text))  # folder names are text, not markup
+        # folder names are text, not markup, with their control characters escaped
+        self.query_one("#calc-repeats", Static).update(Content(escape_controls(text)))
         self._show_rename(repeats)
 
     def _repeats_text(self, report: DatasetReport, batch: int, epochs: int) -> tuple[str, int | None]:
@@ -339,7 +345,7 @@ class DatasetPanel(Vertical):
         button.display = bool(moves)
         if len(moves) == 1:
             folder, target = moves[0]
-            button.label = Content(f"Rename {folder.name} to {target.name}")
+            button.label = Content(escape_controls(f"Rename {folder.name} to {target.name}"))
         elif moves:
             button.label = Content(f"Rename {count(len(moves), 'folder')} to {count(repeats, 'repeat')}")
 
@@ -357,7 +363,7 @@ class DatasetPanel(Vertical):
             )
             return
         renamed = "; ".join(f"{shown_path(old, base)} -> {new.name}" for old, new in done)
-        self.notify(f"Renamed {renamed}", title="Repeats", timeout=6, markup=False)
+        self.notify(escape_controls(f"Renamed {renamed}"), title="Repeats", timeout=6, markup=False)
         self.start_scan(self.cfg)
         self.query_one("#calc-target", Input).focus()
 

@@ -12,6 +12,7 @@ from textual.message import Message
 from textual.widget import Widget
 from textual.widgets import Checkbox, Input, Label, Select, Static
 
+from loratui.core.terminal_text import escape_controls
 from loratui.errors import Problem
 from loratui.tui.suggest import PathSuggester
 from loratui.tui.widgets import SteadyInput
@@ -25,16 +26,17 @@ SEVERITY_STYLE = {"error": "$error", "warning": "$warning", "note": "$text-muted
 
 
 def problem_text(problem: Problem, *, with_where: bool = False) -> Content:
-    """``✗ message  fix: ...`` in the theme's colour for its severity (the mark says it without colour)."""
+    """``✗ message  fix: ...`` in the theme's colour for its severity (the mark says it without colour).
+    The parts name files and folders: their control characters are escaped."""
     colour = SEVERITY_STYLE.get(problem.severity, "")
     mark = SEVERITY_MARK.get(problem.severity, "-")
     parts: list[tuple[str, str] | str] = [(f"{mark} ", f"{colour} bold")]
     if with_where and problem.where:
-        parts.append((f"{problem.where}: ", f"{colour} bold"))
-    parts.append((problem.message, colour))
+        parts.append((f"{escape_controls(problem.where)}: ", f"{colour} bold"))
+    parts.append((escape_controls(problem.message), colour))
     if problem.fix:
         parts.append(("  fix: ", "bold"))
-        parts.append(problem.fix)
+        parts.append(escape_controls(problem.fix))
     return Content.assemble(*parts)
 
 

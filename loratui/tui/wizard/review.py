@@ -13,6 +13,7 @@ from textual.worker import get_current_worker
 
 from loratui.check import CheckResult, check_run
 from loratui.config import RunConfig, to_toml
+from loratui.core.terminal_text import escape_controls
 from loratui.errors import Problem
 from loratui.quantities import count
 from loratui.tui.wizard.dataset_panel import shown_path, shown_problem
@@ -91,7 +92,8 @@ class ReviewPanel(Vertical):
             status.update(Content.styled(ready, "$success bold"))
         status.set_class(bool(errors), "-error")
         status.set_class(not errors, "-ok")
-        self.query_one("#review-summary", Static).update(self._summary(result))
+        # Content, not markup: the summary names folders and the model (escaped)
+        self.query_one("#review-summary", Static).update(Content(escape_controls(self._summary(result), keep="\n")))
         options = self.query_one("#review-problems", OptionList)
         options.clear_options()
         options.add_options([Option(problem_text(shown_problem(p, base), with_where=True)) for p in problems])

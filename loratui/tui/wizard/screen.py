@@ -29,6 +29,7 @@ from textual.worker import get_current_worker
 
 from loratui.check import config_problems
 from loratui.config import RunConfig, config_from_dict, config_to_dict, save_config
+from loratui.core.terminal_text import escape_controls
 from loratui.errors import Problem, UserError
 from loratui.jobs.record import JobRecord
 from loratui.kohya_import import load_kohya_json
@@ -191,7 +192,7 @@ class WizardScreen(Screen[None]):
             self.call_after_refresh(self._import_path, self.kohya_json)
         if self.launch_error is not None:
             error = self.launch_error
-            self.notify(str(error), title="Launch refused", severity="error", timeout=12)
+            self.notify(escape_controls(str(error)), title="Launch refused", severity="error", timeout=12, markup=False)
             self.call_after_refresh(self.show_launch_problem, Problem(error.where, error.message, error.fix))
 
     # -- steps -------------------------------------------------------------------------------
@@ -318,7 +319,7 @@ class WizardScreen(Screen[None]):
 
     def _update_titles(self) -> None:
         self.title = "loratui new" if self.new_project else "loratui edit"
-        name = f"{self.config_path.parent.name}/{self.config_path.name}"
+        name = escape_controls(f"{self.config_path.parent.name}/{self.config_path.name}")
         self.sub_title = f"{name} (unsaved)" if self.dirty else name
 
     # -- editing -----------------------------------------------------------------------------
@@ -454,7 +455,7 @@ class WizardScreen(Screen[None]):
             self.config_path.parent.mkdir(parents=True, exist_ok=True)
             save_config(self.cfg, self.config_path)
         except (UserError, OSError) as err:
-            self.notify(str(err), title="Not saved", severity="error", timeout=10)
+            self.notify(escape_controls(str(err)), title="Not saved", severity="error", timeout=10, markup=False)
             return False
         self.dirty = False
         self._update_titles()
@@ -523,7 +524,7 @@ class WizardScreen(Screen[None]):
         self._launching = False
         if message.error is not None:
             error = message.error
-            self.notify(str(error), title="Launch failed", severity="error", timeout=12)
+            self.notify(escape_controls(str(error)), title="Launch failed", severity="error", timeout=12, markup=False)
             self.show_launch_problem(Problem(error.where, error.message, error.fix))
             return
         assert message.record is not None
@@ -572,7 +573,7 @@ class WizardScreen(Screen[None]):
         try:
             result = load_kohya_json(path)
         except UserError as err:
-            self.notify(str(err), title="Import failed", severity="error", timeout=10)
+            self.notify(escape_controls(str(err)), title="Import failed", severity="error", timeout=10, markup=False)
             return
         self._import_chosen(ImportChoice(path, result))
 
@@ -590,7 +591,7 @@ class WizardScreen(Screen[None]):
         try:
             cfg = config_from_dict(data, self.cfg.base_dir)
         except UserError as err:
-            self.notify(str(err), title="Import failed", severity="error", timeout=10)
+            self.notify(escape_controls(str(err)), title="Import failed", severity="error", timeout=10, markup=False)
             return
         self.replace_config(cfg, f"kohya import of {choice.path}")
         self.app.push_screen(ImportReportScreen(result.report))
