@@ -45,6 +45,7 @@ _EXIF_ORIENTATION = 0x0112
 _ORIENTATIONS_SWAPPING_SIDES = frozenset({5, 6, 7, 8})
 _MAX_THREADS = 8  # more would only add memory: a decoded image can take hundreds of MB
 _SERIAL_BELOW = 8  # images: fewer are decoded in the calling thread
+_CHUNK = 64  # images handed to a thread at once, at most
 _RECORD_FORMAT = 1
 _RECORD_LIMIT = 64 << 20  # bytes; a folder of 100,000 images takes a few MB
 
@@ -79,8 +80,17 @@ def read_images(folder: Path, names: list[str]) -> list[ImageVerdict]:
 def _decode_all_of(paths: list[str]) -> list[ImageVerdict]:
     if len(paths) < _SERIAL_BELOW:
         return [decoded_verdict(path) for path in paths]
-    with ThreadPoolExecutor(max_workers=min(_MAX_THREADS, _cpus()), thread_name_prefix="image-scan") as pool:
-        return list(pool.map(decoded_verdict, paths))
+    workers = min(_MAX_THREADS, _cpus())
+    # Chunks, not one task per image: a small image decodes in well under a millisecond, less
+    # than handing it to a thread costs.
+    size = max(1, min(_CHUNK, len(paths) // (workers * 4)))
+    chunks = [paths[start : start + size] for start in range(0, len(paths), size)]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="image-scan") as pool:
+        return [verdict for chunk in pool.map(_decode_chunk, chunks) for verdict in chunk]
+
+
+def _decode_chunk(paths: list[str]) -> list[ImageVerdict]:
+    return [decoded_verdict(path) for path in paths]
 
 
 def decoded_verdict(path: str) -> ImageVerdict:
