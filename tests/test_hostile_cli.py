@@ -182,3 +182,17 @@ def test_help_text_is_printed_through_the_guard(capsys):
         cli.main(["--help"])
     assert leaving.value.code == 0
     assert "Train LoRA adapters" in capsys.readouterr().out
+
+
+def test_a_new_projects_log_folder_is_owner_only_whatever_the_umask(tmp_path):
+    # Run folders and their control FIFOs live in log/: with `umask 000` a plain mkdir would let
+    # any local user rename entries in it (issue 9, item 6).
+    from loratui.tui.entry import prepare_new_project
+
+    previous = os.umask(0)
+    try:
+        prepare_new_project(tmp_path / "project")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "project" / "log").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "project" / "img").is_dir()

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from loratui.config import RunConfig, load_config
 from loratui.core.exit_codes import ExitCode
+from loratui.core.run_files import make_private_dirs
 from loratui.errors import UserError
 from loratui.shell import logs_command, loratui_command
 
@@ -49,7 +50,10 @@ def prepare_new_project(directory: str | Path, *, create_folders: bool = True) -
         folder.mkdir(parents=True, exist_ok=True)
         if create_folders:
             for name in PROJECT_FOLDERS:
-                (folder / name).mkdir(exist_ok=True)
+                if name == "log":  # run folders and their control FIFOs go here: owner-only, whatever the umask
+                    make_private_dirs(folder / name)
+                else:
+                    (folder / name).mkdir(exist_ok=True)
     except OSError as err:
         raise UserError(
             f"cannot create the project folder: {err.strerror or err}", str(folder), "choose a folder you may write to"
