@@ -208,7 +208,7 @@ def test_a_final_save_into_a_vanished_folder_waits_and_is_saved_where_the_user_s
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+@pytest.mark.skipif(not Path("/dev/full").is_char_device(), reason="needs the /dev/full device (Linux)")
 def test_a_full_events_disk_stops_the_run_as_stopped_for_the_disk_and_the_job_says_so(project, tmp_path):
     """/dev/full as events.jsonl: every event write fails with ENOSPC. The engine saves and stops;
     its `stopped` (reason disk) reaches the end file it took room for at its start, and the job

@@ -558,6 +558,7 @@ def test_sigkill_in_the_middle_of_a_save_leaves_the_last_checkpoint_intact(proje
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not Path("/dev/full").is_char_device(), reason="needs the /dev/full device (Linux)")
 def test_engine_whose_events_cannot_be_written_saves_and_stops(project):
     """A full disk under the run folder: /dev/full fails every write with ENOSPC."""
     config = write_config(project, small_config(training={"epochs": 50}))
