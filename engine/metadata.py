@@ -20,8 +20,6 @@ from loratui.dataset import DatasetReport
 from loratui.params import SETTINGS
 from loratui.schedule import Schedule
 
-ARCHITECTURE = {"sd1": "stable-diffusion-v1/lora", "sd2": "stable-diffusion-v2-512/lora"}
-
 
 @dataclass(frozen=True)
 class RunFacts:
@@ -32,6 +30,8 @@ class RunFacts:
     model_name: str
     optimizer_repr: str  # e.g. "bitsandbytes.optim.adamw.AdamW8bit(weight_decay=0.01)"
     train_text_encoder: bool
+    # The model family's own values (engine/families): ss_v2, modelspec.architecture, modelspec.implementation.
+    family_metadata: dict[str, object]
 
 
 def new_session_id() -> str:
@@ -74,7 +74,7 @@ def _run_metadata(
     cfg: RunConfig, dataset: DatasetReport, schedule: Schedule, facts: RunFacts, step: int, epoch: int
 ) -> dict[str, object]:
     net = cfg.network
-    family = cfg.model.family
+    family = facts.family_metadata
     resolution = cfg.dataset.resolution
     network_args = {"conv_dim": str(net.conv_rank), "conv_alpha": str(net.conv_alpha)} if net.conv_rank else {}
     return {
@@ -84,7 +84,7 @@ def _run_metadata(
         "ss_network_module": "networks.lora",
         "ss_network_dropout": "None",
         "ss_network_args": _json(network_args) if network_args else None,
-        "ss_v2": family == "sd2",
+        "ss_v2": family["ss_v2"],
         "ss_sd_model_name": facts.model_name,
         "ss_optimizer": facts.optimizer_repr,
         "ss_max_train_steps": schedule.total_steps,
@@ -102,8 +102,8 @@ def _run_metadata(
         "ss_training_text_encoder": facts.train_text_encoder,
         # The SAI model spec keys that newer loaders and model browsers read.
         "modelspec.sai_model_spec": "1.0.0",
-        "modelspec.architecture": ARCHITECTURE[family],
-        "modelspec.implementation": "diffusers",
+        "modelspec.architecture": family["modelspec.architecture"],
+        "modelspec.implementation": family["modelspec.implementation"],
         "modelspec.title": cfg.output.name,
         "modelspec.resolution": f"{resolution}x{resolution}",
         "modelspec.date": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(facts.started_at)),

@@ -2,8 +2,11 @@
 
 One step: take a batch of latents (cached or freshly encoded), add noise at random timesteps,
 let the UNet (with LoRA) predict the noise (or the velocity, for v-prediction models), and
-minimise the mean squared error, optionally weighted by min-SNR. The LoRA on the text encoder
-trains too when its learning rate is above zero.
+minimise the mean squared error, optionally weighted by min-SNR (engine/diffusion.py). The LoRA
+on a text encoder trains too when its learning rate is above zero.
+
+Everything that depends on the model family (its parts, their kohya prefixes, text encoding, the
+denoiser's conditioning, its metadata) comes from ``self.family`` (engine/families).
 """
 
 from __future__ import annotations
@@ -19,51 +22,31 @@ import torch
 import torch.nn.functional as F
 
 from engine import data as data_mod
+from engine import diffusion
+from engine.commands import CommandHandling
 from engine.control import ControlChannel
+from engine.evaluation import EvalSet
 from engine.events import EventWriter
-from engine.kohya_format import SAVE_DTYPES, TEXT_ENCODER_PREFIX, UNET_PREFIX, save_lora_file, to_kohya_tensors
-from engine.lora import (
-    TEXT_ENCODER_BLOCKS,
-    UNET_ATTENTION_BLOCKS,
-    UNET_CONV_BLOCKS,
-    LoraMismatch,
-    LoraTarget,
-    attach_lora,
-    find_targets,
-    load_lora_state_dict,
-    lora_parameters,
-    lora_state_dict,
-    widest_targets,
-)
-from engine.metadata import RunFacts, build_metadata, new_session_id
-from engine.model_loading import BaseModel, load_base_model
+from engine.families import family_for
+from engine.families.base import CaptionCache, Part, PartSpec, TextRows
+from engine.lora import LoraMismatch, attach_lora, find_targets, lora_parameters, widest_targets
+from engine.metadata import RunFacts, new_session_id
+from engine.model_loading import BaseModel
 from engine.optim import current_lrs, make_optimizer, make_scheduler
-from engine.save_failure import SaveFailed, save_failed
+from engine.saving import Saving, load_state_weights
 from engine.spill_watch import SpillWatch
-from engine.state import Progress, load_training_state, read_lora_weights, read_progress, save_state
+from engine.state import Progress, load_training_state, read_lora_weights, read_progress
 from loratui import preflight
 from loratui.check import CheckResult, check_run
 from loratui.config import RunConfig, config_to_dict
 from loratui.dataset import ImageEntry
 from loratui.errors import UserError
 from loratui.optimizer_args import canonical_optimizer, parse_optimizer_args
-from loratui.outputs import (
-    clean_interrupted_saves,
-    epoch_stem,
-    existing_outputs,
-    final_stem,
-    lora_file,
-    state_folder,
-    step_stem,
-)
-from loratui.shell import loratui_command
+from loratui.outputs import clean_interrupted_saves, epoch_stem, final_stem, state_folder, step_stem
 
 log = logging.getLogger("engine.train")
 
 MEMORY_EVERY_STEPS = 20
-EVAL_IMAGES = 4
-EVAL_TIMESTEPS = (100, 300, 500, 700, 900)
-BLIND_RETRY_S = 60.0  # a run paused by a failed save while no event can be written tries again this often
 
 
 class StopFlag:
@@ -101,7 +84,7 @@ def device_name(device: torch.device) -> str:
     return {"mps": "Apple GPU (MPS)", "cpu": "CPU"}.get(device.type, device.type)
 
 
-class Trainer:
+class Trainer(CommandHandling, Saving):
     def __init__(
         self,
         cfg: RunConfig,
@@ -112,6 +95,7 @@ class Trainer:
         overwrite: bool = False,
     ) -> None:
         self.cfg = cfg
+        self.family = family_for(cfg.model.family)
         self.overwrite = overwrite  # may replace files an earlier run saved (loratui.outputs)
         self.events = events
         self.stop = stop
@@ -180,21 +164,16 @@ class Trainer:
         set_seed(self.cfg.training.seed)
 
     def _load_model(self) -> BaseModel:
-        settings = self.cfg.model
-        tokenizer = self.cfg.resolve(settings.tokenizer) if settings.tokenizer else None
-        resolved = self.cfg.resolve(settings.path) if not settings.is_builtin else Path(settings.path)
-        model = load_base_model(settings.path, resolved, settings.family, settings.v_prediction, tokenizer)
-        layers = model.text_encoder.config.num_hidden_layers
-        for problem in preflight.clip_skip_problems(settings.clip_skip, layers, settings.path):
-            raise preflight.user_error(problem)
+        model = self.family.load(self.cfg)
         # The base weights are frozen and held in the training precision (half the memory);
         # the LoRA weights added next stay in float32 so small updates are not rounded away.
         model.vae.requires_grad_(False).to(self.device, dtype=torch.float32).eval()
-        model.text_encoder.requires_grad_(False).to(self.device, dtype=self.weight_dtype)
-        model.unet.requires_grad_(False).to(self.device, dtype=self.weight_dtype)
+        for spec in self.family.parts:
+            getattr(model, spec.attribute).requires_grad_(False).to(self.device, dtype=self.weight_dtype)
         if self.cfg.training.attention == "xformers":
+            denoiser = next(getattr(model, spec.attribute) for spec in self.family.parts if spec.denoiser)
             try:
-                model.unet.enable_xformers_memory_efficient_attention()
+                denoiser.enable_xformers_memory_efficient_attention()
             except Exception as exc:
                 raise UserError(
                     f"xformers is not usable here: {str(exc).splitlines()[0]}",
@@ -205,39 +184,48 @@ class Trainer:
         return model
 
     def _add_lora(self) -> None:
-        net = self.cfg.network
-        self.train_text_encoder = self.cfg.optimizer.text_encoder_lr > 0
-        unet, te = self.model.unet, self.model.text_encoder
-        self.unet_targets = find_targets(
-            unet, UNET_ATTENTION_BLOCKS, net.rank, net.alpha, UNET_CONV_BLOCKS, net.conv_rank, net.conv_alpha
-        )
-        self.te_targets: list[LoraTarget] = []
-        if self.train_text_encoder:
-            self.te_targets = find_targets(te, TEXT_ENCODER_BLOCKS, net.rank, net.alpha)
+        self.parts = [self._part(spec) for spec in self.family.parts]
+        # A text encoder trains: its embeddings are computed at every step, not cached (ss_training_text_encoder).
+        self.train_text_encoder = any(p.trained for p in self.parts if not p.spec.denoiser)
         # The check bounds the ranks by the model's configs; these are the layers themselves,
         # measured before a byte of LoRA is allocated (a model whose configs it could not read).
-        widest = widest_targets(self.unet_targets + self.te_targets)
+        net = self.cfg.network
+        widest = widest_targets([t for p in self.parts for t in p.targets])
         for problem in preflight.rank_problems(net.rank, net.conv_rank, widest, self.cfg.model.path):
             raise preflight.user_error(problem)
-        attach_lora(unet, self.unet_targets)
-        if self.train_text_encoder:
-            attach_lora(te, self.te_targets)
-        for param in lora_parameters(unet) + lora_parameters(te):
+        for part in self.parts:
+            if part.trained:
+                attach_lora(part.module, part.targets)
+        for param in self._lora_parameters():
             param.data = param.data.float()
-        if self.cfg.training.gradient_checkpointing:
-            unet.enable_gradient_checkpointing()
-            if self.train_text_encoder:
-                te.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        unet.train()
-        te.train(self.train_text_encoder)
+        for part in self.parts:
+            if part.trained and self.cfg.training.gradient_checkpointing:
+                self.family.enable_gradient_checkpointing(part.spec, part.module)
+            part.module.train(part.trained)
+
+    def _part(self, spec: PartSpec) -> Part:
+        """A part of the model as this run trains it: the denoiser always, the others at a rate above zero."""
+        net = self.cfg.network
+        lr = float(self.cfg.get(spec.lr_setting))
+        part = Part(spec, getattr(self.model, spec.attribute), lr, trained=spec.denoiser or lr > 0)
+        if part.trained:
+            conv = (spec.conv_blocks, net.conv_rank, net.conv_alpha)
+            part.targets = find_targets(part.module, spec.blocks, net.rank, net.alpha, *conv)
+        return part
+
+    @property
+    def _denoiser(self) -> torch.nn.Module:
+        """The UNet, as accelerate prepared it."""
+        return next(p.module for p in self.parts if p.spec.denoiser)
+
+    def _lora_parameters(self) -> list[torch.nn.Parameter]:
+        return [param for part in self.parts for param in lora_parameters(part.module)]
 
     def _make_optimizer(self) -> None:
         opt = self.cfg.optimizer
-        groups = [{"params": lora_parameters(self.model.unet), "lr": opt.unet_lr, "name": "unet"}]
-        if self.train_text_encoder:
-            groups.append(
-                {"params": lora_parameters(self.model.text_encoder), "lr": opt.text_encoder_lr, "name": "text_encoder"}
-            )
+        groups = [
+            {"params": lora_parameters(p.module), "lr": p.lr, "name": p.spec.group} for p in self.parts if p.trained
+        ]
         kwargs = parse_optimizer_args(opt.args)
         self.optimizer = make_optimizer(opt.name, groups, kwargs)
         self.lr_scheduler = make_scheduler(
@@ -251,9 +239,10 @@ class Trainer:
         self.optimizer_repr = f"{type(self.optimizer).__module__}.{type(self.optimizer).__name__}" + (
             f"({','.join(f'{k}={v}' for k, v in kwargs.items())})" if kwargs else ""
         )
-        self.model.unet, self.model.text_encoder, self.optimizer = self.accelerator.prepare(
-            self.model.unet, self.model.text_encoder, self.optimizer
-        )
+        *modules, self.optimizer = self.accelerator.prepare(*(p.module for p in self.parts), self.optimizer)
+        for part, module in zip(self.parts, modules, strict=True):
+            part.module = module
+            setattr(self.model, part.spec.attribute, module)
 
     def _network_signature(self) -> dict:
         net = self.cfg.network
@@ -262,8 +251,8 @@ class Trainer:
             "alpha": net.alpha,
             "conv_rank": net.conv_rank,
             "conv_alpha": net.conv_alpha,
-            "unet_modules": len(self.unet_targets),
-            "te_modules": len(self.te_targets),
+            # per part, trained or not: SD "unet_modules" and "te_modules" (loratui.resume_state reads them)
+            **{f"{p.spec.name}_modules": len(p.targets) for p in self.parts},
         }
 
     def _fresh_or_resumed_progress(self) -> Progress:
@@ -285,21 +274,15 @@ class Trainer:
         return progress
 
     def _load_lora_weights(self, folder: Path) -> None:
-        weights = read_lora_weights(folder)
-        parts = ("unet", "te") if self.train_text_encoder else ("unet",)
-        for which in parts:
-            prefix = f"{which}."
-            try:
-                load_lora_state_dict(
-                    self._unwrapped(which), {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
-                )
-            except LoraMismatch as exc:
-                raise UserError(
-                    f"{folder / 'lora.safetensors'} does not fit this network: {exc}",
-                    "training.resume_from",
-                    "resume with the base model and network settings the state was saved with",
-                    "config",
-                ) from None
+        try:
+            load_state_weights(self.parts, self.accelerator.unwrap_model, read_lora_weights(folder))
+        except LoraMismatch as exc:
+            raise UserError(
+                f"{folder / 'lora.safetensors'} does not fit this network: {exc}",
+                "training.resume_from",
+                "resume with the base model and network settings the state was saved with",
+                "config",
+            ) from None
 
     def _optimizer_name(self) -> str:
         return canonical_optimizer(self.cfg.optimizer.name) or self.cfg.optimizer.name
@@ -310,10 +293,12 @@ class Trainer:
         for problem in preflight.network_problems(self.cfg, folder, progress.network):
             raise preflight.user_error(problem)
         saved, own = progress.network, self._network_signature()
-        if (saved["unet_modules"], saved["te_modules"]) != (own["unet_modules"], own["te_modules"]):
+        counts = [f"{p.spec.name}_modules" for p in self.parts]
+        if [saved.get(c) for c in counts] != [own[c] for c in counts]:
+            labels = _and([f"{saved.get(c)} {p.spec.label}" for c, p in zip(counts, self.parts, strict=True)])
             raise UserError(
-                f"{folder} was trained on a model with {saved['unet_modules']} UNet and {saved['te_modules']} "
-                f"text encoder LoRA layers; {self.cfg.model.path} has {own['unet_modules']} and {own['te_modules']}",
+                f"{folder} was trained on a model with {labels} LoRA layers; "
+                f"{self.cfg.model.path} has {_and([str(own[c]) for c in counts])}",
                 "training.resume_from",
                 "resume with the base model the state was saved with",
                 "config",
@@ -328,13 +313,14 @@ class Trainer:
             )
 
     def _unwrapped(self, which: str) -> torch.nn.Module:
-        model = self.model.unet if which == "unet" else self.model.text_encoder
-        return self.accelerator.unwrap_model(model)
+        """The model's own module of the part named ``which`` ("unet", "te")."""
+        part = next(p for p in self.parts if p.spec.name == which)
+        return self.accelerator.unwrap_model(part.module)
 
     # ------------------------------------------------------- text and latents
     def _prepare_text_and_latents(self) -> None:
         self.all_entries = self._entries_in_plan()
-        self._text_cache: dict[str, torch.Tensor] = {}
+        self._caption_cache = CaptionCache(self._encode_text)
         mode = self.cfg.dataset.cache_latents
         self.latents: data_mod.LatentCache | None = None
         if mode != "off":
@@ -346,7 +332,7 @@ class Trainer:
                 max(1, self.cfg.training.batch_size),
                 lambda done, total: self._status("caching_latents", f"caching latents {done}/{total}", done, total),
             )
-        self._eval_set = self._make_eval_set()
+        self._eval_set = EvalSet(self.all_entries, self._posterior, self.model.vae.config.scaling_factor)
 
     def _entries_in_plan(self) -> list[ImageEntry]:
         batches = self.dataset.epoch_batches(self.cfg.training.batch_size, self.cfg.training.seed, 0)
@@ -357,102 +343,58 @@ class Trainer:
         """The VAE posterior's (mean, logvar) channels for a batch of images."""
         return self.model.vae.encode(pixels.to(self.device, torch.float32)).latent_dist.parameters
 
+    def _posterior(self, batch: list[ImageEntry]) -> torch.Tensor:
+        """The VAE posterior's parameters for ``batch``: cached, or encoded now."""
+        return self.latents.get(batch) if self.latents else self._encode_pixels(data_mod.stack_pixels(batch))
+
     def _latents_for(self, batch: list[ImageEntry], generator: torch.Generator | None = None) -> torch.Tensor:
-        params = self.latents.get(batch) if self.latents else self._encode_pixels(data_mod.stack_pixels(batch))
-        sample = data_mod.sample_latents(params.to(self.device), generator)
+        sample = data_mod.sample_latents(self._posterior(batch).to(self.device), generator)
         return sample * self.model.vae.config.scaling_factor
 
-    def _text_embeddings(self, captions: list[str]) -> torch.Tensor:
+    def _text_embeddings(self, captions: list[str]) -> TextRows:
         if self.train_text_encoder:
-            return self._run_text_encoder(captions)
-        # A frozen text encoder gives the same output for a caption every time: compute it once.
-        missing = [c for c in dict.fromkeys(captions) if c not in self._text_cache]
-        if missing:
-            with torch.no_grad():
-                for caption, row in zip(missing, self._run_text_encoder(missing), strict=True):
-                    self._text_cache[caption] = row.to("cpu")
-        return torch.stack([self._text_cache[c] for c in captions]).to(self.device)
+            return self._encode_text(captions)
+        return self._caption_cache.get(captions, self.device)  # frozen encoders: once per caption
 
-    def _run_text_encoder(self, captions: list[str]) -> torch.Tensor:
-        ids = data_mod.tokenize(self.model.tokenizer, captions).to(self.device)
-        skip = self.cfg.model.clip_skip
-        encoder = self.model.text_encoder
-        if skip <= 1:
-            return encoder(ids)[0]
-        # clip skip N: the output of the N-th layer from the end, through the final layer norm,
-        # as A1111 and sd-scripts compute it.
-        hidden = encoder(ids, output_hidden_states=True).hidden_states[-skip]
-        text_model = self.accelerator.unwrap_model(encoder)
-        final_norm = getattr(text_model, "text_model", text_model).final_layer_norm
-        return final_norm(hidden)
+    def _encode_text(self, captions: list[str]) -> TextRows:
+        clip_skip = self.cfg.model.clip_skip
+        return self.family.encode_text(self.model, captions, clip_skip, self.device, self.accelerator.unwrap_model)
 
     # --------------------------------------------------------------- the loss
     def _loss(
-        self, latents: torch.Tensor, captions: list[str], timesteps: torch.Tensor, noise: torch.Tensor
+        self, latents: torch.Tensor, batch: list[ImageEntry], timesteps: torch.Tensor, noise: torch.Tensor
     ) -> torch.Tensor:
         scheduler = self.model.noise_scheduler
-        noisy = scheduler.add_noise(latents, noise, timesteps)
-        if scheduler.config.prediction_type == "v_prediction":
-            target = scheduler.get_velocity(latents, noise, timesteps)
-        else:
-            target = noise
+        noisy, target = diffusion.noisy_and_target(scheduler, latents, noise, timesteps)
         with self.accelerator.autocast():
-            hidden = self._text_embeddings(captions)
-            prediction = self.model.unet(noisy.to(self.weight_dtype), timesteps, hidden.to(self.weight_dtype)).sample
+            text = self._text_embeddings([e.caption for e in batch])
+            conditioning = self.family.conditioning(text, batch, self.weight_dtype)
+            prediction = self._denoiser(noisy.to(self.weight_dtype), timesteps, **conditioning).sample
         loss = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
         gamma = self.cfg.training.min_snr_gamma
         if gamma > 0:
-            loss = loss * self._min_snr_weights(timesteps, gamma)
+            loss = loss * diffusion.min_snr_weights(scheduler, timesteps, gamma)
         return loss.mean()
-
-    def _min_snr_weights(self, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
-        from diffusers.training_utils import compute_snr
-
-        snr = compute_snr(self.model.noise_scheduler, timesteps)
-        weights = torch.clamp(snr, max=gamma) / snr
-        if self.model.noise_scheduler.config.prediction_type == "v_prediction":
-            weights = torch.clamp(snr, max=gamma) / (snr + 1)
-        return weights.float()
 
     def _training_loss(self, batch: list[ImageEntry]) -> torch.Tensor:
         latents = self._latents_for(batch)
-        noise = torch.randn_like(latents)
-        if self.cfg.training.noise_offset:
-            # Offset noise: a per-channel constant lets the model learn very dark/bright images.
-            noise += self.cfg.training.noise_offset * torch.randn(
-                latents.shape[0], latents.shape[1], 1, 1, device=latents.device
-            )
-        steps = self.model.noise_scheduler.config.num_train_timesteps
-        timesteps = torch.randint(0, steps, (latents.shape[0],), device=latents.device).long()
-        return self._loss(latents, [e.caption for e in batch], timesteps, noise)
+        noise = diffusion.noise_like(latents, self.cfg.training.noise_offset)
+        timesteps = diffusion.random_timesteps(self.model.noise_scheduler, latents)
+        return self._loss(latents, batch, timesteps, noise)
 
-    def _make_eval_set(self) -> list[tuple[ImageEntry, torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """A few training images at fixed timesteps with fixed noise: its loss is comparable
-        between measurements, unlike the training loss, whose noise and timesteps are random."""
-        generator = torch.Generator().manual_seed(1234)
-        entries = [e for e in self.all_entries if not e.is_reg][:EVAL_IMAGES]
-        items = []
-        for index, entry in enumerate(entries):
-            params = self.latents.get([entry]) if self.latents else self._encode_pixels(data_mod.stack_pixels([entry]))
-            latents = data_mod.sample_latents(params.float().cpu(), generator) * self.model.vae.config.scaling_factor
-            noise = torch.randn(latents.shape, generator=generator)
-            timestep = torch.tensor([EVAL_TIMESTEPS[index % len(EVAL_TIMESTEPS)]])
-            items.append((entry, latents, noise, timestep))
-        return items
-
-    @torch.no_grad()
     def _eval_loss(self) -> float:
-        losses = [
-            self._loss(latents.to(self.device), [entry.caption], timestep.to(self.device), noise.to(self.device)).item()
-            for entry, latents, noise, timestep in self._eval_set
-        ]
-        return sum(losses) / max(1, len(losses))
+        return self._eval_set.loss(self._loss, self.device)
 
     # --------------------------------------------------------------- the loop
     def _train(self) -> None:
         progress = self.progress
         self.facts = RunFacts(
-            new_session_id(), time.time(), self.model.name, self.optimizer_repr, self.train_text_encoder
+            new_session_id(),
+            time.time(),
+            self.model.name,
+            self.optimizer_repr,
+            self.train_text_encoder,
+            self.family.metadata(self.cfg),
         )
         self._emit_started()
         self._emit_memory()
@@ -469,7 +411,7 @@ class Trainer:
         cfg, progress, schedule = self.cfg, self.progress, self.schedule
         accumulation = cfg.training.gradient_accumulation_steps
         batch_size = cfg.training.batch_size
-        params = lora_parameters(self.model.unet) + lora_parameters(self.model.text_encoder)
+        params = self._lora_parameters()
         last_tick = time.perf_counter()
 
         for epoch in range(progress.epoch, schedule.epochs):
@@ -575,205 +517,6 @@ class Trainer:
             elapsed_s=self.progress.elapsed_s,
         )
 
-    # ---------------------------------------------------------------- control
-    def _between_steps(self, epoch: int) -> bool:
-        """Act on the commands that arrived during the step; block here while paused.
-        Returns True when that took time worth leaving out of the step timings."""
-        commands = self.control.poll()
-        for command in commands:
-            self._on_command(command, epoch)
-        if self._paused_at is None:
-            return bool(commands)
-        while self._paused_at is not None and not self.stop.reason:
-            for command in self.control.wait(0.5):
-                self._on_command(command, epoch)
-        if self._paused_at is not None:  # a SIGTERM during the pause: resume, then stop
-            self._end_pause()
-        return True
-
-    def _on_command(self, command: dict, epoch: int) -> None:
-        name = command["cmd"]
-
-        def answer(ok: bool, message: str) -> None:
-            self._answer(command, ok, message)
-
-        step = self.progress.step
-        if name == "stop":
-            self.stop.request("request")
-            answer(True, f"stopping after step {step}: saving a LoRA file and a resumable state")
-        elif name == "save":
-            refusal = self._use_output_dir(command.get("output_dir"))
-            if refusal:
-                answer(False, refusal)
-                return
-            # answered by _save once the files are on disk (or once it failed)
-            path = self._save(step_stem(self.cfg.output.name, step), "manual", with_state=True, asked_by=command)
-            self._status("paused" if self._paused_at is not None else "training", f"saved {path.name}")
-        elif name == "pause":
-            if self._paused_at is not None:
-                answer(False, f"already paused at step {step}")
-                return
-            self._paused_at = time.monotonic()
-            answer(True, f"paused after step {step}")
-            self.events.emit("paused", step=step, epoch=epoch, reason="request")
-            self._status("paused", f"paused after step {step}")
-        elif name == "resume":
-            if self._paused_at is None:
-                answer(False, "not paused")
-                return
-            answer(True, f"resuming at step {step + 1}")
-            self._end_pause()
-        elif name == "sample":
-            ok, message = self._sample_now()
-            answer(ok, message)
-
-    def _answer(self, command: dict, ok: bool, message: str) -> None:
-        self.events.emit("control", command=command["cmd"], id=command["id"], ok=ok, message=message)
-
-    def _end_pause(self) -> None:
-        paused_s = time.monotonic() - (self._paused_at or time.monotonic())
-        self._paused_at = None
-        self._paused_by_save = False
-        self.events.emit("resumed", step=self.progress.step, paused_s=paused_s)
-        self._status("training", "training")
-
-    def _sample_now(self) -> tuple[bool, str]:
-        """The hook for "sample now"; sample rendering is a later feature, so refuse plainly."""
-        return False, "sampling is not available in this version of loratui"
-
-    # ------------------------------------------------------------------ saving
-    def _save(self, stem: str, kind: str, with_state: bool, asked_by: dict | None = None) -> Path:
-        """Save ``<stem>.safetensors`` and, ``with_state``, ``<stem>-state`` (names: loratui.outputs).
-
-        A save the disk refuses (full, read-only, gone, a name it will not take) never ends the
-        run and never costs the trained weights: the run pauses with them in memory and saves
-        again when asked (``resume``; ``save``, with another ``output_dir`` if need be; ``stop``;
-        a SIGTERM). ``asked_by``: a command whose answer waits for the outcome."""
-        asker = asked_by
-        while True:
-            try:
-                path = self._write_files(stem, kind, with_state)
-                break
-            except SaveFailed as failure:
-                if asker is not None:
-                    self._answer(asker, False, f"{failure.message}; paused until a save succeeds")
-                asker = self._pause_until_retry(failure)
-        if asker is not None:
-            state = " and its resumable state" if with_state else ""
-            self._answer(asker, True, f"saved {path}{state} at step {self.progress.step}")
-        if self._paused_at is not None and (self._paused_by_save or (asker is not None and asker["cmd"] == "resume")):
-            self._end_pause()  # the pause the failure caused (or the one `resume` was sent to end) is over
-        elif kind == "epoch":
-            self._status("training", "training")
-        return path
-
-    def _write_files(self, stem: str, kind: str, with_state: bool) -> Path:
-        """One attempt at the save; :class:`SaveFailed` naming the file the disk refused."""
-        self._status("saving", f"saving {stem}")
-        out_dir = self._output_folder()
-        path = out_dir / lora_file(stem)
-        unet, te = self._unwrapped("unet"), self._unwrapped("te")
-        dtype = SAVE_DTYPES[self.cfg.output.save_precision]
-        tensors = to_kohya_tensors(lora_state_dict(unet), self.unet_targets, UNET_PREFIX, dtype)
-        if self.train_text_encoder:
-            tensors.update(to_kohya_tensors(lora_state_dict(te), self.te_targets, TEXT_ENCODER_PREFIX, dtype))
-        metadata = build_metadata(
-            self.cfg, self.dataset, self.schedule, self.facts, self.progress.step, self.progress.epoch
-        )
-        try:
-            size = save_lora_file(path, tensors, metadata)
-        except OSError as exc:
-            raise save_failed(path, exc) from exc
-        self.events.emit(
-            "checkpoint", path=str(path), bytes=size, epoch=self.progress.epoch, step=self.progress.step, kind=kind
-        )
-        if with_state:
-            state_dir = out_dir / state_folder(stem)
-            weights = {f"unet.{k}": v for k, v in lora_state_dict(unet).items()}
-            weights.update({f"te.{k}": v for k, v in lora_state_dict(te).items()})
-            try:
-                size = save_state(
-                    state_dir, self.progress, weights, self.optimizer, self.lr_scheduler, self.accelerator.scaler
-                )
-            except OSError as exc:  # the state folder saved before under this name is left as it was
-                raise save_failed(state_dir, exc) from exc
-            self.events.emit(
-                "checkpoint",
-                path=str(state_dir),
-                bytes=size,
-                epoch=self.progress.epoch,
-                step=self.progress.step,
-                kind="state",
-            )
-        return path
-
-    def _output_folder(self) -> Path:
-        return self._output_dir or self.cfg.resolve(self.cfg.output.output_dir)
-
-    def _use_output_dir(self, value: str | None) -> str | None:
-        """Save in ``value`` from now on (a ``save`` command's output_dir); why not, or None when done."""
-        if value is None:
-            return None
-        folder = Path(value)
-        if not folder.is_absolute():
-            return f"output_dir must be an absolute path, not {value!r}"
-        name = self.cfg.output.name
-        if folder != self._output_folder() and not self.overwrite and existing_outputs(folder, name):
-            return f"{folder} holds files of an earlier run named {name!r}; choose another folder"
-        self._output_dir = folder
-        log.info("saving in %s from now on", folder)
-        return None
-
-    def _pause_until_retry(self, failure: SaveFailed) -> dict | None:
-        """Say what failed and how to go on, pause, and wait for the word to save again: the
-        command that gave it (answered with the outcome of the next attempt), or None for a signal."""
-        log.error("%s; paused until a save succeeds", failure.message)
-        self.events.emit(
-            "warning",
-            code="save_failed",
-            message=f"{failure.message}; the trained weights are kept in memory",
-            hint=f"{failure.fix}; then {self._retry_hint()}",
-        )
-        if self._paused_at is None:
-            self._paused_at, self._paused_by_save = time.monotonic(), True
-            epoch = max(1, self.progress.epoch + (1 if self.progress.batches_in_epoch else 0))
-            self.events.emit("paused", step=self.progress.step, epoch=epoch, reason=failure.reason)
-        self._status("paused", f"paused: {failure.message}")
-        requests, since = self.stop.requests, time.monotonic()
-        while True:
-            for command in self.control.wait(0.5):
-                if self._asks_to_save_again(command, failure):
-                    return command
-            if self.stop.requests != requests:
-                return None  # a signal: save again (then stop, as it asks)
-            if self.events.broken is not None and time.monotonic() - since > BLIND_RETRY_S:
-                return None  # nobody can see this pause (the events cannot be written): try now and then
-
-    def _asks_to_save_again(self, command: dict, failure: SaveFailed) -> bool:
-        name = command["cmd"]
-        if name == "save":
-            refusal = self._use_output_dir(command.get("output_dir"))
-            if refusal:
-                self._answer(command, False, refusal)
-            return refusal is None
-        if name == "stop":
-            self.stop.request("request")  # it stops once the save is done
-        if name in ("resume", "stop"):
-            return True
-        if name == "pause":
-            self._answer(command, False, f"already paused: {failure.message}; `resume` saves again")
-        else:
-            self._answer(command, *self._sample_now())
-        return False
-
-    def _retry_hint(self) -> str:
-        if not self.control.available:
-            return f"send SIGTERM to the engine (pid {os.getpid()}) to save again and stop"
-        job = (self.job_id,) if self.job_id else ()
-        resume = loratui_command("resume", *job)
-        elsewhere = loratui_command("save", *job, "--output-dir", "FOLDER")
-        return f"`{resume}` saves again, or `{elsewhere}` saves in another folder"
-
     # ------------------------------------------------------------------ events
     def _status(self, phase: str, message: str, current: int | None = None, total: int | None = None) -> None:
         fields = {"current": current, "total": total} if total is not None else {}
@@ -826,6 +569,11 @@ class Trainer:
             self.events.emit(
                 "memory", device=self.device.type, allocated=None, reserved=None, peak_allocated=None, total=None
             )
+
+
+def _and(words: list[str]) -> str:
+    """``["a", "b", "c"]`` -> ``"a, b and c"``."""
+    return ", ".join(words[:-1]) + " and " + words[-1] if len(words) > 1 else "".join(words)
 
 
 def _bucket_totals(dataset) -> dict[tuple[int, int], int]:

@@ -1,0 +1,45 @@
+"""The DDPM training objective shared by the UNet families (SD 1.x/2.x, SDXL).
+
+Noise is added at random timesteps by the model's own noise schedule; the denoiser learns the
+noise (epsilon models) or the velocity (v-prediction models), by mean squared error, optionally
+weighted per sample by min-SNR. (Flux trains a rectified flow instead: its own module, later.)
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def noise_like(latents: torch.Tensor, offset: float) -> torch.Tensor:
+    """Gaussian noise for ``latents``; with an ``offset`` (offset noise), a per-channel constant is
+    added so that the model can learn very dark or very bright images."""
+    noise = torch.randn_like(latents)
+    if offset:
+        noise += offset * torch.randn(latents.shape[0], latents.shape[1], 1, 1, device=latents.device)
+    return noise
+
+
+def random_timesteps(scheduler, latents: torch.Tensor) -> torch.Tensor:
+    steps = scheduler.config.num_train_timesteps
+    return torch.randint(0, steps, (latents.shape[0],), device=latents.device).long()
+
+
+def noisy_and_target(
+    scheduler, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The denoiser's input, and what it should predict from it."""
+    noisy = scheduler.add_noise(latents, noise, timesteps)
+    if scheduler.config.prediction_type == "v_prediction":
+        return noisy, scheduler.get_velocity(latents, noise, timesteps)
+    return noisy, noise
+
+
+def min_snr_weights(scheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Min-SNR-gamma loss weights: easy (low-noise) timesteps count less."""
+    from diffusers.training_utils import compute_snr
+
+    snr = compute_snr(scheduler, timesteps)
+    weights = torch.clamp(snr, max=gamma) / snr
+    if scheduler.config.prediction_type == "v_prediction":
+        weights = torch.clamp(snr, max=gamma) / (snr + 1)
+    return weights.float()

@@ -1,0 +1,92 @@
+"""Stable Diffusion 1.x and 2.x: one CLIP text encoder, a UNet conditioned on its hidden states.
+
+The LoRA goes where kohya's sd-scripts puts it (engine/lora.py), under the prefixes ``lora_unet``
+and ``lora_te`` (engine/kohya_format.py), so a file trained here loads wherever a kohya file does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from engine import data as data_mod
+from engine.families.base import PartSpec, TextRows, model_folder
+from engine.kohya_format import TEXT_ENCODER_PREFIX, UNET_PREFIX
+from engine.lora import TEXT_ENCODER_BLOCKS, UNET_ATTENTION_BLOCKS, UNET_CONV_BLOCKS
+from engine.model_loading import BaseModel, load_base_model
+from loratui import preflight
+from loratui.config import RunConfig
+from loratui.dataset import ImageEntry
+
+UNET = PartSpec(
+    name="unet",
+    label="UNet",
+    attribute="unet",
+    kohya_prefix=UNET_PREFIX,
+    blocks=UNET_ATTENTION_BLOCKS,
+    conv_blocks=UNET_CONV_BLOCKS,
+    lr_setting="optimizer.unet_lr",
+    group="unet",
+    denoiser=True,
+)
+TEXT_ENCODER = PartSpec(
+    name="te",
+    label="text encoder",
+    attribute="text_encoder",
+    kohya_prefix=TEXT_ENCODER_PREFIX,
+    blocks=TEXT_ENCODER_BLOCKS,
+    lr_setting="optimizer.text_encoder_lr",
+    group="text_encoder",
+)
+
+# modelspec.architecture of a LoRA for each family (the SAI model spec's names).
+ARCHITECTURE = {"sd1": "stable-diffusion-v1/lora", "sd2": "stable-diffusion-v2-512/lora"}
+
+
+class StableDiffusion:
+    """SD 1.x (``sd1``) or 2.x (``sd2``): the same parts, other layer sizes and metadata."""
+
+    parts = (UNET, TEXT_ENCODER)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def load(self, cfg: RunConfig) -> BaseModel:
+        settings = cfg.model
+        resolved, tokenizer = model_folder(cfg)
+        model = load_base_model(settings.path, resolved, settings.family, settings.v_prediction, tokenizer)
+        layers = model.text_encoder.config.num_hidden_layers
+        for problem in preflight.clip_skip_problems(settings.clip_skip, layers, settings.path):
+            raise preflight.user_error(problem)
+        return model
+
+    def encode_text(
+        self, model: BaseModel, captions: list[str], clip_skip: int, device: torch.device, unwrap: Callable
+    ) -> TextRows:
+        encoder = model.text_encoder
+        ids = data_mod.tokenize(model.tokenizer, captions).to(device)
+        if clip_skip <= 1:
+            return {"encoder_hidden_states": encoder(ids)[0]}
+        # clip skip N: the output of the N-th layer from the end, through the final layer norm,
+        # as A1111 and sd-scripts compute it.
+        hidden = encoder(ids, output_hidden_states=True).hidden_states[-clip_skip]
+        text_model = unwrap(encoder)
+        final_norm = getattr(text_model, "text_model", text_model).final_layer_norm
+        return {"encoder_hidden_states": final_norm(hidden)}
+
+    def conditioning(self, text: TextRows, batch: list[ImageEntry], dtype: torch.dtype) -> dict[str, object]:
+        return {"encoder_hidden_states": text["encoder_hidden_states"].to(dtype)}
+
+    def enable_gradient_checkpointing(self, part: PartSpec, module: torch.nn.Module) -> None:
+        if part.denoiser:
+            module.enable_gradient_checkpointing()  # diffusers' switch
+        else:
+            module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    def metadata(self, cfg: RunConfig) -> dict[str, object]:
+        return {
+            "ss_v2": self.name == "sd2",
+            "modelspec.architecture": ARCHITECTURE[self.name],
+            "modelspec.implementation": "diffusers",
+        }
