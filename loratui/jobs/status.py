@@ -20,14 +20,13 @@ Only the first few lines and the last 64 KiB of ``events.jsonl`` are read.
 from __future__ import annotations
 
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
 from loratui.core.protocol import FINAL_EVENTS
 from loratui.core.run_files import open_run_file
 from loratui.errors import UserError
-from loratui.jobs.follow import MAX_LINE_BYTES, decode_lines
+from loratui.jobs.follow import MAX_LINE_BYTES, decode_lines, open_events
 from loratui.jobs.process import boot_id, host_name, is_running
 from loratui.jobs.record import JobRecord, read_end_file
 from loratui.shell import stop_command
@@ -77,7 +76,7 @@ def require_event_log(record: JobRecord) -> None:
         raise _folder_gone_error(record)
     path = record.events_path
     try:
-        info = os.lstat(path)
+        open_events(path).close()  # the readers' own opening: what is there instead is said as they say it
     except FileNotFoundError:
         raise UserError(
             f"job {record.job_id} has no event log: {path} is missing",
@@ -86,19 +85,6 @@ def require_event_log(record: JobRecord) -> None:
             f"and `{stop_command(record.job_id)}` still stops it while it runs",
             kind="runtime",
         ) from None
-    if not stat.S_ISREG(info.st_mode):
-        raise UserError(
-            f"job {record.job_id}'s event log {path} is {_not_a_file(info.st_mode)}",
-            str(path),
-            "loratui writes a plain file there; something replaced it, so the job's events cannot be read",
-            kind="runtime",
-        )
-
-
-def _not_a_file(mode: int) -> str:
-    if stat.S_ISLNK(mode):
-        return "a symbolic link"
-    return "a folder" if stat.S_ISDIR(mode) else "not a regular file"
 
 
 def _folder_gone_error(record: JobRecord) -> UserError:
