@@ -15,6 +15,7 @@ sizes.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -59,6 +60,32 @@ def write_ldm_checkpoint(diffusers_dir: Path, out: Path) -> None:
         checkpoint["cond_stage_model.transformer." + key] = tensor
 
     save_file({key: tensor.contiguous() for key, tensor in checkpoint.items()}, str(out))
+
+
+# What `hf download REPO --include '*.json' '*.txt'` gives of an SD 1.x repo: the configs and
+# tokenizer a single-file checkpoint needs beside it, without weights.
+CONFIG_FILES = [
+    "model_index.json",
+    "unet/config.json",
+    "vae/config.json",
+    "text_encoder/config.json",
+    "scheduler/scheduler_config.json",
+    "tokenizer/tokenizer_config.json",
+]
+
+
+def write_model_configs(source: Path, folder: Path) -> Path:
+    """The configs and tokenizer of the diffusers folder ``source`` in ``folder``, without weights,
+    as that download gives them (transformers 5 saves only tokenizer.json, so vocab.json and
+    merges.txt are written from it)."""
+    for name in CONFIG_FILES:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source / name, folder / name)
+    bpe = json.loads((source / "tokenizer" / "tokenizer.json").read_text())["model"]
+    (folder / "tokenizer" / "vocab.json").write_text(json.dumps(bpe["vocab"]))
+    merges = "".join((pair if isinstance(pair, str) else " ".join(pair)) + "\n" for pair in bpe["merges"])
+    (folder / "tokenizer" / "merges.txt").write_text("#version: 0.2\n" + merges)
+    return folder
 
 
 def _config(folder: Path) -> dict:

@@ -37,14 +37,6 @@ from tests.conftest import REPO, SAMPLE, small_config, write_config
 
 HF_SD1 = "models--stable-diffusion-v1-5--stable-diffusion-v1-5"
 HF_SD2 = "models--stabilityai--stable-diffusion-2-1"
-CONFIG_FILES = [
-    "model_index.json",
-    "unet/config.json",
-    "vae/config.json",
-    "text_encoder/config.json",
-    "scheduler/scheduler_config.json",
-    "tokenizer/tokenizer_config.json",
-]
 
 
 @dataclass(frozen=True)
@@ -240,7 +232,7 @@ def files(tmp_path_factory) -> Files:
     from safetensors.torch import load_file, save_file
 
     from engine.tiny_model import ensure_tiny_model
-    from tests.ldm_checkpoint import write_ldm_checkpoint
+    from tests.ldm_checkpoint import write_ldm_checkpoint, write_model_configs
 
     root = tmp_path_factory.mktemp("corpus-files")
     tiny = ensure_tiny_model()
@@ -261,7 +253,7 @@ def files(tmp_path_factory) -> Files:
     p["truncated_unet"] = _copy(tiny, root / "truncated-unet")
     _truncate(p["truncated_unet"] / "unet" / "diffusion_pytorch_model.safetensors", 100)
 
-    p["configs"] = _write_configs(tiny, root / "sd-configs")
+    p["configs"] = write_model_configs(tiny, root / "sd-configs")
     p["configs_tokenizer"] = p["configs"] / "tokenizer"
     wide = _copy(p["configs"], root / "wide-configs")
     unet_config = json.loads((wide / "unet" / "config.json").read_text())
@@ -310,19 +302,6 @@ def _copy(source: Path, target: Path) -> Path:
 def _truncate(path: Path, cut: int) -> None:
     data = path.read_bytes()
     path.write_bytes(data[:-cut])
-
-
-def _write_configs(source: Path, folder: Path) -> Path:
-    """The model's configs and tokenizer without weights, as `hf download REPO --include '*.json' '*.txt'`
-    gives them (vocab.json and merges.txt written from transformers 5's tokenizer.json)."""
-    for name in CONFIG_FILES:
-        (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(source / name, folder / name)
-    bpe = json.loads((source / "tokenizer" / "tokenizer.json").read_text())["model"]
-    (folder / "tokenizer" / "vocab.json").write_text(json.dumps(bpe["vocab"]))
-    merges = "".join((pair if isinstance(pair, str) else " ".join(pair)) + "\n" for pair in bpe["merges"])
-    (folder / "tokenizer" / "merges.txt").write_text("#version: 0.2\n" + merges)
-    return folder
 
 
 def _cache_snapshot(storage: Path, configs: Path) -> Path:

@@ -9,9 +9,7 @@ through ``model.tokenizer``: no weight can come from anywhere but the checkpoint
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
 from pathlib import Path
 
 import pytest
@@ -23,21 +21,13 @@ from engine.model_loading import load_base_model
 from engine.tiny_model import ensure_tiny_model
 from loratui.errors import UserError
 from tests.conftest import small_config, train_in_process, write_config
-from tests.ldm_checkpoint import write_ldm_checkpoint
+from tests.ldm_checkpoint import write_ldm_checkpoint, write_model_configs
 
 WEIGHTS = {
     "unet": "unet/diffusion_pytorch_model.safetensors",
     "vae": "vae/diffusion_pytorch_model.safetensors",
     "text_encoder": "text_encoder/model.safetensors",
 }
-CONFIGS = [
-    "model_index.json",
-    "unet/config.json",
-    "vae/config.json",
-    "text_encoder/config.json",
-    "scheduler/scheduler_config.json",
-    "tokenizer/tokenizer_config.json",
-]
 
 
 @pytest.fixture(scope="module")
@@ -52,15 +42,7 @@ def sd_configs(tmp_path_factory) -> Path:
     """The tiny model's configs and tokenizer, without weights, as `hf download --include '*.json' '*.txt'`
     gives them for SD 1.5. transformers 5 saves only tokenizer.json, so vocab.json and merges.txt
     are written from it."""
-    source, folder = ensure_tiny_model(), tmp_path_factory.mktemp("sd-configs")
-    for name in CONFIGS:
-        (folder / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(source / name, folder / name)
-    bpe = json.loads((source / "tokenizer" / "tokenizer.json").read_text())["model"]
-    (folder / "tokenizer" / "vocab.json").write_text(json.dumps(bpe["vocab"]))
-    merges = "".join((pair if isinstance(pair, str) else " ".join(pair)) + "\n" for pair in bpe["merges"])
-    (folder / "tokenizer" / "merges.txt").write_text("#version: 0.2\n" + merges)
-    return folder
+    return write_model_configs(ensure_tiny_model(), tmp_path_factory.mktemp("sd-configs"))
 
 
 def test_checkpoint_is_in_the_original_sd_layout(checkpoint):
