@@ -10,9 +10,11 @@ __version__ = "0.1.0"
 def run() -> int:
     """The ``loratui`` console command. It imports the CLI itself so that a Ctrl+C pressed while
     the imports run still ends quietly (exit status 130) instead of with a traceback."""
+    from loratui.core.exit_codes import ExitCode  # an enum, no more: start-up stays fast
+
     try:
         from loratui.cli import main
 
         return main()
     except KeyboardInterrupt:
-        return 130  # loratui.core.exit_codes.ExitCode.INTERRUPTED, not imported here to stay small
+        return ExitCode.INTERRUPTED
