@@ -1,4 +1,4 @@
-"""SD 1.5 LoRA training on a GPU: samples/s, peak VRAM and MFU, engine against a bare loop.
+"""SD 1.5 and SDXL LoRA training on a GPU: samples/s, peak VRAM and MFU (SD 1.5: engine against a bare loop).
 Run: ``python bench/gpu_train.py`` (``--quick`` for a smoke run).
 
 What is measured, for SD 1.5 at 512 px, batch 1 and 4, with and without gradient checkpointing:
@@ -27,11 +27,23 @@ alpha 8 on the UNet's attention blocks, text encoder frozen (its outputs compute
 caption), latents cached, AdamW at 1e-4, constant LR, gradient clipping at 1.0, 8 generated
 512 px images x 10 repeats, buckets off.
 
-Without CUDA (or with ``--cpu``) it falls back to the tiny model on the CPU at 128 px in float32
-and says so on its first line: those figures show that the script runs, they are not GPU figures.
+SDXL (a section after SD 1.5's): the engine alone (the bare loop against it is
+``bench/sdxl_step.py``'s, on the tiny SDXL), on ``loratui:sdxl-random`` (the published SDXL base
+1.0 UNet, VAE and both text encoders' shapes, random weights, built on first use: minutes, 6.9 GB)
+at 1024 px, with the usual SDXL LoRA recipe: bf16, gradient checkpointing on, UNet only
+(``network.train_unet_only``), text encoder outputs cached in memory and the encoders moved off
+the GPU (``dataset.cache_text_encoder_outputs = "memory"``), latents cached, the VAE in float32;
+LoRA rank 16 / alpha 8 on the UNet's attention blocks, AdamW at 1e-4 as above. Measured as
+above: samples/s, peak VRAM over the training loop (torch and NVML) and MFU, its FLOPs counted
+on the SDXL UNet fed the pooled text vector and the 6 time ids too.
 
-Options: ``--steps``, ``--warmup``, ``--rounds`` (engine/bare pairs per setting), ``--batch-sizes``,
-``--checkpointing`` (off, on or both), ``--threads`` (CPU fallback), ``--cpu``, ``--quick``.
+Without CUDA (or with ``--cpu``) it falls back to the tiny models on the CPU at 128 px in float32
+(``loratui:tiny-sd``, ``loratui:tiny-sdxl``) and says so on its first line and above each table:
+those figures show that the script runs, they are not GPU figures.
+
+Options: ``--steps``, ``--warmup``, ``--rounds`` (engine/bare pairs per setting; SDXL: engine runs),
+``--batch-sizes``, ``--checkpointing`` (off, on or both; SD 1.5 only), ``--models`` (sd15, sdxl or
+both, the default), ``--threads`` (CPU fallback), ``--cpu``, ``--quick``.
 Results: docs/benchmarks.md. Exit status is always 0: this is a measurement, not a test.
 """
 
@@ -102,6 +114,7 @@ class Plan:
     model_folder: Path
     resolution: int
     precision: str  # the engine's training.mixed_precision
+    family: str = "sd1"  # the engine's model.family
 
     @property
     def device(self) -> torch.device:
@@ -119,6 +132,19 @@ def make_plan(force_cpu: bool) -> Plan:
     from engine.tiny_model import BUILTIN_NAME, ensure_tiny_model
 
     return Plan(False, BUILTIN_NAME, ensure_tiny_model(), 128, "no")
+
+
+def make_sdxl_plan(force_cpu: bool) -> Plan:
+    if torch.cuda.is_available() and not force_cpu:
+        from engine.reference_models import SDXL_RANDOM_NAME, ensure_sdxl_random
+
+        started = time.perf_counter()
+        folder = ensure_sdxl_random()
+        print(f"{SDXL_RANDOM_NAME}: {folder} (ready in {time.perf_counter() - started:.0f} s)")
+        return Plan(True, SDXL_RANDOM_NAME, folder, 1024, "bf16", "sdxl")
+    from engine.tiny_sdxl import TINY_SDXL_NAME, ensure_tiny_sdxl
+
+    return Plan(False, TINY_SDXL_NAME, ensure_tiny_sdxl(), 128, "no", "sdxl")
 
 
 def make_images(folder: Path, resolution: int) -> Path:
@@ -218,8 +244,8 @@ def release(device: torch.device) -> None:
 
 # ------------------------------------------------------------------------------ the two sides
 def engine_config(plan: Plan, batch_size: int, checkpointing: bool, total_steps: int) -> dict:
-    return {
-        "model": {"path": plan.model},
+    config = {
+        "model": {"path": plan.model, "family": plan.family},
         "dataset": {
             "image_dir": "img",
             "reg_dir": "",
@@ -252,6 +278,13 @@ def engine_config(plan: Plan, batch_size: int, checkpointing: bool, total_steps:
             "save_state": False,
         },
     }
+    if plan.family == "sdxl":
+        # The usual SDXL recipe: the text encoders frozen, their outputs computed once and the
+        # encoders moved off the GPU.
+        config["dataset"]["cache_text_encoder_outputs"] = "memory"
+        config["network"]["train_unet_only"] = True
+        config["optimizer"]["text_encoder_2_lr"] = 0.0
+    return config
 
 
 class _EventStream(io.StringIO):
@@ -285,9 +318,7 @@ def run_engine(
     try:
         trainer.run()
         memory = watch.stop()
-        trainable = sum(
-            p.numel() for p in lora_parameters(trainer.model.unet) + lora_parameters(trainer.model.text_encoder)
-        )
+        trainable = sum(p.numel() for part in trainer.parts for p in lora_parameters(part.module))
     finally:
         del trainer
         release(plan.device)
@@ -337,21 +368,43 @@ def count_flops(
     latents = torch.randn(batch_size, unet.config.in_channels, side, side, device=device)
     timesteps = torch.randint(0, 1000, (batch_size,), device=device)
     hidden = torch.randn(batch_size, 77, unet.config.cross_attention_dim, device=device)
+    added = sdxl_added_conditions(unet, batch_size, resolution, device, dtype)
     backend = sdpa_kernel(SDPBackend.MATH) if device.type != "cuda" else contextlib.nullcontext()
     autocast = torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
     with backend, FlopCounterMode(display=False) as counter:
         with autocast:
-            prediction = unet(latents.to(dtype), timesteps, hidden.to(dtype)).sample
+            prediction = unet(latents.to(dtype), timesteps, hidden.to(dtype), **added).sample
         F.mse_loss(prediction.float(), torch.zeros_like(prediction, dtype=torch.float32)).backward()
     return counter.get_total_flops()
 
 
-def unet_with_lora(folder: Path | None, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
-    """The model's UNet (or, for ``folder=None``, an SD 1.5-shaped one on the meta device, no
-    storage) with the benchmark's LoRA, as the engine sets it up."""
+def sdxl_added_conditions(
+    unet: torch.nn.Module, batch_size: int, resolution: int, device: torch.device, dtype: torch.dtype
+) -> dict:
+    """An SDXL UNet's ``added_cond_kwargs`` (the pooled text vector and the 6 size/crop time ids of
+    a square uncropped image); nothing for SD's."""
+    config = unet.config
+    if config.addition_embed_type != "text_time":
+        return {}
+    pooled = config.projection_class_embeddings_input_dim - 6 * config.addition_time_embed_dim
+    time_ids = torch.tensor([[resolution, resolution, 0, 0, resolution, resolution]] * batch_size, device=device)
+    embeds = torch.randn(batch_size, pooled, device=device).to(dtype)
+    return {"added_cond_kwargs": {"text_embeds": embeds, "time_ids": time_ids.float()}}
+
+
+def unet_with_lora(
+    folder: Path | None, device: torch.device, dtype: torch.dtype, family: str = "sd1"
+) -> torch.nn.Module:
+    """The model's UNet (or, for ``folder=None``, an SD 1.5- or SDXL-shaped one on the meta device,
+    no storage) with the benchmark's LoRA, as the engine sets it up."""
     from diffusers import UNet2DConditionModel
 
-    if folder is None:
+    if folder is None and family == "sdxl":
+        from engine.reference_models import SDXL_UNET_CONFIG
+
+        with torch.device("meta"):
+            unet = UNet2DConditionModel(**SDXL_UNET_CONFIG)
+    elif folder is None:
         from engine.reference_models import sd15_unet
 
         unet = sd15_unet(device="meta")
@@ -382,6 +435,12 @@ def flops_per_sample(plan: Plan) -> tuple[float, float]:
 def sd15_flops_by_shape(resolution: int = 512) -> float:
     """SD 1.5's model FLOPs per sample counted on the meta device: shapes only, no compute."""
     unet = unet_with_lora(None, torch.device("meta"), torch.float32)
+    return float(count_flops(unet, torch.device("meta"), torch.float32, resolution))
+
+
+def sdxl_flops_by_shape(resolution: int = 1024) -> float:
+    """SDXL's model FLOPs per sample counted on the meta device: shapes only, no compute."""
+    unet = unet_with_lora(None, torch.device("meta"), torch.float32, "sdxl")
     return float(count_flops(unet, torch.device("meta"), torch.float32, resolution))
 
 
@@ -418,6 +477,18 @@ def gib(value: int | None) -> str:
     return "N/A" if value is None else f"{value / GIB:.2f}"
 
 
+@dataclass(frozen=True)
+class Run:
+    """What every section shares: the step counts, the device's peak and the memory watch."""
+
+    total: int  # steps per run, warm-up included
+    warmup: int
+    rounds: int
+    batch_sizes: list[int]
+    watch: MemoryWatch
+    peak: float | None  # the device's dense bf16 TFLOPS, None: no MFU
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=30, help="measured steps per run, after warm-up (default 30)")
@@ -425,7 +496,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="engine/bare pairs per setting, alternated (default 2)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4], help="default: 1 4")
     parser.add_argument(
-        "--checkpointing", choices=["off", "on", "both"], default="both", help="gradient checkpointing (default: both)"
+        "--checkpointing",
+        choices=["off", "on", "both"],
+        default="both",
+        help="gradient checkpointing, SD 1.5 (default: both; SDXL: on)",
+    )
+    parser.add_argument(
+        "--models", choices=["sd15", "sdxl"], nargs="+", default=["sd15", "sdxl"], help="default: sd15 sdxl"
     )
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--cpu", action="store_true", help="the CPU fallback even where CUDA is available")
@@ -439,17 +516,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     quiet_libraries()
-    total, warmup, rounds = max(0, args.warmup) + max(1, args.steps), max(0, args.warmup), max(1, args.rounds)
     checkpointing = {"off": [False], "on": [True], "both": [False, True]}[args.checkpointing]
 
-    plan = make_plan(args.cpu)
-    watch = MemoryWatch(plan.device)
-    if not plan.gpu:
+    gpu = torch.cuda.is_available() and not args.cpu
+    device = torch.device("cuda" if gpu else "cpu")
+    watch = MemoryWatch(device)
+    if not gpu:
         print(NO_GPU_LABEL)
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    if plan.gpu:
-        properties = torch.cuda.get_device_properties(plan.device)
-        device_name = torch.cuda.get_device_name(plan.device)
+    if gpu:
+        properties = torch.cuda.get_device_properties(device)
+        device_name = torch.cuda.get_device_name(device)
         print(
             f"{now}: {device_name} ({properties.total_memory / GIB:.1f} GiB, {properties.multi_processor_count} SMs), "
             f"NVIDIA driver {watch.driver() or 'N/A (NVML not readable)'}"
@@ -459,31 +536,41 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{now}: CPU only ({os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads, {platform.machine()})")
     print(versions())
     print_load("at start")
+    peak, peak_label = dense_bf16_peak(device_name) if gpu else (None, "a CPU")
+    print(f"dense bf16 peak: {f'{peak:g} TFLOPS ({peak_label})' if peak else f'N/A ({peak_label}): no MFU'}")
+    warmup = max(0, args.warmup)
+    run = Run(warmup + max(1, args.steps), warmup, max(1, args.rounds), args.batch_sizes, watch, peak)
+    try:
+        if "sd15" in args.models:
+            sd15_section(make_plan(args.cpu), run, checkpointing)
+        if "sdxl" in args.models:
+            sdxl_section(make_sdxl_plan(args.cpu), run)
+    finally:
+        watch.close()
+    print_load("at end")
+    return 0
+
+
+def sd15_section(plan: Plan, run: Run, checkpointing: list[bool]) -> None:
+    """SD 1.5: engine and bare loop, alternated, per batch size and checkpointing setting."""
+    total, warmup, rounds, watch, peak = run.total, run.warmup, run.rounds, run.watch, run.peak
     precision = "bf16 mixed precision" if plan.precision == "bf16" else "float32"
     print(
-        f"{plan.model} at {plan.resolution} px, {precision}, LoRA rank {RANK} / alpha {ALPHA:g} on the UNet (text "
+        f"\n{plan.model} at {plan.resolution} px, {precision}, LoRA rank {RANK} / alpha {ALPHA:g} on the UNet (text "
         f"encoder frozen), AdamW, latents cached; {rounds} round(s) x ({warmup} warm-up + {total - warmup} measured) "
         f"steps per side and setting"
     )
-
-    plain_flops, checkpointed_flops = flops_per_sample(plan)
-    peak, peak_label = dense_bf16_peak(device_name) if plan.gpu else (None, "a CPU")
-    print(
-        f"FLOPs per sample (UNet forward + backward with LoRA, torch.utils.flop_counter, batch 1): "
-        f"{flop_text(plain_flops)}; executed with gradient checkpointing: {flop_text(checkpointed_flops)} "
-        f"(MFU counts the first)"
-    )
+    plain_flops, checkpointed_flops = print_flops(plan)
     print(
         f"  cross-check: SD 1.5 at 512 px, the same LoRA, counted by shape on the meta device (no compute): "
         f"{sd15_flops_by_shape() / 1e12:.4f} TFLOP per sample"
     )
-    print(f"dense bf16 peak: {f'{peak:g} TFLOPS ({peak_label})' if peak else f'N/A ({peak_label}): no MFU'}")
 
     rows, ratios = [], []
     with tempfile.TemporaryDirectory(prefix="loratui-gpu-bench-") as temp:
         project = Path(temp)
         images = make_images(project, plan.resolution)
-        for batch_size in args.batch_sizes:
+        for batch_size in run.batch_sizes:
             for checkpoint in checkpointing:
                 setting = f"b{batch_size} gc {'on' if checkpoint else 'off'}"
                 seconds: dict[str, list[float]] = {"engine": [], "bare": []}
@@ -515,8 +602,67 @@ def main(argv: list[str] | None = None) -> int:
                 ratio = statistics.median(seconds["engine"]) / statistics.median(seconds["bare"])
                 paired = [e / b for e, b in zip(per_round["engine"], per_round["bare"], strict=True)]
                 ratios.append((setting, ratio, paired, trainable["engine"]))
-    watch.close()
 
+    print_table(plan, rows)
+    print("\nengine / bare, median s/step (goal: 1.05 or less):")
+    for setting, ratio, paired, count in ratios:
+        print(
+            f"  {setting:<11} {ratio:.3f}  (per round: {', '.join(f'{r:.3f}' for r in paired)}; "
+            f"{count:,} trainable LoRA parameters on both sides)"
+        )
+
+
+def sdxl_section(plan: Plan, run: Run) -> None:
+    """SDXL: the engine alone, with the usual SDXL recipe, per batch size, checkpointing on."""
+    total, warmup, rounds = run.total, run.warmup, run.rounds
+    precision = "bf16 mixed precision" if plan.precision == "bf16" else "float32"
+    print(
+        f"\nSDXL: {plan.model} at {plan.resolution} px, {precision}, gradient checkpointing, LoRA rank {RANK} / alpha "
+        f"{ALPHA:g} on the UNet only (network.train_unet_only), text encoder outputs cached in memory and the "
+        f"encoders moved off the device, latents cached, VAE in float32, AdamW; the engine alone, {rounds} run(s) x "
+        f"({warmup} warm-up + {total - warmup} measured) steps per batch size"
+    )
+    plain_flops, _ = print_flops(plan)
+    print(
+        f"  cross-check: SDXL at 1024 px, the same LoRA, counted by shape on the meta device (no compute): "
+        f"{sdxl_flops_by_shape() / 1e12:.4f} TFLOP per sample"
+    )
+    rows, counts = [], set()
+    with tempfile.TemporaryDirectory(prefix="loratui-gpu-bench-sdxl-") as temp:
+        project = Path(temp)
+        make_images(project, plan.resolution)
+        for batch_size in run.batch_sizes:
+            setting = f"b{batch_size} gc on"
+            seconds: list[float] = []
+            memory: list[dict] = []
+            for index in range(rounds):
+                started = time.perf_counter()
+                values, trainable, used = run_engine(plan, project, batch_size, True, total, warmup, run.watch)
+                seconds += values
+                memory.append(used)
+                counts.add(trainable)
+                print(
+                    f"  {setting} run {index + 1} engine median {statistics.median(values) * 1000:8.1f} ms/step "
+                    f"({time.perf_counter() - started:.1f} s with set-up)",
+                    flush=True,
+                )
+            rows.append(row(setting, "engine", batch_size, seconds, memory, plain_flops, run.peak))
+    print_table(plan, rows)
+    print(f"  {', '.join(f'{c:,}' for c in sorted(counts))} trainable LoRA parameters (UNet)")
+
+
+def print_flops(plan: Plan) -> tuple[float, float]:
+    """Count and print the FLOPs per sample on the device; returns (model FLOPs, with checkpointing)."""
+    plain_flops, checkpointed_flops = flops_per_sample(plan)
+    print(
+        f"FLOPs per sample (UNet forward + backward with LoRA, torch.utils.flop_counter, batch 1): "
+        f"{flop_text(plain_flops)}; executed with gradient checkpointing: {flop_text(checkpointed_flops)} "
+        f"(MFU counts the first)"
+    )
+    return plain_flops, checkpointed_flops
+
+
+def print_table(plan: Plan, rows: list[str]) -> None:
     print()
     if not plan.gpu:
         print(NO_GPU_LABEL)
@@ -527,14 +673,6 @@ def main(argv: list[str] | None = None) -> int:
     print(header)
     for line in rows:
         print(line)
-    print("\nengine / bare, median s/step (goal: 1.05 or less):")
-    for setting, ratio, paired, count in ratios:
-        print(
-            f"  {setting:<11} {ratio:.3f}  (per round: {', '.join(f'{r:.3f}' for r in paired)}; "
-            f"{count:,} trainable LoRA parameters on both sides)"
-        )
-    print_load("at end")
-    return 0
 
 
 def row(

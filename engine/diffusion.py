@@ -34,12 +34,26 @@ def noisy_and_target(
     return noisy, noise
 
 
+def with_zero_terminal_snr(scheduler):
+    """The schedule with its betas rescaled so that the last timestep is pure noise (signal-to-noise
+    ratio zero: "Common Diffusion Noise Schedules and Sample Steps are Flawed"), as sd-scripts'
+    --zero_terminal_snr does; meant for v-prediction models trained that way. A scheduler whose
+    config already rescales is kept as it is."""
+    from diffusers import DDPMScheduler
+
+    if scheduler.config.get("rescale_betas_zero_snr"):
+        return scheduler
+    return DDPMScheduler.from_config(scheduler.config, rescale_betas_zero_snr=True)
+
+
 def min_snr_weights(scheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
     """Min-SNR-gamma loss weights: easy (low-noise) timesteps count less."""
     from diffusers.training_utils import compute_snr
 
     snr = compute_snr(scheduler, timesteps)
-    weights = torch.clamp(snr, max=gamma) / snr
     if scheduler.config.prediction_type == "v_prediction":
-        weights = torch.clamp(snr, max=gamma) / (snr + 1)
-    return weights.float()
+        return (torch.clamp(snr, max=gamma) / (snr + 1)).float()
+    # min(snr, gamma) / snr is 1 for every snr below gamma; at a zero terminal SNR it is 0 / 0,
+    # whose limit, 1, is taken instead of a NaN that would end the run.
+    weights = torch.clamp(snr, max=gamma) / snr
+    return torch.where(snr > 0, weights, torch.ones_like(weights)).float()

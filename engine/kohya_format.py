@@ -1,8 +1,10 @@
 """Writing the LoRA file that ComfyUI, A1111/Forge and diffusers load as it is (kohya format).
 
 Per trained module ``<key>`` three tensors: ``<key>.lora_down.weight`` (rank x in),
-``<key>.lora_up.weight`` (out x rank) and a scalar ``<key>.alpha``. ``<key>`` is ``lora_unet_`` or
-``lora_te_`` followed by the module's dotted path with dots replaced by underscores.
+``<key>.lora_up.weight`` (out x rank) and a scalar ``<key>.alpha``. ``<key>`` is the part's prefix
+(``lora_unet``, ``lora_te``; SDXL: ``lora_unet``, ``lora_te1``, ``lora_te2``), an underscore, and the
+module's dotted path as the family names it in a kohya file, dots replaced by underscores: SD's
+diffusers paths as they are, SDXL's UNet under its sgm names (engine/sdxl_names.py).
 
 The alpha is the network alpha the run was trained with: loaders scale each update by
 alpha / rank. (diffusers' ``convert_state_dict_to_kohya`` writes alpha = rank everywhere, which
@@ -17,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -26,31 +29,42 @@ from engine.lora import LoraTarget
 from loratui.atomic import write_bytes_atomic
 
 UNET_PREFIX = "lora_unet"
-TEXT_ENCODER_PREFIX = "lora_te"
+TEXT_ENCODER_PREFIX = "lora_te"  # SD 1.x/2.x's one text encoder
+TEXT_ENCODER_1_PREFIX = "lora_te1"  # SDXL's CLIP ViT-L
+TEXT_ENCODER_2_PREFIX = "lora_te2"  # SDXL's OpenCLIP ViT-bigG
+# The prefixes of CLIP text models, whose keys keep the ``text_model`` level.
+CLIP_PREFIXES = (TEXT_ENCODER_PREFIX, TEXT_ENCODER_1_PREFIX, TEXT_ENCODER_2_PREFIX)
 
 SAVE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "float": torch.float32}
 
 
 def kohya_key(prefix: str, module_path: str) -> str:
-    if prefix == TEXT_ENCODER_PREFIX and not module_path.startswith("text_model."):
+    """``prefix`` + ``_`` + ``module_path`` (its name in a kohya file) with dots as underscores."""
+    if prefix in CLIP_PREFIXES and not module_path.startswith("text_model."):
         # transformers 5 dropped the ``text_model`` level of CLIPTextModel; the file format keeps
-        # the original paths (``lora_te_text_model_encoder_layers_0_...``) that every loader expects.
+        # the original paths (``lora_te1_text_model_encoder_layers_0_...``) that every loader expects.
         module_path = f"text_model.{module_path}"
     return f"{prefix}_{module_path.replace('.', '_')}"
 
 
 def to_kohya_tensors(
-    weights: dict[str, torch.Tensor], targets: list[LoraTarget], prefix: str, dtype: torch.dtype
+    weights: dict[str, torch.Tensor],
+    targets: list[LoraTarget],
+    prefix: str,
+    dtype: torch.dtype,
+    kohya_name: Callable[[str], str],
 ) -> dict[str, torch.Tensor]:
     """Rename ``<module>.lora_down.weight``-style weights of one model to kohya keys, and add the
-    alpha of each module."""
-    alphas = {t.name: t.alpha for t in targets}
+    alpha of each module. ``kohya_name``: a module's path in the model -> its name in the file."""
+    keys = {t.name: kohya_key(prefix, kohya_name(t.name)) for t in targets}
     out: dict[str, torch.Tensor] = {}
     for name, tensor in weights.items():
         module, part = name.split(".lora_", 1)
-        out[f"{kohya_key(prefix, module)}.lora_{part}"] = tensor.detach().to("cpu", dtype).contiguous()
-    for module, alpha in alphas.items():
-        out[f"{kohya_key(prefix, module)}.alpha"] = torch.tensor(float(alpha), dtype=dtype)
+        out[f"{keys[module]}.lora_{part}"] = tensor.detach().to("cpu", dtype).contiguous()
+    for target in targets:
+        out[f"{keys[target.name]}.alpha"] = torch.tensor(float(target.alpha), dtype=dtype)
+    if len(out) != 3 * len(targets):  # a name given to two modules, or a module without its two weights
+        raise ValueError(f"{prefix}: {len(out)} tensors for {len(targets)} modules, not 3 per module")
     return out
 
 

@@ -6,6 +6,10 @@ what only the run knows: its times, the dataset scan, the schedule, the optimize
 A1111/Forge read ``ss_base_model_version``, ``ss_output_name`` and ``sshs_model_hash`` to list and
 filter LoRAs and show the rest (tag cloud from ``ss_tag_frequency``, dataset folders, buckets);
 LoRA browsers and civitai show the training parameters. Every value is a string.
+
+The SAI model spec keys (``modelspec.*``) follow sd-scripts (library/sai_model_spec.py): an SDXL file
+declares spec 1.0.1 with its prediction type, as sd-scripts writes it; SD 1.x/2.x files keep the
+1.0.0 keys loratui has always written for them.
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ from loratui.config import RunConfig
 from loratui.dataset import DatasetReport
 from loratui.params import SETTINGS
 from loratui.schedule import Schedule
+
+# The families whose files declare the SAI model spec 1.0.1, with modelspec.prediction_type.
+MODELSPEC_1_0_1_FAMILIES = ("sdxl",)
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,8 @@ def declared_metadata(cfg: RunConfig) -> dict[str, object]:
     for setting in SETTINGS:
         if not setting.metadata_keys or (setting.when is not None and not setting.when.holds(cfg)):
             continue
+        if cfg.model.family not in setting.families:  # e.g. clip skip, which SDXL ignores: not recorded
+            continue
         value = cfg.get(setting.name)
         if setting.metadata_value is not None:
             value = setting.metadata_value(value)
@@ -101,12 +110,22 @@ def _run_metadata(
         "ss_bucket_info": _json(dataset.bucket_info()),
         "ss_training_text_encoder": facts.train_text_encoder,
         # The SAI model spec keys that newer loaders and model browsers read.
-        "modelspec.sai_model_spec": "1.0.0",
+        **_modelspec(cfg, facts),
+    }
+
+
+def _modelspec(cfg: RunConfig, facts: RunFacts) -> dict[str, object]:
+    family = facts.family_metadata
+    resolution = cfg.dataset.resolution
+    spec_1_0_1 = cfg.model.family in MODELSPEC_1_0_1_FAMILIES
+    return {
+        "modelspec.sai_model_spec": "1.0.1" if spec_1_0_1 else "1.0.0",
         "modelspec.architecture": family["modelspec.architecture"],
         "modelspec.implementation": family["modelspec.implementation"],
         "modelspec.title": cfg.output.name,
         "modelspec.resolution": f"{resolution}x{resolution}",
         "modelspec.date": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(facts.started_at)),
+        "modelspec.prediction_type": ("v" if cfg.model.v_prediction else "epsilon") if spec_1_0_1 else None,
     }
 
 

@@ -1,10 +1,12 @@
-"""Loading an SD 1.x/2.x base model from local files, never from a hub.
+"""Loading an SD 1.x/2.x or SDXL base model from local files, never from a hub.
 
-Three forms are accepted for ``model.path``:
-- ``loratui:tiny-sd``: the built-in test model (built on first use, see ``engine.tiny_model``);
-- ``loratui:sd15-random``: a full-size SD 1.5 with random weights, for GPU tests and benchmarks
-  (built on first use, see ``engine.reference_models``);
-- a diffusers folder (``model_index.json``, ``unet/``, ``vae/``, ``text_encoder/``, ``tokenizer/``);
+These forms are accepted for ``model.path``:
+- ``loratui:tiny-sd`` and ``loratui:tiny-sdxl``: the built-in test models (built on first use, see
+  ``engine.tiny_model`` and ``engine.tiny_sdxl``);
+- ``loratui:sd15-random`` and ``loratui:sdxl-random``: full-size SD 1.5 and SDXL with random
+  weights, for GPU tests and benchmarks (built on first use, see ``engine.reference_models``);
+- a diffusers folder (``model_index.json``, ``unet/``, ``vae/``, ``text_encoder/``, ``tokenizer/``;
+  SDXL also ``text_encoder_2/`` and ``tokenizer_2/``);
 - a single checkpoint file, ``.safetensors`` (or a ``.ckpt`` that loads without pickle).
 
 Every failure becomes a :class:`UserError` that names the file and the fix.
@@ -18,10 +20,12 @@ from pathlib import Path
 
 import torch
 
-from engine.reference_models import SD15_RANDOM_NAME, ensure_sd15_random
+from engine.reference_models import SD15_RANDOM_NAME, SDXL_RANDOM_NAME, ensure_sd15_random, ensure_sdxl_random
 from engine.tiny_model import BUILTIN_NAME, ensure_tiny_model
+from engine.tiny_sdxl import TINY_SDXL_NAME, ensure_tiny_sdxl
 from loratui import preflight
 from loratui.errors import UserError
+from loratui.families import family_name
 from loratui.params import CHECKPOINT_SUFFIXES
 
 # What is a model and what is not is decided in one place, loratui.preflight, which
@@ -38,6 +42,18 @@ class BaseModel:
     noise_scheduler: object
     source: Path  # the folder or file it came from
     name: str  # for the ss_sd_model_name metadata: the file or folder name
+    # SDXL's second text encoder (OpenCLIP ViT-bigG, with its projection) and its tokenizer; None for SD.
+    text_encoder_2: torch.nn.Module | None = None
+    tokenizer_2: object | None = None
+
+
+# The built-in models by name: the function that builds one (once) and returns its diffusers folder.
+BUILTIN_MODELS = {
+    BUILTIN_NAME: ensure_tiny_model,
+    SD15_RANDOM_NAME: ensure_sd15_random,
+    TINY_SDXL_NAME: ensure_tiny_sdxl,
+    SDXL_RANDOM_NAME: ensure_sdxl_random,
+}
 
 
 def load_base_model(
@@ -45,17 +61,15 @@ def load_base_model(
 ) -> BaseModel:
     # Nothing in here may reach for a hub: a missing file must fail here, not hang on a network.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if path_setting == BUILTIN_NAME:
-        model = _load_folder(ensure_tiny_model())
-        model.name = BUILTIN_NAME
-    elif path_setting == SD15_RANDOM_NAME:
-        model = _load_folder(ensure_sd15_random())
-        model.name = SD15_RANDOM_NAME
+    if path_setting in BUILTIN_MODELS:
+        model = _load_folder(BUILTIN_MODELS[path_setting](), family)
+        model.name = path_setting
     elif path_setting.startswith("loratui:"):
+        names = [repr(name) for name in BUILTIN_MODELS]
         raise UserError(
             f"unknown built-in model {path_setting!r}",
             "model.path",
-            f"the built-in models are {BUILTIN_NAME!r} and {SD15_RANDOM_NAME!r}",
+            f"the built-in models are {', '.join(names[:-1])} and {names[-1]}",
             "model",
         )
     elif not resolved.exists():
@@ -69,7 +83,9 @@ def load_base_model(
         problems = preflight.model_location_problems(resolved)
         if problems:
             raise preflight.user_error(problems[0], "model")
-        model = _load_folder(resolved) if resolved.is_dir() else _load_single_file(resolved, family, tokenizer_dir)
+        model = (
+            _load_folder(resolved, family) if resolved.is_dir() else _load_single_file(resolved, family, tokenizer_dir)
+        )
     _set_prediction_type(model, v_prediction)
     return model
 
@@ -82,16 +98,16 @@ def _set_prediction_type(model: BaseModel, v_prediction: bool) -> None:
         model.noise_scheduler = DDPMScheduler.from_config(model.noise_scheduler.config, prediction_type=wanted)
 
 
-def _load_folder(folder: Path) -> BaseModel:
+def _load_folder(folder: Path, family: str) -> BaseModel:
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     # use_safetensors=True: the libraries never fall back to a pickle (.bin) file, whose loading
     # can run code and, refused by torch's weights-only unpickler, ends in advice to unpickle it
     # anyway. loratui.preflight names such a folder before this point.
     weights = {"local_files_only": True, "use_safetensors": True}
     try:
-        return BaseModel(
+        model = BaseModel(
             tokenizer=CLIPTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True),
             text_encoder=CLIPTextModel.from_pretrained(folder / "text_encoder", **weights),
             vae=AutoencoderKL.from_pretrained(folder / "vae", **weights),
@@ -101,18 +117,20 @@ def _load_folder(folder: Path) -> BaseModel:
             source=folder,
             name=folder.name,
         )
+        if family == "sdxl":
+            model.tokenizer_2 = CLIPTokenizer.from_pretrained(folder / "tokenizer_2", local_files_only=True)
+            model.text_encoder_2 = CLIPTextModelWithProjection.from_pretrained(folder / "text_encoder_2", **weights)
+        return model
     except (OSError, ValueError, KeyError) as exc:
         raise UserError(
             f"cannot load the model in {folder}: {_first_line(exc)}",
             "model.path",
-            "check that the folder is a complete SD 1.x/2.x diffusers model",
+            f"check that the folder is a complete {family_name(family)} diffusers model",
             "model",
         ) from exc
 
 
 def _load_single_file(path: Path, family: str, tokenizer_dir: Path | None) -> BaseModel:
-    from diffusers import StableDiffusionPipeline
-
     if path.suffix.lower() not in CHECKPOINT_SUFFIXES:
         raise UserError(
             f"{path.name} is not a model checkpoint (expected .safetensors or .ckpt)",
@@ -124,26 +142,22 @@ def _load_single_file(path: Path, family: str, tokenizer_dir: Path | None) -> Ba
         raise UserError(f"{path} is empty (zero bytes)", "model.path", "download or copy the checkpoint again", "model")
     if path.suffix.lower() == ".safetensors":
         _check_safetensors(path)
+        problems = preflight.checkpoint_family_problems(path, family)  # as `loratui check` says it
+        if problems:
+            raise preflight.user_error(problems[0], "model")
     else:
         _refuse_pickle(path)
     config_dir = _single_file_config(family, tokenizer_dir)
     try:
-        pipe = StableDiffusionPipeline.from_single_file(
-            # Training needs no safety checker and no image processor: never load them.
-            str(path),
-            config=str(config_dir),
-            local_files_only=True,
-            safety_checker=None,
-            requires_safety_checker=False,
-            feature_extractor=None,
-        )
+        pipe = _pipeline_from_single_file(path, family, config_dir)
     except Exception as exc:  # diffusers raises many kinds here; all mean "this file does not load"
         raise UserError(
-            f"cannot load {path.name} as an SD {family} checkpoint: {_first_line(exc)}",
+            f"cannot load {path.name} as an {family_name(family)} checkpoint: {_first_line(exc)}",
             "model.path",
-            "check model.family (sd1 or sd2) and that the file is a complete checkpoint",
+            "check model.family (sd1, sd2 or sdxl) and that the file is a complete checkpoint",
             "model",
         ) from exc
+    _refuse_missing_weights(path, pipe)
     from diffusers import DDPMScheduler
 
     return BaseModel(
@@ -154,7 +168,48 @@ def _load_single_file(path: Path, family: str, tokenizer_dir: Path | None) -> Ba
         noise_scheduler=DDPMScheduler.from_config(pipe.scheduler.config),
         source=path,
         name=path.name,
+        text_encoder_2=getattr(pipe, "text_encoder_2", None),
+        tokenizer_2=getattr(pipe, "tokenizer_2", None),
     )
+
+
+def _pipeline_from_single_file(path: Path, family: str, config_dir: Path):
+    """diffusers' own conversion of the original key names, with the layouts of ``config_dir``."""
+    if family == "sdxl":
+        from diffusers import StableDiffusionXLPipeline
+
+        # The invisible watermark marks generated images only: training makes none.
+        return StableDiffusionXLPipeline.from_single_file(
+            str(path), config=str(config_dir), local_files_only=True, add_watermarker=False
+        )
+    from diffusers import StableDiffusionPipeline
+
+    return StableDiffusionPipeline.from_single_file(
+        # Training needs no safety checker and no image processor: never load them.
+        str(path),
+        config=str(config_dir),
+        local_files_only=True,
+        safety_checker=None,
+        requires_safety_checker=False,
+        feature_extractor=None,
+    )
+
+
+def _refuse_missing_weights(path: Path, pipe) -> None:
+    """diffusers builds each part empty (on the meta device) and fills it from the file; a weight
+    the file lacks stays empty without an error, and would fail at the first step. Say so here."""
+    for part in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        module = getattr(pipe, part, None)
+        if module is None:
+            continue
+        empty = [name for name, tensor in module.named_parameters() if tensor.is_meta]
+        if empty:
+            raise UserError(
+                f"{path.name} lacks {len(empty)} of the {part}'s weights (e.g. {empty[0]})",
+                "model.path",
+                "the checkpoint is incomplete or of another model: use a complete checkpoint of model.family",
+                "model",
+            )
 
 
 def _check_safetensors(path: Path) -> None:
@@ -192,8 +247,9 @@ def _refuse_pickle(path: Path) -> None:
 def _single_file_config(family: str, tokenizer_dir: Path | None) -> Path:
     """A single checkpoint holds weights only: the layouts come from a diffusers config folder.
 
-    loratui ships none (the CLIP tokenizer's vocabulary is not ours to ship), so the folder is
-    ``model.tokenizer``'s model folder, or the family's repo in the local Hugging Face cache;
+    For SD 1.x/2.x it is ``model.tokenizer``'s model folder, or the family's repo in the local
+    Hugging Face cache. For SDXL loratui ships the configs (``loratui/model_configs/sdxl_base``) and
+    only the two tokenizers are looked for (the CLIP vocabularies are not ours to ship).
     ``loratui.preflight.single_file_configs`` looks, for the check and for the engine alike.
     """
     found = preflight.single_file_configs(family, tokenizer_dir)

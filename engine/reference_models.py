@@ -15,6 +15,11 @@ vocabulary size (49408); the ids above the 514 byte-level tokens are simply neve
 It is written once as an ordinary diffusers folder under the cache dir (about 2.1 GB: the weights
 are stored in fp16, which the engine casts to the training precision when it loads them) and
 then loaded through the same code path as any user's local model.
+
+``loratui:sdxl-random`` is the same for SDXL base 1.0 (stabilityai/stable-diffusion-xl-base-1.0's
+``unet``, ``vae``, ``text_encoder`` (CLIP ViT-L) and ``text_encoder_2`` (OpenCLIP ViT-bigG with
+its projection) configs, and its DDPM training schedule): about 6.9 GB in fp16, built on first
+use. :func:`sdxl_random_parameter_counts` counts its parameters from the configs alone.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from pathlib import Path
 import torch
 
 from engine.tiny_model import build_once, write_model_index
+from engine.tiny_sdxl import write_sdxl_model_index
 from loratui.paths import cache_dir
 
 SD15_RANDOM_NAME = "loratui:sd15-random"
@@ -125,9 +131,9 @@ def _build_sd15_into(folder: Path) -> None:
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from engine.tiny_model import _byte_level_vocab
+    from engine.tiny_model import byte_level_vocab
 
-    vocab, merges = _byte_level_vocab()
+    vocab, merges = byte_level_vocab()
     tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
     tokenizer.save_pretrained(folder / "tokenizer")
 
@@ -158,3 +164,126 @@ def _build_sd15_into(folder: Path) -> None:
     DDPMScheduler(**SD15_SCHEDULER_CONFIG).save_pretrained(folder / "scheduler")
 
     write_model_index(folder)
+
+
+# ---------------------------------------------------------------------------------------------
+# SDXL base 1.0 with random weights
+
+SDXL_RANDOM_NAME = "loratui:sdxl-random"
+_SDXL_BUILD_VERSION = "1"
+_SDXL_SEED = 20230726  # the day SDXL 1.0 was published
+
+# stabilityai/stable-diffusion-xl-base-1.0, unet/config.json (the keys that differ from the defaults).
+SDXL_UNET_CONFIG: dict = {
+    "sample_size": 128,  # latents of 1024 px images
+    "in_channels": 4,
+    "out_channels": 4,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+    "mid_block_type": "UNetMidBlock2DCrossAttn",
+    "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+    "block_out_channels": (320, 640, 1280),
+    "layers_per_block": 2,
+    "transformer_layers_per_block": (1, 2, 10),
+    "attention_head_dim": (5, 10, 20),  # the head *count* per level, as the config names it (head width 64)
+    "cross_attention_dim": 2048,  # 768 (text encoder 1) + 1280 (text encoder 2)
+    "use_linear_projection": True,
+    "norm_num_groups": 32,
+    "norm_eps": 1e-5,
+    "act_fn": "silu",
+    "addition_embed_type": "text_time",
+    "addition_time_embed_dim": 256,
+    "projection_class_embeddings_input_dim": 2816,  # the pooled 1280 + 6 time ids x 256
+    "upcast_attention": False,
+}
+
+# stabilityai/stable-diffusion-xl-base-1.0, vae/config.json: SD's VAE layout, SDXL's scaling factor.
+SDXL_VAE_CONFIG: dict = {
+    **SD15_VAE_CONFIG,
+    "sample_size": 1024,
+    "scaling_factor": 0.13025,
+    "force_upcast": True,  # it overflows in fp16 (kohya's no_half_vae)
+}
+
+# text_encoder/config.json is CLIP ViT-L/14's text tower, as in SD 1.5.
+SDXL_TEXT_ENCODER_CONFIG: dict = SD15_TEXT_ENCODER_CONFIG
+
+# text_encoder_2/config.json: OpenCLIP ViT-bigG/14's text tower with its 1280x1280 projection.
+SDXL_TEXT_ENCODER_2_CONFIG: dict = {
+    "vocab_size": 49408,
+    "hidden_size": 1280,
+    "intermediate_size": 5120,
+    "num_hidden_layers": 32,
+    "num_attention_heads": 20,
+    "max_position_embeddings": 77,
+    "hidden_act": "gelu",
+    "layer_norm_eps": 1e-5,
+    "projection_dim": 1280,
+    "attention_dropout": 0.0,
+    "dropout": 0.0,
+    "initializer_range": 0.02,
+    "initializer_factor": 1.0,
+}
+
+# Its scheduler/scheduler_config.json (an EulerDiscreteScheduler for sampling) as far as training
+# reads it: SD's betas, trained by DDPM.
+SDXL_SCHEDULER_CONFIG: dict = {**SD15_SCHEDULER_CONFIG, "timestep_spacing": "leading"}
+
+
+def sdxl_random_dir() -> Path:
+    return cache_dir() / f"sdxl-random-v{_SDXL_BUILD_VERSION}"
+
+
+def ensure_sdxl_random() -> Path:
+    """Build the random SDXL folder if it is not there yet (minutes, ~6.9 GB) and return its path."""
+    return build_once(sdxl_random_dir(), _build_sdxl_into)
+
+
+def sdxl_random_parameter_counts() -> dict[str, int]:
+    """The parameters of ``loratui:sdxl-random``'s UNet and text encoders, from its configs alone:
+    each is built on the meta device (shapes, no storage), so this takes no memory to speak of."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    with torch.device("meta"):
+        parts = {
+            "unet": UNet2DConditionModel(**SDXL_UNET_CONFIG),
+            "text_encoder": CLIPTextModel(CLIPTextConfig(**SDXL_TEXT_ENCODER_CONFIG)),
+            "text_encoder_2": CLIPTextModelWithProjection(CLIPTextConfig(**SDXL_TEXT_ENCODER_2_CONFIG)),
+        }
+    return {name: sum(p.numel() for p in module.parameters()) for name, module in parts.items()}
+
+
+def _build_sdxl_into(folder: Path) -> None:
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+
+    from engine.tiny_model import byte_level_vocab
+
+    vocab, merges = byte_level_vocab()
+    CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77).save_pretrained(folder / "tokenizer")
+    # SDXL's second tokenizer pads with "!" (id 0 in the real vocabulary) rather than the end token.
+    CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77, pad_token="!").save_pretrained(
+        folder / "tokenizer_2"
+    )
+    ids = {"bos_token_id": vocab["<|startoftext|>"], "eos_token_id": vocab["<|endoftext|>"]}
+
+    # One component at a time, each freed before the next (the UNet alone is 10 GB in float32),
+    # each from its own seed so that a change to one never changes the others' weights.
+    text_1 = CLIPTextConfig(**SDXL_TEXT_ENCODER_CONFIG, **ids, pad_token_id=vocab["<|endoftext|>"])
+    text_2 = CLIPTextConfig(**SDXL_TEXT_ENCODER_2_CONFIG, **ids, pad_token_id=vocab["!"])
+    components = (
+        ("text_encoder", lambda: CLIPTextModel(text_1)),
+        ("text_encoder_2", lambda: CLIPTextModelWithProjection(text_2)),
+        ("vae", lambda: AutoencoderKL(**SDXL_VAE_CONFIG)),
+        ("unet", lambda: UNet2DConditionModel(**SDXL_UNET_CONFIG)),
+    )
+    for offset, (name, build) in enumerate(components):
+        torch.manual_seed(_SDXL_SEED + offset)
+        component = build()
+        component.to(torch.float16).save_pretrained(folder / name)
+        del component
+
+    DDPMScheduler(**SDXL_SCHEDULER_CONFIG).save_pretrained(folder / "scheduler")
+    write_sdxl_model_index(folder)

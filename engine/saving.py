@@ -8,6 +8,7 @@ again succeeds.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from engine.families.base import Part
+from engine.families.base import Family, Part
 from engine.kohya_format import SAVE_DTYPES, save_lora_file, to_kohya_tensors
 from engine.lora import load_lora_state_dict, lora_state_dict
 from engine.metadata import RunFacts, build_metadata
@@ -44,13 +45,15 @@ BLIND_RETRY_S = 60.0  # a run paused by a failed save while no event can be writ
 Unwrap = Callable[[torch.nn.Module], torch.nn.Module]
 
 
-def lora_file_tensors(parts: list[Part], unwrap: Unwrap, dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """The trained parts' LoRA under their kohya keys (``lora_unet_...``, ``lora_te_...``), in ``dtype``."""
+def lora_file_tensors(family: Family, parts: list[Part], unwrap: Unwrap, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """The trained parts' LoRA under their kohya keys (``lora_unet_...``, ``lora_te_...``), in ``dtype``:
+    each part's prefix and each module's name as ``family`` names them in a kohya file."""
     tensors: dict[str, torch.Tensor] = {}
     for part in parts:
         if part.trained:
             weights = lora_state_dict(unwrap(part.module))
-            tensors.update(to_kohya_tensors(weights, part.targets, part.spec.kohya_prefix, dtype))
+            kohya_name = functools.partial(family.kohya_module_name, part.spec)
+            tensors.update(to_kohya_tensors(weights, part.targets, part.spec.kohya_prefix, dtype, kohya_name))
     return tensors
 
 
@@ -85,6 +88,7 @@ class Saving:
     control: ControlChannel
     job_id: str | None
     progress: Progress
+    family: Family
     parts: list[Part]
     accelerator: Accelerator
     dataset: DatasetReport
@@ -134,7 +138,7 @@ class Saving:
         out_dir = self._output_folder()
         path = out_dir / lora_file(stem)
         unwrap = self.accelerator.unwrap_model
-        tensors = lora_file_tensors(self.parts, unwrap, SAVE_DTYPES[self.cfg.output.save_precision])
+        tensors = lora_file_tensors(self.family, self.parts, unwrap, SAVE_DTYPES[self.cfg.output.save_precision])
         metadata = build_metadata(
             self.cfg, self.dataset, self.schedule, self.facts, self.progress.step, self.progress.epoch
         )

@@ -78,7 +78,7 @@ def write_model_index(folder: Path) -> None:
     (folder / "model_index.json").write_text(json.dumps(index, indent=2))
 
 
-def _byte_level_vocab() -> tuple[dict[str, int], list[str]]:
+def byte_level_vocab() -> tuple[dict[str, int], list[str]]:
     """A CLIP-style BPE vocabulary with no merges: every byte is a token, with and without the
     end-of-word marker. Any text tokenizes (character by character), and nothing is downloaded."""
     printable = (
@@ -101,7 +101,7 @@ def _build_into(folder: Path) -> None:
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    vocab, merges = _byte_level_vocab()
+    vocab, merges = byte_level_vocab()
     tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
     tokenizer.save_pretrained(folder / "tokenizer")
 

@@ -3,7 +3,8 @@
 One step: take a batch of latents (cached or freshly encoded), add noise at random timesteps,
 let the UNet (with LoRA) predict the noise (or the velocity, for v-prediction models), and
 minimise the mean squared error, optionally weighted by min-SNR (engine/diffusion.py). The LoRA
-on a text encoder trains too when its learning rate is above zero.
+on a text encoder trains too when its learning rate is above zero and network.train_unet_only is
+off; a frozen encoder's outputs are computed once per caption (engine/text_cache.py).
 
 Everything that depends on the model family (its parts, their kohya prefixes, text encoding, the
 denoiser's conditioning, its metadata) comes from ``self.family`` (engine/families).
@@ -11,6 +12,7 @@ denoiser's conditioning, its metadata) comes from ``self.family`` (engine/famili
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -28,7 +30,7 @@ from engine.control import ControlChannel
 from engine.evaluation import EvalSet
 from engine.events import EventWriter
 from engine.families import family_for
-from engine.families.base import CaptionCache, Part, PartSpec, TextRows
+from engine.families.base import Part, PartSpec, TextRows
 from engine.lora import LoraMismatch, attach_lora, find_targets, lora_parameters, widest_targets
 from engine.metadata import RunFacts, new_session_id
 from engine.model_loading import BaseModel
@@ -36,6 +38,7 @@ from engine.optim import current_lrs, make_optimizer, make_scheduler
 from engine.saving import Saving, load_state_weights
 from engine.spill_watch import SpillWatch
 from engine.state import Progress, load_training_state, read_lora_weights, read_progress
+from engine.text_cache import TextEncoding, encoder_identity
 from loratui import preflight
 from loratui.check import CheckResult, check_run
 from loratui.config import RunConfig, config_to_dict
@@ -165,9 +168,13 @@ class Trainer(CommandHandling, Saving):
 
     def _load_model(self) -> BaseModel:
         model = self.family.load(self.cfg)
+        if self.cfg.training.zero_terminal_snr:
+            model.noise_scheduler = diffusion.with_zero_terminal_snr(model.noise_scheduler)
         # The base weights are frozen and held in the training precision (half the memory);
         # the LoRA weights added next stay in float32 so small updates are not rounded away.
-        model.vae.requires_grad_(False).to(self.device, dtype=torch.float32).eval()
+        # The VAE stays in float32 unless model.no_half_vae is off: SDXL's overflows in fp16.
+        self.vae_dtype = torch.float32 if self.cfg.model.no_half_vae else self.weight_dtype
+        model.vae.requires_grad_(False).to(self.device, dtype=self.vae_dtype).eval()
         for spec in self.family.parts:
             getattr(model, spec.attribute).requires_grad_(False).to(self.device, dtype=self.weight_dtype)
         if self.cfg.training.attention == "xformers":
@@ -204,10 +211,12 @@ class Trainer(CommandHandling, Saving):
             part.module.train(part.trained)
 
     def _part(self, spec: PartSpec) -> Part:
-        """A part of the model as this run trains it: the denoiser always, the others at a rate above zero."""
+        """A part of the model as this run trains it: the denoiser always, a text encoder at a rate
+        above zero unless network.train_unet_only says the UNet trains alone."""
         net = self.cfg.network
         lr = float(self.cfg.get(spec.lr_setting))
-        part = Part(spec, getattr(self.model, spec.attribute), lr, trained=spec.denoiser or lr > 0)
+        trained = spec.denoiser or (lr > 0 and not net.train_unet_only)
+        part = Part(spec, getattr(self.model, spec.attribute), lr, trained=trained)
         if part.trained:
             conv = (spec.conv_blocks, net.conv_rank, net.conv_alpha)
             part.targets = find_targets(part.module, spec.blocks, net.rank, net.alpha, *conv)
@@ -251,7 +260,8 @@ class Trainer(CommandHandling, Saving):
             "alpha": net.alpha,
             "conv_rank": net.conv_rank,
             "conv_alpha": net.conv_alpha,
-            # per part, trained or not: SD "unet_modules" and "te_modules" (loratui.resume_state reads them)
+            # per part, trained or not: SD "unet_modules" and "te_modules", SDXL "unet_modules", "te1_modules"
+            # and "te2_modules" (loratui.resume_state reads them)
             **{f"{p.spec.name}_modules": len(p.targets) for p in self.parts},
         }
 
@@ -313,26 +323,54 @@ class Trainer(CommandHandling, Saving):
             )
 
     def _unwrapped(self, which: str) -> torch.nn.Module:
-        """The model's own module of the part named ``which`` ("unet", "te")."""
+        """The model's own module of the part named ``which`` ("unet", "te"; SDXL "te1", "te2")."""
         part = next(p for p in self.parts if p.spec.name == which)
         return self.accelerator.unwrap_model(part.module)
 
     # ------------------------------------------------------- text and latents
     def _prepare_text_and_latents(self) -> None:
         self.all_entries = self._entries_in_plan()
-        self._caption_cache = CaptionCache(self._encode_text)
         mode = self.cfg.dataset.cache_latents
         self.latents: data_mod.LatentCache | None = None
         if mode != "off":
             folder = self.cfg.resolve(self.cfg.output.output_dir) / ".latent-cache" if mode == "disk" else None
-            self.latents = data_mod.LatentCache(mode, folder, vae_id=f"{self.model.name}:{self.model.source}")
+            # A VAE in half precision encodes a little differently: its latents are not float32 ones.
+            half = "" if self.vae_dtype == torch.float32 else f":{self.vae_dtype}"
+            self.latents = data_mod.LatentCache(mode, folder, vae_id=f"{self.model.name}:{self.model.source}{half}")
             self.latents.fill(
                 self.all_entries,
                 self._encode_pixels,
                 max(1, self.cfg.training.batch_size),
                 lambda done, total: self._status("caching_latents", f"caching latents {done}/{total}", done, total),
             )
+        self._prepare_text()
         self._eval_set = EvalSet(self.all_entries, self._posterior, self.model.vae.config.scaling_factor)
+
+    def _prepare_text(self) -> None:
+        """Where each text encoder's outputs come from (engine/text_cache.py); with
+        dataset.cache_text_encoder_outputs, every caption encoded now and the frozen encoders
+        moved off the device."""
+        mode = self.cfg.dataset.cache_text_encoder_outputs
+        self.text = TextEncoding(mode, self.cfg.resolve(self.cfg.output.output_dir) / ".text-cache")
+        settings = f"{self.weight_dtype}|clip_skip={self.cfg.model.clip_skip}"  # what else changes the rows
+        for part in self.parts:
+            if not part.spec.denoiser:
+                encode = functools.partial(self._encode_text, part.spec)
+                source, name = self.model.source, self.model.name
+                identity = encoder_identity(source, name, part.spec.attribute, settings) if mode == "disk" else ""
+                self.text.add(part.spec.name, encode, part.trained, identity)
+        if mode == "off" or not self.text.caches:
+            return
+
+        def progress(done: int, total: int) -> None:
+            self._status("caching_text", f"caching text encoder outputs {done}/{total}", done, total)
+
+        self.text.fill([entry.caption for entry in self.all_entries], max(1, self.cfg.training.batch_size), progress)
+        for part in self.parts:
+            if part.spec.name in self.text.caches:
+                part.module.to("cpu")  # never called again: its outputs are all cached
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     def _entries_in_plan(self) -> list[ImageEntry]:
         batches = self.dataset.epoch_batches(self.cfg.training.batch_size, self.cfg.training.seed, 0)
@@ -340,8 +378,8 @@ class Trainer(CommandHandling, Saving):
 
     @torch.no_grad()
     def _encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
-        """The VAE posterior's (mean, logvar) channels for a batch of images."""
-        return self.model.vae.encode(pixels.to(self.device, torch.float32)).latent_dist.parameters
+        """The VAE posterior's (mean, logvar) channels for a batch of images, in float32."""
+        return self.model.vae.encode(pixels.to(self.device, self.vae_dtype)).latent_dist.parameters.float()
 
     def _posterior(self, batch: list[ImageEntry]) -> torch.Tensor:
         """The VAE posterior's parameters for ``batch``: cached, or encoded now."""
@@ -351,14 +389,12 @@ class Trainer(CommandHandling, Saving):
         sample = data_mod.sample_latents(self._posterior(batch).to(self.device), generator)
         return sample * self.model.vae.config.scaling_factor
 
-    def _text_embeddings(self, captions: list[str]) -> TextRows:
-        if self.train_text_encoder:
-            return self._encode_text(captions)
-        return self._caption_cache.get(captions, self.device)  # frozen encoders: once per caption
-
-    def _encode_text(self, captions: list[str]) -> TextRows:
-        clip_skip = self.cfg.model.clip_skip
-        return self.family.encode_text(self.model, captions, clip_skip, self.device, self.accelerator.unwrap_model)
+    def _encode_text(self, part: PartSpec, captions: list[str]) -> TextRows:
+        """The rows of one text encoder for ``captions``, under the run's autocast whether they are
+        computed in a step or cached before it, so that both are the same numbers."""
+        clip_skip, unwrap = self.cfg.model.clip_skip, self.accelerator.unwrap_model
+        with self.accelerator.autocast():
+            return self.family.encode_text(part, self.model, captions, clip_skip, self.device, unwrap)
 
     # --------------------------------------------------------------- the loss
     def _loss(
@@ -367,7 +403,7 @@ class Trainer(CommandHandling, Saving):
         scheduler = self.model.noise_scheduler
         noisy, target = diffusion.noisy_and_target(scheduler, latents, noise, timesteps)
         with self.accelerator.autocast():
-            text = self._text_embeddings([e.caption for e in batch])
+            text = self.text.rows([e.caption for e in batch], self.device)
             conditioning = self.family.conditioning(text, batch, self.weight_dtype)
             prediction = self._denoiser(noisy.to(self.weight_dtype), timesteps, **conditioning).sample
         loss = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))

@@ -108,6 +108,29 @@ def crop_geometry(width: int, height: int, bucket: Bucket) -> tuple[int, int, in
     return scaled_width, scaled_height, left, top
 
 
+def sdxl_crop_top_left(width: int, height: int, bucket: Bucket) -> tuple[int, int]:
+    """SDXL's crop conditioning for an image of ``width`` x ``height`` trained in ``bucket``: ``(top, left)``.
+
+    What sd-scripts gives the model (``BucketManager.get_crop_ltrb``, after Stability AI's
+    preprocessing): the offset at which the image, scaled to fit *inside* the bucket, would sit
+    centred in it. It is not the number of pixels :func:`crop_geometry` trims: a 192x128 image
+    in a 128x96 bucket fits inside it as 128x85.3, so its crop is (5, 0), though the training
+    crop trims 8 columns from each side of the 144x96 resize.
+
+    The arithmetic is sd-scripts' own, in floats and truncated, step for step: exact integer
+    arithmetic would differ from it by one for about 1 in 50,000 random sizes.
+    """
+    bucket_width, bucket_height = bucket
+    if width <= 0 or height <= 0 or bucket_width <= 0 or bucket_height <= 0:
+        raise ValueError(f"sizes must be positive, got image {width}x{height}, bucket {bucket}")
+    bucket_ratio, image_ratio = bucket_width / bucket_height, width / height
+    if bucket_ratio > image_ratio:  # the bucket is wider: the image fits its height
+        fitted_width, fitted_height = bucket_height * image_ratio, float(bucket_height)
+    else:
+        fitted_width, fitted_height = float(bucket_width), bucket_width / image_ratio
+    return int((bucket_height - fitted_height) // 2), int((bucket_width - fitted_width) // 2)
+
+
 def _ceil_div(numerator: int, denominator: int) -> int:
     return -(-numerator // denominator)
 

@@ -12,10 +12,12 @@ of the file into exactly one group, with its value:
 - ``ignored``: the key has no effect: a GUI-only setting, or a feature at its neutral value
   (e.g. ``flip_aug = false``), or a setting that only other model types use.
 
-Nothing is silently dropped. Model types loratui does not train yet (SDXL, SD3, Flux) are still
-imported (their LoRA settings carry over), the report says "not supported yet" in its first line,
-and ``model.family`` is set so that validation refuses the run until the user picks an SD 1.x/2.x
-model.
+Nothing is silently dropped. ``sdxl`` makes an SDXL config, with the GUI's SDXL settings
+(``sdxl_no_half_vae``, ``sdxl_cache_text_encoder_outputs``) and kohya's one text encoder rate for
+both SDXL encoders. Model types loratui does not train yet (SD3, Flux) are still imported (their
+LoRA settings carry over), the report says "not supported yet" in its first line, and
+``model.family`` is set so that validation refuses the run until the user picks a model loratui
+trains.
 
 Conversions follow kohya_ss: numbers stored as strings ("0.0001") are read as numbers, "" means
 "not set" (loratui's default applies), ``max_resolution = "512,650"`` becomes the square side of
@@ -34,8 +36,9 @@ from pathlib import Path
 
 from loratui.config import RunConfig, config_from_dict
 from loratui.errors import UserError
+from loratui.families import family_name, setting_applies
 from loratui.optimizer_args import canonical_optimizer
-from loratui.params import SETTINGS, Setting
+from loratui.params import BY_NAME, SETTINGS, Setting
 
 SECRET_KEYS = frozenset({"huggingface_token", "wandb_api_key"})
 _SECRET_MASK = "(hidden)"
@@ -451,7 +454,6 @@ _GUI_ONLY: dict[str, str] = {
 
 # Settings of model types loratui does not train yet; they only matter when that type is chosen.
 _FAMILY_ONLY: dict[str, str] = {
-    **dict.fromkeys(("sdxl_cache_text_encoder_outputs", "sdxl_no_half_vae"), "SDXL"),
     **dict.fromkeys(
         (
             "flux1_cache_text_encoder_outputs",
@@ -498,6 +500,11 @@ _FAMILY_ONLY: dict[str, str] = {
 # Network types loratui trains: plain LoRA, and LoCon conv layers the kohya way.
 _LORA_TYPES = ("Standard", "Kohya LoCon")
 
+# Caching the text encoders' outputs: the GUI's SDXL checkbox (it has no to-disk key for SDXL), and
+# sd-scripts' names in a hand-edited file. Either to-disk key means "disk".
+_TEXT_CACHE_KEYS = ("sdxl_cache_text_encoder_outputs", "cache_text_encoder_outputs")
+_TEXT_CACHE_DISK_KEYS = ("sdxl_cache_text_encoder_outputs_to_disk", "cache_text_encoder_outputs_to_disk")
+
 
 # ---------------------------------------------------------------------------------------------
 # The importer
@@ -523,10 +530,16 @@ class _Importer:
     def _set(self, target: str, value: object) -> None:
         section, name = target.split(".")
         self.sections.setdefault(section, {})[name] = value
+        if target == "optimizer.text_encoder_lr":
+            # kohya has one text encoder rate: SDXL trains both encoders at it.
+            self.sections[section]["text_encoder_2_lr"] = value
 
     def mapped(self, key: str, target: str, converted: object, reason: str = "") -> None:
         if converted is not None:
             self._set(target, converted)
+        if target == "optimizer.text_encoder_lr" and converted is not None and self.family == "sdxl":
+            also = "also optimizer.text_encoder_2_lr: kohya trains both SDXL text encoders at one rate"
+            reason = f"{reason}; {also}" if reason else also
         self._add(self.report.mapped, ImportEntry(key, self._value(key), target, converted, reason))
 
     def unsupported(self, key: str, reason: str) -> None:
@@ -559,11 +572,15 @@ class _Importer:
         self._learning_rates()
         self._optimizer()
         self._schedule_length()
+        self._sdxl_settings()
         for key in self.data:
             if key in self.done:
                 continue
             if key in _DIRECT:
                 target, converter = _DIRECT[key]
+                if not setting_applies(BY_NAME[target].families, self.family):
+                    self.ignored(key, f"{family_name(self.family)} has no such setting (sd-scripts ignores it too)")
+                    continue
                 ok, value = self.convert(key, converter)
                 if ok:
                     self.mapped(key, target, value, "" if value is not None else "empty")
@@ -603,14 +620,17 @@ class _Importer:
             self._blocker("SD3", "sd3_checkbox")
         elif flags["sdxl"]:
             self.family = "sdxl"
-            self._blocker("SDXL", "sdxl")
         elif flags["v2"]:
             self.family = "sd2"
         # An unsupported family is kept, so that validation names it at the model.family field.
         self._set("model.family", self.family)
         for key, name in (("flux1_checkbox", "Flux"), ("sd3_checkbox", "SD3"), ("sdxl", "SDXL")):
             if key in data:
-                if flags[key]:
+                if flags[key] and self.family == "sdxl" and key == "sdxl":
+                    self.mapped("sdxl", "model.family", "sdxl")
+                elif flags[key] and key == "sdxl":
+                    self.ignored(key, f"the model type is {self.family}")
+                elif flags[key]:
                     self.unsupported(key, f"{name} training is not supported yet")
                 else:
                     self.ignored(key, "off")
@@ -631,10 +651,56 @@ class _Importer:
                     reason = "empty"
                 self.mapped("pretrained_model_name_or_path", "model.path", path, reason)
 
+    def _sdxl_settings(self) -> None:
+        """The GUI's SDXL checkboxes, which it passes to sd-scripts only with ``sdxl`` on."""
+        data = self.data
+        sdxl = self.family == "sdxl"
+        if "sdxl_no_half_vae" in data:
+            if sdxl:
+                ok, on = self.convert("sdxl_no_half_vae", _bool)
+                if ok:
+                    self.mapped("sdxl_no_half_vae", "model.no_half_vae", on, "" if on is not None else "empty")
+            else:
+                self.ignored("sdxl_no_half_vae", "only used for SDXL training")
+        values = {}
+        for key in (*_TEXT_CACHE_KEYS, *_TEXT_CACHE_DISK_KEYS):
+            if key not in data:
+                continue
+            if key.startswith("sdxl_") and not sdxl:
+                self.ignored(key, "only used for SDXL training")
+                continue
+            ok, on = self.convert(key, _bool)
+            if ok:
+                values[key] = bool(on)
+        if not values:
+            return
+        if any(values.get(key) for key in _TEXT_CACHE_DISK_KEYS):
+            mode = "disk"
+        else:
+            mode = "memory" if any(values.get(key) for key in _TEXT_CACHE_KEYS) else "off"
+        reason = self._unet_only_for_caching() if mode != "off" else ""
+        for key in values:
+            self.mapped(key, "dataset.cache_text_encoder_outputs", mode, reason)
+
+    def _unet_only_for_caching(self) -> str:
+        """Cached text outputs need frozen text encoders. When the file freezes them by their rates
+        (kohya_ss passes --network_train_unet_only then), loratui says so with train_unet_only;
+        the reason for the report, or "" when nothing was changed."""
+        optimizer = self.sections.get("optimizer", {})
+        frozen = optimizer.get("text_encoder_lr") == 0 and optimizer.get("text_encoder_2_lr", 0) == 0
+        if not frozen or _safe_bool(self.data.get("network_train_unet_only")) is True:
+            return ""
+        reason = "every text encoder LR is 0: network.train_unet_only set to true, as caching needs"
+        if "network_train_unet_only" in self.data:
+            self.mapped("network_train_unet_only", "network.train_unet_only", True, reason)
+        else:
+            self._set("network.train_unet_only", True)
+        return reason
+
     def _blocker(self, name: str, key: str) -> None:
         self.report.blockers.append(
-            f"{name} ({key} = {_show(self.data.get(key))}). loratui trains SD 1.x and SD 2.x models for now: "
-            f"the other settings were imported; set model.path to an SD 1.x/2.x model and model.family to sd1 or sd2"
+            f"{name} ({key} = {_show(self.data.get(key))}). loratui trains SD 1.x, SD 2.x and SDXL models for now: "
+            "the other settings were imported; set model.path to such a model and model.family to sd1, sd2 or sdxl"
         )
 
     def _network_type(self) -> None:

@@ -271,29 +271,40 @@ def pickle_globals(data: bytes) -> set[str]:
 # Each component's config file and the weight files the engine loads (safetensors, single or
 # sharded). A ``.bin`` is a pickle, and unpickling can run code: the engine loads a folder with
 # ``use_safetensors=True`` and never opens one, and the check names it (PICKLE_WEIGHTS).
+_UNET_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors.index.json")
+_TEXT_ENCODER_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 COMPONENT_FILES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "unet": ("config.json", ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors.index.json")),
-    "vae": ("config.json", ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.safetensors.index.json")),
-    "text_encoder": ("config.json", ("model.safetensors", "model.safetensors.index.json")),
+    "unet": ("config.json", _UNET_WEIGHTS),
+    "vae": ("config.json", _UNET_WEIGHTS),
+    "text_encoder": ("config.json", _TEXT_ENCODER_WEIGHTS),
     "scheduler": ("scheduler_config.json", ()),
 }
+# SDXL adds its second text encoder (OpenCLIP ViT-bigG) and that encoder's tokenizer.
+SDXL_COMPONENT_FILES = {**COMPONENT_FILES, "text_encoder_2": ("config.json", _TEXT_ENCODER_WEIGHTS)}
+TOKENIZER_FOLDERS = {"sdxl": ("tokenizer", "tokenizer_2")}
 # The pickle weight files diffusers and transformers would fall back to, per component.
 PICKLE_WEIGHTS: dict[str, tuple[str, ...]] = {
     "unet": ("diffusion_pytorch_model.bin", "diffusion_pytorch_model.bin.index.json"),
     "vae": ("diffusion_pytorch_model.bin", "diffusion_pytorch_model.bin.index.json"),
     "text_encoder": ("pytorch_model.bin", "pytorch_model.bin.index.json"),
+    "text_encoder_2": ("pytorch_model.bin", "pytorch_model.bin.index.json"),
 }
 TOKENIZER_FILES = ("vocab.json", "merges.txt")
 FAST_TOKENIZER_FILE = "tokenizer.json"  # transformers 5 saves only this one
 
 
+def _components(folder: Path) -> dict[str, tuple[str, tuple[str, ...]]]:
+    return SDXL_COMPONENT_FILES if folder_family(folder) == "sdxl" else COMPONENT_FILES
+
+
 def folder_gaps(folder: Path, with_weights: bool) -> list[str]:
-    """What a diffusers model folder lacks for the engine, one phrase per missing part.
+    """What a diffusers model folder lacks for the engine, one phrase per missing part (an SDXL
+    folder, as its model_index.json or UNet config says, has a second text encoder and tokenizer).
 
     ``with_weights=False`` asks only for the configs and the tokenizer: what a single-file
     checkpoint needs beside it."""
     gaps = []
-    for part, (config, weights) in COMPONENT_FILES.items():
+    for part, (config, weights) in _components(folder).items():
         if not (folder / part).is_dir():
             gaps.append(f"no {part}/ folder")
         elif not (folder / part / config).is_file():
@@ -304,11 +315,12 @@ def folder_gaps(folder: Path, with_weights: bool) -> list[str]:
                 gaps.append(f"{part}/ holds its weights only as {pickled}, a pickle file (loading one can run code)")
             else:
                 gaps.append(f"no weights in {part}/ ({weights[0]})")
-    tokenizer = folder / "tokenizer"
-    if not tokenizer.is_dir():
-        gaps.append("no tokenizer/ folder")
-    elif not tokenizer_files_present(tokenizer):
-        gaps.append("no tokenizer files in tokenizer/ (vocab.json and merges.txt, or tokenizer.json)")
+    for name in TOKENIZER_FOLDERS.get(folder_family(folder) or "", ("tokenizer",)):
+        tokenizer = folder / name
+        if not tokenizer.is_dir():
+            gaps.append(f"no {name}/ folder")
+        elif not tokenizer_files_present(tokenizer):
+            gaps.append(f"no tokenizer files in {name}/ (vocab.json and merges.txt, or tokenizer.json)")
     return gaps
 
 
@@ -316,7 +328,7 @@ def pickle_only_weights(folder: Path) -> list[str]:
     """The pickle weight files (``text_encoder/pytorch_model.bin``) of the components that have
     no safetensors weights: what the engine would have to unpickle, and never does."""
     found = []
-    for part, (_, weights) in COMPONENT_FILES.items():
+    for part, (_, weights) in _components(folder).items():
         if weights and not any((folder / part / name).is_file() for name in weights):
             pickled = _pickle_weights(folder, part)
             if pickled:
@@ -335,10 +347,61 @@ def tokenizer_files_present(folder: Path) -> bool:
 def weight_files(folder: Path) -> list[Path]:
     """The single-file safetensors weights of a folder's components (sharded ones are left out)."""
     found = []
-    for part, (_, weights) in COMPONENT_FILES.items():
+    for part, (_, weights) in _components(folder).items():
         if weights and (folder / part / weights[0]).is_file():
             found.append(folder / part / weights[0])
     return found
+
+
+# The pipelines of diffusers folders, by the family they are of. The SDXL refiner has the
+# img2img pipeline and no first text encoder: it is refused as such (REFINER_PIPELINE).
+PIPELINE_FAMILIES = {
+    "StableDiffusionPipeline": None,  # SD 1.x or 2.x: the UNet's text width says which
+    "StableDiffusionXLPipeline": "sdxl",
+    "StableDiffusionXLImg2ImgPipeline": "sdxl",
+    "FluxPipeline": "flux",
+    "StableDiffusion3Pipeline": "sd3",
+}
+REFINER_PIPELINE = "StableDiffusionXLImg2ImgPipeline"
+# The text width the UNet attends to (cross_attention_dim): CLIP ViT-L in SD 1.x, OpenCLIP ViT-H in SD 2.x.
+SD_TEXT_WIDTHS = {768: "sd1", 1024: "sd2"}
+SD_EITHER = "sd"  # an SD 1.x or 2.x folder of another text width (the built-in tiny one)
+
+
+def folder_family(folder: Path) -> str | None:
+    """The family of a diffusers folder as its own files say it: "sdxl" for an SDXL pipeline or a
+    UNet with SDXL's text_time embedding, "sd1"/"sd2" by the UNet's text width (SD_EITHER when it is
+    neither's), "flux"/"sd3" by the pipeline; None when the files do not say (missing or
+    unreadable: other checks name them)."""
+    index = _optional_json(folder / "model_index.json")
+    unet = _optional_json(folder / "unet" / "config.json")
+    pipeline = str(index.get("_class_name", ""))
+    if PIPELINE_FAMILIES.get(pipeline):
+        return PIPELINE_FAMILIES[pipeline]
+    if unet.get("addition_embed_type") == "text_time":
+        return "sdxl"
+    width = unet.get("cross_attention_dim")
+    if isinstance(width, int) and width in SD_TEXT_WIDTHS:
+        return SD_TEXT_WIDTHS[width]
+    return SD_EITHER if pipeline in PIPELINE_FAMILIES or unet else None
+
+
+def is_refiner(folder: Path) -> bool:
+    """The SDXL refiner: an img2img pipeline conditioned on an aesthetic score, with the second
+    text encoder only (its model_index.json lists the first as [null, null])."""
+    index = _optional_json(folder / "model_index.json")
+    first_encoder = index.get("text_encoder")
+    no_first_encoder = isinstance(first_encoder, list) and not any(first_encoder)
+    return index.get("requires_aesthetics_score") is True or (
+        index.get("_class_name") == REFINER_PIPELINE and no_first_encoder
+    )
+
+
+def _optional_json(path: Path) -> dict:
+    try:
+        return json_object(path) if path.is_file() else {}
+    except (ModelFileError, OSError):
+        return {}
 
 
 def json_object(path: Path) -> dict:

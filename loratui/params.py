@@ -29,11 +29,13 @@ from dataclasses import dataclass
 # ---------------------------------------------------------------------------------------------
 # Choices, in the order a user reads them in a help text or an error's fix.
 
-MODEL_FAMILIES = ("sd1", "sd2")
+MODEL_FAMILIES = ("sd1", "sd2", "sdxl")
+SD_FAMILIES = ("sd1", "sd2")  # one CLIP text encoder
 BUILTIN_PREFIX = "loratui:"
-BUILTIN_MODELS = ("loratui:tiny-sd", "loratui:sd15-random")
+BUILTIN_MODELS = ("loratui:tiny-sd", "loratui:sd15-random", "loratui:tiny-sdxl", "loratui:sdxl-random")
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
 CACHE_LATENTS_CHOICES = ("off", "memory", "disk")
+CACHE_TEXT_CHOICES = ("off", "memory", "disk")
 MIXED_PRECISION_CHOICES = ("no", "fp16", "bf16")
 ATTENTION_CHOICES = ("sdpa", "xformers")
 OPTIMIZERS = ("AdamW", "AdamW8bit", "Adafactor", "DAdaptAdam", "Prodigy", "Lion", "Lion8bit")
@@ -218,15 +220,18 @@ SETTINGS: tuple[Setting, ...] = (
         str,
         "sd1",
         "Model family",
-        "sd1 for SD 1.x (SD1.5 and its fine-tunes), sd2 for SD 2.x. SDXL and Flux are not supported yet.",
+        "sd1 for SD 1.x (SD1.5 and its fine-tunes), sd2 for SD 2.x, sdxl for SDXL (base 1.0 and its fine-tunes: "
+        "Pony, Illustrious, NoobAI, Juggernaut). Flux is not supported yet.",
         "model",
         kohya=Absent("sd-scripts has a flag per family (--v2) and a script per family (sdxl_...)"),
         kohya_gui="v2",
         kohya_gui_special=True,
         metadata="ss_base_model_version",
         choices=MODEL_FAMILIES,
-        not_yet=("sdxl", "flux"),
-        metadata_value=lambda family: {"sd1": "sd_v1", "sd2": "sd_v2"}.get(str(family), str(family)),
+        not_yet=("flux",),
+        metadata_value=lambda family: {"sd1": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0"}.get(
+            str(family), str(family)
+        ),
     ),
     Setting(
         "model",
@@ -234,7 +239,8 @@ SETTINGS: tuple[Setting, ...] = (
         bool,
         False,
         "V-prediction",
-        "Train with v-prediction. Only for SD 2.x 768-v models; off for SD 1.5.",
+        "Train with v-prediction. Only for SD 2.x 768-v models and v-prediction SDXL fine-tunes (with zero terminal "
+        "SNR); off for SD 1.5 and SDXL base.",
         "model",
         kohya="v_parameterization",
         kohya_gui="v_parameterization",
@@ -254,6 +260,7 @@ SETTINGS: tuple[Setting, ...] = (
         metadata="ss_clip_skip",
         minimum=1,
         maximum=12,
+        families=SD_FAMILIES,
         range_fix="use 1 (the usual value) or 2 (common for anime models)",
     ),
     Setting(
@@ -270,6 +277,20 @@ SETTINGS: tuple[Setting, ...] = (
         metadata=_PATH_ONLY,
         widget="dir",
         placeholder="(optional)",
+    ),
+    Setting(
+        "model",
+        "no_half_vae",
+        bool,
+        True,
+        "VAE in float32",
+        "Run the VAE in float32 whatever the precision: the SDXL VAE gives NaNs in fp16. Turn it off only with an "
+        "fp16-safe VAE (e.g. sdxl-vae-fp16-fix baked into the model), to save memory when caching latents.",
+        "model",
+        kohya="no_half_vae",
+        kohya_gui="sdxl_no_half_vae",
+        kohya_gui_special=True,
+        metadata=Absent("sd-scripts does not record it"),
     ),
     # -- [dataset]
     Setting(
@@ -322,7 +343,8 @@ SETTINGS: tuple[Setting, ...] = (
         512,
         "Resolution",
         "Training resolution in pixels (the side of a square image of the same area): 512 for SD 1.5, 768 for "
-        "SD 2.x 768-v. Crop faces to 1:1 on the head and shoulders and upscale images smaller than this.",
+        "SD 2.x 768-v, 1024 for SDXL. Crop faces to 1:1 on the head and shoulders and upscale images smaller than "
+        "this.",
         "dataset",
         kohya="resolution",
         kohya_gui="max_resolution",
@@ -332,7 +354,7 @@ SETTINGS: tuple[Setting, ...] = (
         maximum=4096,
         multiple_of=8,
         unit="px",
-        range_fix="use 512 for SD 1.x, 768 for SD 2.x 768-v models",
+        range_fix="use 512 for SD 1.x, 768 for SD 2.x 768-v models, 1024 for SDXL",
     ),
     Setting(
         "dataset",
@@ -387,7 +409,7 @@ SETTINGS: tuple[Setting, ...] = (
         int,
         64,
         "Bucket step",
-        "Bucket sides are multiples of this many pixels; 64 is usual.",
+        "Bucket sides are multiples of this many pixels; 64 is usual. SDXL needs a multiple of 32 (32 is usual).",
         "dataset",
         kohya="bucket_reso_steps",
         kohya_gui="bucket_reso_steps",
@@ -414,6 +436,22 @@ SETTINGS: tuple[Setting, ...] = (
         metadata="ss_cache_latents",
         choices=CACHE_LATENTS_CHOICES,
         metadata_value=_metadata_bool_of(("off",)),
+    ),
+    Setting(
+        "dataset",
+        "cache_text_encoder_outputs",
+        str,
+        "off",
+        "Cache text outputs",
+        "Encode every caption once before training and move the text encoders off the GPU (SDXL: saves several GB). "
+        "memory: keep the outputs in RAM. disk: beside the images, reused by the next run. Needs frozen text "
+        "encoders (network.train_unet_only).",
+        "dataset",
+        kohya=("cache_text_encoder_outputs", "cache_text_encoder_outputs_to_disk"),
+        kohya_gui="sdxl_cache_text_encoder_outputs",
+        kohya_gui_special=True,
+        metadata=Absent("sd-scripts does not record it"),
+        choices=CACHE_TEXT_CHOICES,
     ),
     # -- [training]
     Setting(
@@ -575,6 +613,19 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "training",
+        "zero_terminal_snr",
+        bool,
+        False,
+        "Zero terminal SNR",
+        "Rescale the noise schedule so the last timestep is pure noise. Only with v-prediction, for models trained "
+        "that way (v-prediction SDXL fine-tunes such as NoobAI-XL v-pred).",
+        "training",
+        kohya="zero_terminal_snr",
+        kohya_gui=Absent("the GUI has no such field; add --zero_terminal_snr to its extra arguments"),
+        metadata="ss_zero_terminal_snr",
+    ),
+    Setting(
+        "training",
         "max_grad_norm",
         float,
         1.0,
@@ -670,6 +721,19 @@ SETTINGS: tuple[Setting, ...] = (
         when=_CONV_ON,
         range_fix="use 1.0, or half of conv_rank",
     ),
+    Setting(
+        "network",
+        "train_unet_only",
+        bool,
+        False,
+        "U-Net only",
+        "Train the U-Net LoRA only and leave every text encoder frozen, whatever its learning rate. Recommended "
+        "for SDXL (less memory, and the text outputs can be cached).",
+        "network",
+        kohya="network_train_unet_only",
+        kohya_gui="network_train_unet_only",
+        metadata=Absent("ss_training_text_encoder records whether any text encoder trained"),
+    ),
     # -- [optimizer]
     Setting(
         "optimizer",
@@ -718,6 +782,22 @@ SETTINGS: tuple[Setting, ...] = (
         metadata="ss_text_encoder_lr",
         minimum=0,
         range_fix="use 5e-5, or 0 to freeze the text encoder",
+    ),
+    Setting(
+        "optimizer",
+        "text_encoder_2_lr",
+        float,
+        5e-5,
+        "Text encoder 2 LR",
+        "SDXL: learning rate of the second text encoder (OpenCLIP ViT-bigG); text_encoder_lr is the first's "
+        "(CLIP ViT-L). kohya trains both at one rate: the import sets both. 0 freezes it.",
+        "optimizer",
+        kohya=Absent("sd-scripts trains both SDXL text encoders at --text_encoder_lr"),
+        kohya_gui=Absent("the GUI's text_encoder_lr sets both rates"),
+        metadata=Absent("sd-scripts records one text encoder rate, ss_text_encoder_lr"),
+        minimum=0,
+        range_fix="use the text_encoder_lr value, or 0 to freeze it",
+        families=("sdxl",),
     ),
     Setting(
         "optimizer",

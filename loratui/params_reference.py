@@ -10,7 +10,7 @@ import sys
 
 import tomli_w
 
-from loratui.params import SECTIONS, Absent, Setting, settings_of
+from loratui.params import MODEL_FAMILIES, SECTIONS, Absent, Setting, settings_of
 
 _TYPE_NAMES = {bool: "true/false", int: "whole number", float: "number", str: "text", list: "list of text"}
 
@@ -56,6 +56,8 @@ def _setting_lines(setting: Setting) -> list[str]:
         facts.append(f"in {setting.unit}")
     if setting.when is not None:
         facts.append(f"used only {setting.when.text}")
+    if setting.families != MODEL_FAMILIES:
+        facts.append("only for model.family " + " and ".join(f"`{family}`" for family in setting.families))
     lines = [f"### `{setting.name}`: {setting.label}", "", "; ".join(facts) + ".", "", setting.help, ""]
     lines.append(f"- wizard: {setting.step} step ({setting.kind} field)")
     lines.append(f"- sd-scripts: {_names(setting.kohya)}")

@@ -26,10 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from loratui import model_files, optimizer_signatures, resume_state
+from loratui import checkpoint_configs, families, model_detect, model_files, optimizer_signatures, resume_state
 from loratui.errors import Problem, UserError, error, failed_settings
 from loratui.model_files import ModelFileError
 from loratui.optimizer_args import argument_value_problem, canonical_optimizer, parse_optimizer_args
+from loratui.params import SD_FAMILIES
 from loratui.quantities import count
 
 if TYPE_CHECKING:
@@ -210,13 +211,19 @@ def installed(package: str) -> bool:
 # ---------------------------------------------------------------------------------------------
 # The base model's files.
 
-# Layers of the text encoders of the built-in models (engine/tiny_model.py,
+# Layers of the (first) text encoders of the built-in models (engine/tiny_model.py, engine/tiny_sdxl.py,
 # engine/reference_models.py; tests/test_preflight.py holds them equal).
-BUILTIN_TEXT_ENCODER_LAYERS = {"loratui:tiny-sd": 3, "loratui:sd15-random": 12}
+BUILTIN_TEXT_ENCODER_LAYERS = {
+    "loratui:tiny-sd": 3,
+    "loratui:sd15-random": 12,
+    "loratui:tiny-sdxl": 3,
+    "loratui:sdxl-random": 12,
+}
 # The hub repos whose configs and tokenizer a single-file checkpoint of each family borrows.
 SINGLE_FILE_CONFIG_REPOS = {
     "sd1": "stable-diffusion-v1-5/stable-diffusion-v1-5",
     "sd2": "stabilityai/stable-diffusion-2-1",
+    "sdxl": checkpoint_configs.SDXL_REPO,  # only its tokenizers: loratui ships SDXL's configs
 }
 # Repos that are gone from the hub, and their copies: runwayml's SD 1.5 was taken down in 2024.
 MOVED_REPOS = {"runwayml/stable-diffusion-v1-5": "stable-diffusion-v1-5/stable-diffusion-v1-5"}
@@ -261,6 +268,29 @@ def hub_id_problems(cfg: RunConfig) -> list[Problem]:
             f'set model.path = "models/{local.name}" after downloading it once with network: {command}',
         )
     ]
+
+
+def _folder_family(cfg: RunConfig) -> list[Problem]:
+    """A diffusers folder says its family (model_index.json, the UNet's config): loaded as another
+    family, the engine would build the wrong parts and fail minutes in, on the first step."""
+    path = _model_path(cfg)
+    if path is None or not path.is_dir():
+        return []  # a checkpoint's family is read from its tensors (single-file checks)
+    found, wanted = model_files.folder_family(path), cfg.model.family
+    if model_files.is_refiner(path):
+        message = f"{path} is the SDXL refiner, which has no first text encoder: loratui trains LoRAs for base models"
+        return [error("model.path", message, "point model.path at SDXL base 1.0 or a fine-tune of it")]
+    if found in ("flux", "sd3"):
+        message = f"{path} is a {found.upper()} model; loratui trains SD 1.x, SD 2.x and SDXL models for now"
+        return [error("model.path", message, "point model.path at an SD 1.x, SD 2.x or SDXL model")]
+    sd = (*SD_FAMILIES, model_files.SD_EITHER)
+    if found is None or found == wanted or (found in sd and wanted in SD_FAMILIES):
+        return []  # SD 1.x against 2.x: the same parts, and a folder loads with its own configs
+    if found == model_files.SD_EITHER:
+        shown, fix = "SD 1.x or 2.x", 'set model.family = "sd1" for SD 1.x, "sd2" for SD 2.x'
+    else:
+        shown, fix = families.family_name(found), f'set model.family = "{found}"'
+    return [error("model.family", f"{path} is an {shown} model, but model.family is {wanted!r}", fix)]
 
 
 def _model_files(cfg: RunConfig) -> list[Problem]:
@@ -321,19 +351,26 @@ def _safetensors_checkpoint_problems(path: Path, header: model_files.Safetensors
     if any(name.startswith(("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_")) for name in names):
         fix = "point model.path at the Stable Diffusion checkpoint the LoRA is trained on, not at a LoRA file"
         return [(f"{path.name} is a LoRA, not a base model", fix)]
-    if any(name.startswith("conditioner.embedders.") for name in names):
-        return [
-            (
-                f"{path.name} is an SDXL checkpoint; loratui trains SD 1.x and 2.x models for now",
-                "use an SD 1.x or 2.x checkpoint",
-            )
-        ]
+    kind = model_detect.detect(header.shapes)
+    if kind.family == model_detect.FLUX:
+        message = f"{path.name} is a FLUX.1 checkpoint; loratui trains SD 1.x, SD 2.x and SDXL models for now"
+        return [(message, "point model.path at an SD 1.x, SD 2.x or SDXL checkpoint")]
+    if kind.family == model_detect.SDXL_REFINER:
+        message = (
+            f"{path.name} is the SDXL refiner (one text encoder, OpenCLIP ViT-bigG), which is not trainable as a "
+            "LoRA base here"
+        )
+        return [(message, "use the SDXL base model (sd_xl_base_1.0.safetensors) or a fine-tune of it")]
+    if kind.family == model_detect.SDXL and kind.missing:
+        message = f"{path.name} is an SDXL checkpoint without {' and '.join(kind.missing)}"
+        fix = "use a complete SDXL checkpoint (UNet, VAE and both text encoders), such as sd_xl_base_1.0.safetensors"
+        return [(message, fix)]
     if not any(name.startswith("model.diffusion_model.") for name in names):
         message = (
             f"{path.name} holds no UNet weights (model.diffusion_model.*): it is not a full Stable Diffusion "
             "checkpoint (a VAE or an embedding?)"
         )
-        return [(message, "point model.path at a full SD 1.x/2.x checkpoint")]
+        return [(message, "point model.path at a full SD 1.x, SD 2.x or SDXL checkpoint")]
     return []
 
 
@@ -354,7 +391,10 @@ def single_file_configs(family: str, tokenizer_dir: Path | None) -> Path | Probl
 
     A checkpoint holds weights only; the layouts and the CLIP vocabulary come from a diffusers
     folder: ``model.tokenizer``'s model folder, else the repo of the family in the local Hugging
-    Face cache. The engine takes its folder from here, so check and engine look in one place."""
+    Face cache. The engine takes its folder from here, so check and engine look in one place.
+    SDXL's configs ship with loratui; only its two tokenizers are looked for (checkpoint_configs)."""
+    if family == "sdxl":
+        return checkpoint_configs.sdxl_single_file_configs(tokenizer_dir)
     if tokenizer_dir is not None:
         folder = tokenizer_dir.parent if tokenizer_dir.name == "tokenizer" else tokenizer_dir
         fix = "set model.tokenizer to the tokenizer/ folder of a local SD diffusers model of the same family"
@@ -398,6 +438,44 @@ def config_download_command(repo: str) -> str:
     return shlex.join(["hf", "download", repo, "--include", "*.json", "*.txt"])
 
 
+def _checkpoint_family(cfg: RunConfig) -> list[Problem]:
+    path = _model_path(cfg)
+    if path is None or not path.is_file():
+        return []
+    return checkpoint_family_problems(path, cfg.model.family)
+
+
+def checkpoint_family_problems(path: Path, family: str) -> list[Problem]:
+    """A ``.safetensors`` checkpoint of SDXL given as SD 1.x/2.x, or the reverse: diffusers would
+    build the other family's parts and fail on the first weight that does not fit, after reading
+    the whole file. Told from its keys (loratui.model_detect); the engine asks this too. SD 1.x
+    against 2.x is left to the width check, which compares the file with the configs it loads with."""
+    if path.suffix.lower() != ".safetensors":
+        return []
+    try:
+        kind = model_detect.checkpoint_kind(path)
+    except (ModelFileError, OSError):
+        return []  # reported by the rules on the file itself
+    found = kind.family
+    if family in SD_FAMILIES and found == model_detect.SDXL:
+        message = f'{path.name} is an SDXL checkpoint, but model.family is "{family}"'
+        return [error("model.family", message, 'set model.family = "sdxl"')]
+    if family != "sdxl" or found == model_detect.SDXL:
+        return []
+    if found in SD_FAMILIES:
+        message = f'{path.name} is an {families.family_name(found)} checkpoint, but model.family is "sdxl"'
+        fix = f'set model.family = "{found}", or point model.path at an SDXL checkpoint'
+        return [error("model.family", message, fix)]
+    if kind.has_unet:
+        message = (
+            f"{path.name} is not an SDXL checkpoint: it has no SDXL text encoders (conditioner.embedders.*) "
+            "and its UNet no SDXL embedding (label_emb)"
+        )
+        fix = 'point model.path at an SDXL checkpoint, or set model.family to the checkpoint\'s ("sd1" or "sd2")'
+        return [error("model.family", message, fix)]
+    return []
+
+
 def _tokenizer_dir(cfg: RunConfig) -> Path | None:
     return cfg.resolve(cfg.model.tokenizer) if cfg.model.tokenizer.strip() else None
 
@@ -434,14 +512,16 @@ def _width_problems(path: Path, config_folder: Path) -> list[Problem]:
     if key is None or not isinstance(width, int) or len(shapes[key]) != 2 or shapes[key][1] == width:
         return []
     # At model.path, where the engine's loader refuses it: the file and its configs do not fit.
-    family = {768: "an SD 1.x checkpoint", 1024: "an SD 2.x checkpoint"}.get(shapes[key][1], "a checkpoint")
+    family = {768: "an SD 1.x checkpoint", 1024: "an SD 2.x checkpoint", 2048: "an SDXL checkpoint"}.get(
+        shapes[key][1], "a checkpoint"
+    )
     return [
         error(
             "model.path",
             f"{path.name} is {family} of text width {shapes[key][1]}, but the configs "
             f"it would load with ({config_folder}) are for text width {width}",
-            'set model.family to the checkpoint\'s ("sd1" for SD 1.x, "sd2" for SD 2.x), or point '
-            "model.tokenizer at a model of the checkpoint's family",
+            'set model.family to the checkpoint\'s ("sd1" for SD 1.x, "sd2" for SD 2.x, "sdxl" for SDXL), or '
+            "point model.tokenizer at a model of the checkpoint's family",
         )
     ]
 
@@ -493,6 +573,8 @@ def clip_skip_problems(clip_skip: int, layers: int | None, model: str) -> list[P
 
 
 def _clip_skip(cfg: RunConfig) -> list[Problem]:
+    if cfg.model.family not in SD_FAMILIES:
+        return []  # SDXL has no clip skip (loratui.rules says it is ignored)
     return clip_skip_problems(cfg.model.clip_skip, text_encoder_layers(cfg), cfg.model.path)
 
 
@@ -512,27 +594,34 @@ class LayerWidths:
 
     attention: int  # the UNet's cross-attention blocks: their channels
     resnet: int  # the UNet's ResNet and up/downsampling blocks (LoCon): the most channels of any block
-    text_encoder: int  # the CLIP text encoder: its hidden size
+    text_encoder: int  # the (first) CLIP text encoder: its hidden size
+    text_encoder_2: int = 0  # SDXL's second text encoder (OpenCLIP ViT-bigG): its hidden size; 0 = none
 
 
-# The built-in models' widths (engine/tiny_model.py, engine/reference_models.py; tests/test_hostile_state.py
-# holds them equal to what the engine measures).
+# The built-in models' widths (engine/tiny_model.py, engine/tiny_sdxl.py, engine/reference_models.py;
+# tests/test_hostile_state.py holds them equal to what the engine measures).
 BUILTIN_LAYER_WIDTHS = {
     "loratui:tiny-sd": LayerWidths(attention=64, resnet=64, text_encoder=32),
     "loratui:sd15-random": LayerWidths(attention=1280, resnet=1280, text_encoder=768),
+    "loratui:tiny-sdxl": LayerWidths(attention=64, resnet=64, text_encoder=32, text_encoder_2=48),
+    "loratui:sdxl-random": LayerWidths(attention=1280, resnet=1280, text_encoder=768, text_encoder_2=1280),
 }
 
 
-def layer_widths(unet: dict, text_encoder: dict) -> LayerWidths | None:
-    """The widths from a UNet's and a text encoder's config.json; None when they do not say.
+def layer_widths(unet: dict, text_encoder: dict, text_encoder_2: dict | None = None) -> LayerWidths | None:
+    """The widths from a UNet's and the text encoders' config.json; None when they do not say.
 
     Every Linear and 1x1 convolution of a cross-attention block (q/k/v/out, proj_in/out, the
     feed-forward) is as wide as the block's channels; every 3x3 convolution of the ResNet blocks
-    as its block's channels; the text encoder's layers as its hidden size."""
+    as its block's channels; a text encoder's layers as its hidden size (SDXL's second encoder's
+    MLP is wider, but a LoRA's rank is bounded by the narrower side of a layer)."""
     channels, down, up = (unet.get(key) for key in ("block_out_channels", "down_block_types", "up_block_types"))
     hidden = text_encoder.get("hidden_size")
+    hidden_2 = text_encoder_2.get("hidden_size") if text_encoder_2 is not None else 0
     lists = (channels, down, up)
     if not all(isinstance(items, list) and items for items in lists) or not isinstance(hidden, int):
+        return None
+    if type(hidden_2) is not int or hidden_2 < 0:
         return None
     if not all(type(width) is int and width > 0 for width in channels) or not len(channels) == len(down) == len(up):
         return None
@@ -540,21 +629,29 @@ def layer_widths(unet: dict, text_encoder: dict) -> LayerWidths | None:
     attention += [width for width, kind in zip(reversed(channels), up, strict=True) if "CrossAttn" in str(kind)]
     if "CrossAttn" in str(unet.get("mid_block_type", "UNetMidBlock2DCrossAttn")):  # absent: diffusers' default
         attention.append(channels[-1])
-    return LayerWidths(max(attention, default=0), max(channels), hidden)
+    return LayerWidths(max(attention, default=0), max(channels), hidden, hidden_2)
 
 
 def model_layer_widths(cfg: RunConfig) -> LayerWidths | None:
     if cfg.model.is_builtin:
         return BUILTIN_LAYER_WIDTHS.get(cfg.model.path)
     unet, text_encoder = _component_config(cfg, "unet"), _component_config(cfg, "text_encoder")
-    return layer_widths(unet, text_encoder) if unet is not None and text_encoder is not None else None
+    if unet is None or text_encoder is None:
+        return None
+    if cfg.model.family != "sdxl":
+        return layer_widths(unet, text_encoder)
+    text_encoder_2 = _component_config(cfg, "text_encoder_2")
+    return layer_widths(unet, text_encoder, text_encoder_2) if text_encoder_2 is not None else None
 
 
-def widest_trained(widths: LayerWidths, conv_rank: int, trains_text_encoder: bool) -> tuple[int, int]:
+def widest_trained(
+    widths: LayerWidths, conv_rank: int, trains_text_encoder: bool, trains_text_encoder_2: bool = False
+) -> tuple[int, int]:
     """(the widest layer trained at the network rank, the widest trained at the conv rank): with
     LoCon the ResNet blocks' Linear and 1x1 layers take the network rank, their 3x3 ones the conv rank."""
     text_encoder = widths.text_encoder if trains_text_encoder else 0
-    at_rank = max(widths.attention, widths.resnet if conv_rank else 0, text_encoder)
+    text_encoder_2 = widths.text_encoder_2 if trains_text_encoder_2 else 0
+    at_rank = max(widths.attention, widths.resnet if conv_rank else 0, text_encoder, text_encoder_2)
     return at_rank, widths.resnet if conv_rank else 0
 
 
@@ -588,7 +685,8 @@ def _ranks(cfg: RunConfig) -> list[Problem]:
     if widths is None:
         return []  # the engine measures them
     net = cfg.network
-    widest = widest_trained(widths, net.conv_rank, cfg.optimizer.text_encoder_lr > 0)
+    trained = {part.name for part in families.trained_text_encoders(cfg)}  # SD: "te"; SDXL: "te1", "te2"
+    widest = widest_trained(widths, net.conv_rank, bool(trained & {"te", "te1"}), "te2" in trained)
     return rank_problems(net.rank, net.conv_rank, widest, cfg.model.path)
 
 
@@ -715,23 +813,22 @@ def resume_position_problems(
 def network_problems(cfg: RunConfig, folder: Path, saved: dict) -> list[Problem]:
     """The LoRA's shape must be the one the state was saved with (the engine also compares the
     module counts, which depend on the base model). ``saved``: progress.json's network."""
+    own_parts = families.lora_parts(cfg.model.family)
+    saved_parts = resume_state.network_parts(saved)
+    if saved_parts is not None and saved_parts != own_parts:
+        return [_other_family_problem(cfg, folder, saved_parts)]
     net = cfg.network
     wanted = {"rank": net.rank, "alpha": net.alpha, "conv_rank": net.conv_rank, "conv_alpha": net.conv_alpha}
-    saved_te = saved.get("te_modules")
     # (what, saved, this config's) for each difference, in words.
     differences = [
         (key, f"{saved[key]:g}", f"{value:g}")
         for key, value in wanted.items()
         if isinstance(saved.get(key), (int, float)) and saved[key] != value
     ]
-    if isinstance(saved_te, int) and (saved_te > 0) != (cfg.optimizer.text_encoder_lr > 0):
-        differences.append(
-            (
-                "text encoder",
-                "trained" if saved_te else "frozen",
-                "trained" if cfg.optimizer.text_encoder_lr > 0 else "frozen",
-            )
-        )
+    for part in families.text_encoder_parts(cfg.model.family):
+        saved_count, trained = saved.get(part.count_key), families.trains(cfg, part)
+        if isinstance(saved_count, int) and (saved_count > 0) != trained:
+            differences.append((part.label, "trained" if saved_count else "frozen", "trained" if trained else "frozen"))
     if not differences:
         return []
     was = ", ".join(f"{what} {old}" for what, old, _ in differences)
@@ -745,13 +842,27 @@ def network_problems(cfg: RunConfig, folder: Path, saved: dict) -> list[Problem]
     ]
 
 
+def _other_family_problem(cfg: RunConfig, folder: Path, saved_parts: tuple) -> Problem:
+    """A state of an SDXL run resumed by an SD config, or the reverse: its LoRA fits no part."""
+    saved_families = [family for family, parts in families.FAMILY_PARTS.items() if parts == saved_parts]
+    shown = " or ".join(families.family_name(family) for family in saved_families)
+    return error(
+        "training.resume_from",
+        f"{folder} was saved by a run on an {shown} model; this config trains an "
+        f"{families.family_name(cfg.model.family)} model, whose LoRA has other parts",
+        f'resume with the model the state was saved with (model.family = "{saved_families[0]}"), or start a fresh run',
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # The rules, in order, with the settings each reads (skipped when one of those has an error).
 
 _RULES: list[tuple[tuple[str, ...], Callable[[RunConfig], list[Problem]]]] = [
     (("training.mixed_precision",), lambda cfg: precision_problems(cfg.training.mixed_precision, this_machine())),
     (("training.attention",), lambda cfg: attention_problems(cfg.training.attention, this_machine())),
+    (("model.path", "model.family"), _folder_family),
     (("model.path",), _model_files),
+    (("model.path", "model.family"), _checkpoint_family),
     (("model.path", "model.tokenizer", "model.family"), _single_file),
     (("model.path", "model.tokenizer", "model.family", "model.clip_skip"), _clip_skip),
     (
@@ -761,7 +872,9 @@ _RULES: list[tuple[tuple[str, ...], Callable[[RunConfig], list[Problem]]]] = [
             "model.family",
             "network.rank",
             "network.conv_rank",
+            "network.train_unet_only",
             "optimizer.text_encoder_lr",
+            "optimizer.text_encoder_2_lr",
         ),
         _ranks,
     ),
@@ -774,7 +887,10 @@ _RULES: list[tuple[tuple[str, ...], Callable[[RunConfig], list[Problem]]]] = [
             "network.alpha",
             "network.conv_rank",
             "network.conv_alpha",
+            "network.train_unet_only",
             "optimizer.text_encoder_lr",
+            "optimizer.text_encoder_2_lr",
+            "model.family",
         ),
         _resume,
     ),

@@ -9,6 +9,7 @@ from loratui.check import CheckResult
 from loratui.core.terminal_text import escape_controls
 from loratui.dataset import DatasetReport
 from loratui.errors import Problem
+from loratui.families import text_encoder_parts, trains
 from loratui.quantities import count, noun_for
 
 _LABEL = {"error": "error  ", "warning": "warning", "note": "note   "}
@@ -56,10 +57,9 @@ def print_check_report(config_path: Path, result: CheckResult, out: TextIO) -> N
     net = cfg.network
     conv = f", conv rank {net.conv_rank} alpha {net.conv_alpha:g}" if net.conv_rank else ""
     out.write(f"Network  LoRA rank {net.rank}, alpha {net.alpha:g} (scale {net.alpha / max(net.rank, 1):.3g}){conv}\n")
-    te = (
-        f"text encoder LR {cfg.optimizer.text_encoder_lr:g}"
-        if cfg.optimizer.text_encoder_lr > 0
-        else "text encoder frozen"
+    te = ", ".join(
+        f"{part.label} LR {float(cfg.get(part.lr_setting)):g}" if trains(cfg, part) else f"{part.label} frozen"
+        for part in text_encoder_parts(cfg.model.family)
     )
     out.write(
         f"Optim    {cfg.optimizer.name}, UNet LR {cfg.optimizer.unet_lr:g}, {te}, {cfg.optimizer.scheduler} schedule\n"

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from loratui import model_files
+from loratui.families import FAMILY_PARTS, LoraPart
 from loratui.model_files import ModelFileError
 
 STATE_FORMAT = 1  # engine/state.py's STATE_FORMAT; tests/test_preflight.py holds them equal
@@ -29,9 +30,12 @@ STATE_FILES = ("progress.json", "lora.safetensors", "training.pt")
 MAX_PROGRESS_BYTES = 64 * 2**20
 DAMAGED_FIX = "resume from another state folder (an earlier <name>-NNNNNN-state), or start a fresh run"
 NOT_A_STATE_FIX = "point it at a '<name>-NNNNNN-state' folder written by a loratui run"
-# The parts of the network whose LoRA weights the state holds, by the key prefix engine/train.py
-# gives them, with the progress.json count of their modules.
-LORA_PARTS = {"unet": ("UNet", "unet_modules"), "te": ("text encoder", "te_modules")}
+# The parts of the network whose LoRA weights the state holds, per family, by the key prefix the
+# engine gives them (``unet.<module>...``), each with its module count in progress.json
+# (``<part>_modules``): SD {"unet", "te"}, SDXL {"unet", "te1", "te2"} (loratui.families).
+LORA_PARTS: dict[str, tuple[LoraPart, ...]] = FAMILY_PARTS
+# The layouts a state can have: one per set of parts (SD 1.x and 2.x share theirs).
+PART_LAYOUTS: tuple[tuple[LoraPart, ...], ...] = tuple(dict.fromkeys(FAMILY_PARTS.values()))
 LORA_ROLES = (".lora_down.weight", ".lora_up.weight")
 
 
@@ -86,9 +90,22 @@ def _losses(value: object) -> str:
 
 
 def _network(value: object) -> str:
-    ok = isinstance(value, dict) and set(value) == set(NETWORK_FIELDS)
-    ok = ok and not any(check(value[key]) for key, check in NETWORK_FIELDS.items())
-    return "" if ok else f"an object of {', '.join(NETWORK_FIELDS)}"
+    parts = network_parts(value) if isinstance(value, dict) else None
+    if parts is not None and isinstance(value, dict):
+        checks = [*NETWORK_SHAPE_FIELDS.items(), *((part.count_key, _count) for part in parts)]
+        if not any(check(value[key]) for key, check in checks):
+            return ""
+    counts = " or ".join(", ".join(part.count_key for part in layout) for layout in PART_LAYOUTS)
+    return f"an object of {', '.join(NETWORK_SHAPE_FIELDS)} and the module counts {counts}"
+
+
+def network_parts(network: dict) -> tuple[LoraPart, ...] | None:
+    """The parts whose modules a progress.json network counts (SD's, or SDXL's); None when its
+    keys are no layout's: the shape and the count of every part of one family, nothing else."""
+    counts = set(network) - set(NETWORK_SHAPE_FIELDS)
+    if not set(NETWORK_SHAPE_FIELDS) <= set(network):
+        return None
+    return next((layout for layout in PART_LAYOUTS if counts == {part.count_key for part in layout}), None)
 
 
 # Each field engine.state.Progress writes, with what its value must be ("" when it is that).
@@ -103,13 +120,12 @@ PROGRESS_FIELDS: dict[str, Callable[[object], str]] = {
 }
 # Written since a state records its optimizer; a state saved before that lacks it.
 OPTIONAL_PROGRESS_FIELDS: dict[str, Callable[[object], str]] = {"optimizer": _text}
-NETWORK_FIELDS: dict[str, Callable[[object], str]] = {
+# The network's shape; beside it, the module count of each of its parts (PART_LAYOUTS).
+NETWORK_SHAPE_FIELDS: dict[str, Callable[[object], str]] = {
     "rank": _count,
     "alpha": _positive,
     "conv_rank": _count,
     "conv_alpha": _positive,
-    "unet_modules": _count,
-    "te_modules": _count,
 }
 
 
@@ -180,12 +196,14 @@ def check_lora_file(path: Path, network: dict) -> None:
         raise StateError(f"{path} is damaged: {exc}") from None
     except OSError as exc:
         raise StateError(f"cannot read {path}: {exc.strerror or exc}", "check the file's permissions") from None
-    modules = _lora_modules(path, shapes)
-    for part, (shown, count_key) in LORA_PARTS.items():
-        found = sum(1 for owner, _ in modules if owner == part)
-        if found != network[count_key]:
+    parts = network_parts(network) or ()  # read_progress has checked that it is one layout's
+    modules = _lora_modules(path, shapes, {part.name for part in parts})
+    for part in parts:
+        found = sum(1 for owner, _ in modules if owner == part.name)
+        wanted = network[part.count_key]
+        if found != wanted:
             raise StateError(
-                f"{path} holds LoRA weights for {found} {shown} layers, but progress.json says {network[count_key]}: "
+                f"{path} holds LoRA weights for {found} {part.label} layers, but progress.json says {wanted}: "
                 "the files are of different runs"
             )
     for (part, module), halves in sorted(modules.items()):
@@ -194,13 +212,16 @@ def check_lora_file(path: Path, network: dict) -> None:
             raise StateError(f"{path} does not fit its progress.json: {part}.{module} {problem}")
 
 
-def _lora_modules(path: Path, shapes: dict[str, tuple]) -> dict[tuple[str, str], dict[str, tuple[int, ...]]]:
-    """{(part, module): {".lora_down.weight": shape, ".lora_up.weight": shape}}."""
+def _lora_modules(
+    path: Path, shapes: dict[str, tuple], part_names: set[str]
+) -> dict[tuple[str, str], dict[str, tuple[int, ...]]]:
+    """{(part, module): {".lora_down.weight": shape, ".lora_up.weight": shape}}, for a state of
+    these parts (a key of another part is no weight this state can hold)."""
     modules: dict[tuple[str, str], dict[str, tuple[int, ...]]] = {}
     for key, shape in shapes.items():
         part, _, rest = key.partition(".")
         role = next((role for role in LORA_ROLES if rest.endswith(role)), None)
-        if part not in LORA_PARTS or role is None or not rest[: -len(role)]:
+        if part not in part_names or role is None or not rest[: -len(role)]:
             raise StateError(f"{path} holds {key[:80]!r}, which is no LoRA weight loratui writes")
         if not all(type(side) is int and side >= 0 for side in shape):
             raise StateError(f"{path} is damaged: the shape of {key[:80]!r} is not a list of sizes")

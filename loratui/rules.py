@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from loratui import preflight
+from loratui import families, preflight
 from loratui.errors import Problem, UserError, error, note, warning
 from loratui.optimizer_args import canonical_optimizer, parse_optimizer_args
 from loratui.outputs import output_name_problems
-from loratui.params import ADAPTIVE_OPTIMIZERS, BUILTIN_MODELS, CHECKPOINT_SUFFIXES
+from loratui.params import ADAPTIVE_OPTIMIZERS, BUILTIN_MODELS, CHECKPOINT_SUFFIXES, MODEL_FAMILIES, SD_FAMILIES
 
 if TYPE_CHECKING:
     from loratui.config import RunConfig
@@ -90,6 +90,34 @@ def _model_location_problems(cfg: RunConfig) -> list[Problem]:
     return [error("model.path", message, fix)]
 
 
+@rule("model.path", "model.family")
+def _builtin_family(cfg: RunConfig) -> list[Problem]:
+    """A built-in model is of one family; a config of another would load it with the wrong parts."""
+    family = families.BUILTIN_FAMILIES.get(cfg.model.path) if cfg.model.is_builtin else None
+    if family is None or family == cfg.model.family:
+        return []
+    message = f"{cfg.model.path} is an {families.family_name(family)} model, but model.family is {cfg.model.family!r}"
+    return [error("model.family", message, f'set model.family = "{family}"')]
+
+
+@rule("model.clip_skip", "model.family")
+def _clip_skip_ignored(cfg: RunConfig) -> list[Problem]:
+    """SDXL takes fixed layers of its two text encoders; sd-scripts warns and ignores --clip_skip."""
+    if cfg.model.family in SD_FAMILIES or cfg.model.family not in MODEL_FAMILIES or cfg.model.clip_skip == 1:
+        return []
+    message = f"clip_skip {cfg.model.clip_skip} is ignored: {families.family_name(cfg.model.family)} has no clip skip"
+    return [warning("model.clip_skip", message, "set clip_skip = 1, or remove it")]
+
+
+@rule("model.no_half_vae", "training.mixed_precision", "model.family")
+def _half_sdxl_vae(cfg: RunConfig) -> list[Problem]:
+    if cfg.model.family != "sdxl" or cfg.model.no_half_vae or cfg.training.mixed_precision != "fp16":
+        return []
+    message = "no_half_vae is off with fp16: the SDXL VAE gives NaN latents in fp16 (a NaN loss, black images)"
+    fix = "set no_half_vae = true, unless the model's VAE is fp16-safe, such as sdxl-vae-fp16-fix"
+    return [warning("model.no_half_vae", message, fix)]
+
+
 @rule("model.tokenizer")
 def _tokenizer(cfg: RunConfig) -> list[Problem]:
     if not cfg.model.tokenizer.strip():
@@ -100,6 +128,8 @@ def _tokenizer(cfg: RunConfig) -> list[Problem]:
         return [error("model.tokenizer", f"tokenizer folder not found: {folder}", fix)]
     if (folder / FAST_TOKENIZER_FILE).is_file():
         return []
+    if (folder / "tokenizer").is_dir():
+        return []  # a model folder (SDXL's has tokenizer/ and tokenizer_2/): preflight.single_file_configs checks it
     missing = [name for name in TOKENIZER_FILES if not (folder / name).is_file()]
     if missing:
         return [error("model.tokenizer", f"{folder} has no {' or '.join(missing)}", fix)]
@@ -128,9 +158,17 @@ def _caption_extension(cfg: RunConfig) -> list[Problem]:
     return [error("dataset.caption_extension", message, f'write caption_extension = "{fixed}"')]
 
 
-@rule("dataset.resolution")
+# SDXL's UNet halves the latents three times and sd-scripts asserts sides divisible by 32.
+SDXL_SIDE_MULTIPLE = 32
+
+
+@rule("dataset.resolution", "model.family")
 def _resolution_of_the_base_models(cfg: RunConfig) -> list[Problem]:
     resolution = cfg.dataset.resolution
+    if cfg.model.family == "sdxl" and resolution % SDXL_SIDE_MULTIPLE:
+        nearest = max(SDXL_SIDE_MULTIPLE, round(resolution / SDXL_SIDE_MULTIPLE) * SDXL_SIDE_MULTIPLE)
+        message = f"resolution {resolution} is not a multiple of 32, which SDXL needs"
+        return [error("dataset.resolution", message, f"use {nearest}, or 1024, SDXL's own resolution")]
     if resolution % 64 == 0:
         return []
     message = f"resolution {resolution} is not a multiple of 64; the base models were trained on multiples of 64"
@@ -153,6 +191,39 @@ def _bucket_sides(cfg: RunConfig) -> list[Problem]:
         fix = f"set max_bucket_reso to {resolution} or more (twice the resolution is usual)"
         problems.append(error("dataset.max_bucket_reso", message, fix))
     return problems
+
+
+@rule("dataset.enable_buckets", "dataset.bucket_reso_steps", "model.family")
+def _sdxl_bucket_steps(cfg: RunConfig) -> list[Problem]:
+    dataset = cfg.dataset
+    steps = dataset.bucket_reso_steps
+    if cfg.model.family != "sdxl" or not dataset.enable_buckets or steps % SDXL_SIDE_MULTIPLE == 0:
+        return []
+    nearest = max(SDXL_SIDE_MULTIPLE, round(steps / SDXL_SIDE_MULTIPLE) * SDXL_SIDE_MULTIPLE)
+    message = f"bucket_reso_steps {steps} is not a multiple of 32: SDXL needs bucket sides in multiples of 32"
+    return [error("dataset.bucket_reso_steps", message, f"use {nearest}; 32 and 64 are usual")]
+
+
+@rule(
+    "dataset.cache_text_encoder_outputs",
+    "network.train_unet_only",
+    "optimizer.text_encoder_lr",
+    "optimizer.text_encoder_2_lr",
+    "model.family",
+)
+def _text_cache_needs_frozen_encoders(cfg: RunConfig) -> list[Problem]:
+    """Cached outputs are computed once: an encoder that trains would change them at every step."""
+    mode = cfg.dataset.cache_text_encoder_outputs
+    trained = families.trained_text_encoders(cfg)
+    if mode == "off" or not trained:
+        return []
+    rates = ", ".join(f"{part.lr_setting} {cfg.get(part.lr_setting):g}" for part in trained)
+    message = (
+        f'cache_text_encoder_outputs "{mode}" needs frozen text encoders, but network.train_unet_only is false '
+        f"and {' and '.join(part.label for part in trained)} train{'s' if len(trained) == 1 else ''} ({rates})"
+    )
+    fix = 'set network.train_unet_only = true so that only the U-Net trains, or cache_text_encoder_outputs = "off"'
+    return [error("dataset.cache_text_encoder_outputs", message, fix)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -190,35 +261,74 @@ def _resume_folder(cfg: RunConfig) -> list[Problem]:
     return [error("training.resume_from", f"{folder} {found}", fix)]
 
 
+@rule("training.zero_terminal_snr", "model.v_prediction")
+def _zero_terminal_snr_without_v_prediction(cfg: RunConfig) -> list[Problem]:
+    if not cfg.training.zero_terminal_snr or cfg.model.v_prediction:
+        return []
+    message = (
+        "zero_terminal_snr is on but model.v_prediction is off: with noise prediction the image cannot be "
+        "recovered at the last timestep (zero signal), so it is meant for v-prediction models only"
+    )
+    fix = "set model.v_prediction = true, or zero_terminal_snr = false"
+    return [warning("training.zero_terminal_snr", message, fix)]
+
+
 # ---------------------------------------------------------------------------------------------
 # [optimizer]
 
 
-@rule("optimizer.name", "optimizer.unet_lr", "optimizer.text_encoder_lr")
+@rule(
+    "optimizer.name",
+    "optimizer.unet_lr",
+    "optimizer.text_encoder_lr",
+    "optimizer.text_encoder_2_lr",
+    "network.train_unet_only",
+    "model.family",
+)
 def _adaptive_optimizer_lrs(cfg: RunConfig) -> list[Problem]:
     optimizer = cfg.optimizer
     name = canonical_optimizer(optimizer.name)
     if name not in ADAPTIVE_OPTIMIZERS:
         return []
     problems = []
-    if 0 < optimizer.text_encoder_lr != optimizer.unet_lr:
-        # Both estimate one step size for all parameters and refuse per-group LRs other than 0.
-        message = f"{name} needs the same LR for the UNet and the text encoder (or 0 to freeze it)"
-        fix = f"set optimizer.text_encoder_lr to {optimizer.unet_lr:g} or to 0"
-        problems.append(error("optimizer.text_encoder_lr", message, fix))
-    for key, lr in (("unet_lr", optimizer.unet_lr), ("text_encoder_lr", optimizer.text_encoder_lr)):
+    trained = families.trained_text_encoders(cfg)
+    for part in trained:
+        lr = float(cfg.get(part.lr_setting))  # type: ignore[arg-type]
+        if lr != optimizer.unet_lr:
+            # Both estimate one step size for all parameters and refuse per-group LRs other than 0.
+            message = f"{name} needs the same LR for the UNet and the {part.label} (or 0 to freeze it)"
+            fix = f"set {part.lr_setting} to {optimizer.unet_lr:g} or to 0"
+            problems.append(error(part.lr_setting, message, fix))
+    for setting in ("optimizer.unet_lr", *(part.lr_setting for part in trained)):
+        key, lr = setting.partition(".")[2], float(cfg.get(setting))  # type: ignore[arg-type]
         if 0 < lr < 0.1:
             message = f"{name} adapts the step size itself and expects {key} = 1.0, got {lr:g}"
-            problems.append(warning(f"optimizer.{key}", message, f"set {key} = 1.0"))
+            problems.append(warning(setting, message, f"set {key} = 1.0"))
     return problems
 
 
-@rule("optimizer.text_encoder_lr")
+@rule(
+    "optimizer.text_encoder_lr",
+    "optimizer.text_encoder_2_lr",
+    "network.train_unet_only",
+    "dataset.cache_text_encoder_outputs",
+    "model.family",
+)
 def _frozen_text_encoder(cfg: RunConfig) -> list[Problem]:
-    if cfg.optimizer.text_encoder_lr != 0:
-        return []
-    message = "text encoder frozen: text_encoder_lr is 0, so only the U-Net is trained"
-    return [note("optimizer.text_encoder_lr", message, "set text_encoder_lr (e.g. 5e-5) to train it too")]
+    if cfg.network.train_unet_only:
+        message = "text encoders frozen: train_unet_only is true, so only the U-Net is trained"
+        cached = cfg.dataset.cache_text_encoder_outputs != "off"
+        fix = "set train_unet_only = false" + (' and cache_text_encoder_outputs = "off"' if cached else "")
+        return [note("network.train_unet_only", message, f"{fix} to train them too")]
+    parts = families.text_encoder_parts(cfg.model.family)
+    frozen = [part for part in parts if float(cfg.get(part.lr_setting)) == 0]  # type: ignore[arg-type]
+    only_unet = ", so only the U-Net is trained" if len(frozen) == len(parts) else ""
+    problems = []
+    for part in frozen:
+        key = part.lr_setting.partition(".")[2]
+        message = f"{part.label} frozen: {key} is 0{only_unet}"
+        problems.append(note(part.lr_setting, message, f"set {key} (e.g. 5e-5) to train it too"))
+    return problems
 
 
 @rule("optimizer.name", "optimizer.args")

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from loratui import rules
 from loratui.errors import Problem, error, failed_settings
+from loratui.families import setting_applies
 from loratui.outputs import NAME_MAX
 from loratui.params import BUILTIN_PREFIX, SETTINGS, Setting
 from loratui.preflight import preflight
@@ -45,6 +46,8 @@ def setting_problems(setting: Setting, cfg: RunConfig) -> list[Problem]:
     """One setting checked against its declaration alone."""
     if setting.when is not None and not setting.when.holds(cfg):
         return []  # it does not matter in this config (bucket sides without buckets)
+    if not setting_applies(setting.families, str(cfg.model.family)):
+        return []  # a setting of other model families (clip skip for SDXL): unused, so not judged
     value = cfg.get(setting.name)
     if setting.choices:
         return _choice_problems(setting, str(value))

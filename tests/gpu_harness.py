@@ -1,17 +1,29 @@
 """One training run of the GPU matrix, and every check made on it, for any model and device.
 
 ``tests/test_gpu_train.py`` runs it on a CUDA GPU with the full-size ``loratui:sd15-random`` at
-512 px; ``tests/test_gpu_harness.py`` runs it on the CPU with the tiny model, so the harness itself
-is proven on machines without a GPU.
+512 px and ``loratui:sdxl-random`` at 1024 px; ``tests/test_gpu_harness.py`` runs it on the CPU
+with the tiny models (``loratui:tiny-sd``, ``loratui:tiny-sdxl``), so the harness itself is proven
+on machines without a GPU.
 
 A run is checked three ways:
 1. every step's loss is finite;
 2. the LoRA moved: every ``lora_up`` weight (zero at the start, as peft initialises B) is
-   non-zero in the saved file, for the UNet and, when trained, the text encoder;
+   non-zero in the saved file, for the UNet and each trained text encoder, and a frozen text
+   encoder has no tensor in it. One exception, SDXL's text encoder 1: the UNet reads its
+   penultimate layer (sd-scripts' layer 11 of 12), so the LoRA on its last layer gets no gradient
+   and must still be zero (if it moved, the engine conditions on the wrong layer);
 3. the saved kohya file, loaded with diffusers' ``load_lora_weights`` into a
-   ``StableDiffusionPipeline`` of the same base model on the same device, gives the trained model's
-   output (text-encoder hidden states and UNet noise prediction, 2 latents x 2 timesteps x 2
-   captions), compared twice:
+   ``StableDiffusionPipeline`` (SDXL: ``StableDiffusionXLPipeline``) of the same base model on the
+   same device, gives the trained model's output (2 latents x 2 timesteps x 2 captions):
+
+   - SD: the text encoder's hidden states and the UNet's noise prediction, the UNet fed its own
+     text encoder's output;
+   - SDXL: text encoder 1's and 2's penultimate hidden states (what the UNet attends to), text
+     encoder 2's projected pooled vector, and the UNet's prediction, fed both encoders' states
+     side by side and ``added_cond_kwargs`` (that pooled vector and the 6 size/crop time ids of a
+     square image at the run's resolution, uncropped);
+
+   each compared twice:
 
    - in float32: both models cast to float32 (the pipeline is loaded in the training dtype first,
      so its base weights are exactly the values trained with), no autocast. The only difference
@@ -67,15 +79,58 @@ class Entry:
     args: tuple[str, ...] = ()
     gradient_checkpointing: bool = False
     cache_latents: str = "memory"  # or "off": the VAE encodes every batch
-    train_text_encoder: bool = False
+    train_text_encoder: bool = False  # SD's text encoder, SDXL's text encoder 1 (CLIP-L), at ``lr``
     steps: int = 5
+    family: str = "sd1"  # model.family: "sd1", "sd2" or "sdxl"
+    train_text_encoder_2: bool = False  # SDXL's text encoder 2 (OpenCLIP bigG), at ``lr``
+    # network.train_unet_only: the text encoders then get ``lr`` all the same, and must stay frozen.
+    train_unet_only: bool = False
+    cache_text_encoder_outputs: str = "off"  # or "memory", "disk": needs every text encoder frozen
+
+    def text_encoder_lrs(self) -> dict[str, float]:
+        """The rate each text encoder's setting gets, by the harness's name of the encoder."""
+        rates = {"te1": self.train_text_encoder, "te2": self.train_text_encoder_2}
+        if self.family != "sdxl":
+            rates = {"te": self.train_text_encoder}
+        return {name: self.lr if (on or self.train_unet_only) else 0.0 for name, on in rates.items()}
+
+    def trained_text_encoders(self) -> tuple[str, ...]:
+        """The text encoders this entry trains (the engine's rule: a rate above zero, not UNet-only)."""
+        if self.train_unet_only:
+            return ()
+        return tuple(name for name, lr in self.text_encoder_lrs().items() if lr > 0)
+
+
+@dataclass(frozen=True)
+class TextEncoder:
+    """A text encoder as the harness checks it; its prefix in a kohya file is written out here, as
+    sd-scripts names it, rather than taken from the engine under test."""
+
+    name: str  # "te" (SD), "te1", "te2" (SDXL)
+    attribute: str  # on the trainer's model and on the diffusers pipeline
+    tokenizer: str  # its tokenizer's attribute, on both
+    prefix: str  # of its keys in the kohya file
+    outputs: tuple[str, ...]  # the outputs compared when it trains
+
+
+TEXT_ENCODERS = {
+    "sd": (TextEncoder("te", "text_encoder", "tokenizer", "lora_te_", ("te",)),),
+    "sdxl": (
+        TextEncoder("te1", "text_encoder", "tokenizer", "lora_te1_", ("te1",)),
+        TextEncoder("te2", "text_encoder_2", "tokenizer_2", "lora_te2_", ("te2", "te2 pooled")),
+    ),
+}
+
+
+def text_encoders(family: str) -> tuple[TextEncoder, ...]:
+    return TEXT_ENCODERS["sdxl" if family == "sdxl" else "sd"]
 
 
 @dataclass
 class Comparison:
     """How close the reloaded file comes to the trained model, for one output (the UNet's noise
-    prediction or the text encoder's hidden states). All but ``effect`` are in units of the
-    LoRA's effect, |trained - base| in float32."""
+    prediction, a text encoder's hidden states or SDXL's pooled text vector). All but ``effect`` are
+    in units of the LoRA's effect, |trained - base| in float32."""
 
     effect: float  # |trained - base| / |base|, float32
     error: float  # |loaded - trained|, float32
@@ -94,8 +149,10 @@ class EntryResult:
     device: str  # the run_started event's: "cuda", "cpu", ...
     losses: list[float]
     lora_file: Path
-    up_weights: dict[str, int] = field(default_factory=dict)  # {"unet": count, "te": count}
-    comparisons: dict[str, Comparison] = field(default_factory=dict)  # {"unet": ..., "te": ...}
+    # {"unet": count, "te": count}; SDXL "te1", "te2": every lora_up weight in the file, by part
+    up_weights: dict[str, int] = field(default_factory=dict)
+    # {"unet": ..., "te": ...}; SDXL "te1", "te2", "te2 pooled": the outputs compared
+    comparisons: dict[str, Comparison] = field(default_factory=dict)
 
 
 def make_dataset(folder: Path, resolution: int) -> Path:
@@ -118,17 +175,18 @@ def make_dataset(folder: Path, resolution: int) -> Path:
 
 
 def entry_config(entry: Entry, model: str, resolution: int) -> dict:
-    te_lr = entry.lr if entry.train_text_encoder else 0.0
-    return {
-        "model": {"path": model},
+    rates = entry.text_encoder_lrs()
+    config = {
+        "model": {"path": model, "family": entry.family},
         "dataset": {
             "image_dir": "img",
             "reg_dir": "",
             "resolution": resolution,
             "enable_buckets": False,
             "cache_latents": entry.cache_latents,
+            "cache_text_encoder_outputs": entry.cache_text_encoder_outputs,
         },
-        "network": {"rank": 8, "alpha": 4.0},
+        "network": {"rank": 8, "alpha": 4.0, "train_unet_only": entry.train_unet_only},
         "training": {
             "batch_size": entry.batch_size,
             "epochs": 1,
@@ -141,7 +199,7 @@ def entry_config(entry: Entry, model: str, resolution: int) -> dict:
             "name": entry.optimizer,
             "args": list(entry.args),
             "unet_lr": entry.lr,
-            "text_encoder_lr": te_lr,
+            "text_encoder_lr": rates["te1" if entry.family == "sdxl" else "te"],
             "scheduler": "constant",
         },
         "output": {
@@ -153,6 +211,9 @@ def entry_config(entry: Entry, model: str, resolution: int) -> dict:
             "save_precision": "fp16",
         },
     }
+    if entry.family == "sdxl":
+        config["optimizer"]["text_encoder_2_lr"] = rates["te2"]
+    return config
 
 
 def run_entry(folder: Path, entry: Entry, model: str, model_folder: Path, resolution: int) -> EntryResult:
@@ -166,7 +227,7 @@ def run_entry(folder: Path, entry: Entry, model: str, model_folder: Path, resolu
         assert all(math.isfinite(loss) for loss in losses), f"{entry.id}: losses {losses}"
         lora_file = folder / "model" / "gpu_lora.safetensors"
         result = EntryResult(recorder.of("run_started")[0]["device"], losses, lora_file)
-        result.up_weights = _check_lora_moved(entry, lora_file)
+        result.up_weights = _check_lora_moved(entry, trainer, lora_file)
         _check_reload(entry, trainer, lora_file, model_folder, resolution, result)
         return result
     finally:
@@ -176,16 +237,31 @@ def run_entry(folder: Path, entry: Entry, model: str, model_folder: Path, resolu
             torch.cuda.empty_cache()
 
 
-def _check_lora_moved(entry: Entry, lora_file: Path) -> dict[str, int]:
+def _check_lora_moved(entry: Entry, trainer, lora_file: Path) -> dict[str, int]:
     tensors = load_file(lora_file)
+    encoders = text_encoders(entry.family)
+    prefixes = ("lora_unet_", *(e.prefix for e in encoders))
+    stray = sorted(k for k in tensors if not k.startswith(prefixes))
+    assert not stray, f"{entry.id}: {len(stray)} keys with none of the prefixes {prefixes}, e.g. {stray[:3]}"
+    trained = entry.trained_text_encoders()
     counts = {}
-    for prefix, name, expected in (("lora_unet_", "unet", True), ("lora_te_", "te", entry.train_text_encoder)):
+    for prefix, name in (("lora_unet_", "unet"), *((e.prefix, e.name) for e in encoders)):
         ups = {k: v for k, v in tensors.items() if k.startswith(prefix) and k.endswith(".lora_up.weight")}
-        if not expected:
-            assert not ups, f"{entry.id}: the text encoder was frozen but the file has {len(ups)} lora_te_ tensors"
+        if name != "unet" and name not in trained:
+            assert not ups, f"{entry.id}: {name} was frozen but the file has {len(ups)} {prefix} tensors"
             continue
         assert ups, f"{entry.id}: no {prefix} tensors in {lora_file.name}"
-        still_zero = sorted(k for k, v in ups.items() if not v.float().abs().max() > 0)
+        unread = _unread_layer(entry, trainer, name)
+        never_moves = {k for k in ups if unread and k.startswith(prefix + unread)}
+        assert never_moves or not unread, (
+            f"{entry.id}: no {prefix}{unread}* tensor: sd-scripts gives {name}'s last layer a LoRA too (left at zero)"
+        )
+        moved = sorted(k for k in never_moves if ups[k].float().abs().max() > 0)
+        assert not moved, (
+            f"{entry.id}: {name}'s last layer, whose output the UNet never reads, has a LoRA that moved "
+            f"({moved[:3]}): the run conditions on the wrong layer"
+        )
+        still_zero = sorted(k for k, v in ups.items() if k not in never_moves and not v.float().abs().max() > 0)
         assert not still_zero, (
             f"{entry.id}: {len(still_zero)} of {len(ups)} {name} lora_up weights did not move "
             f"from their zero start, e.g. {still_zero[:3]}"
@@ -194,63 +270,82 @@ def _check_lora_moved(entry: Entry, lora_file: Path) -> dict[str, int]:
     return counts
 
 
+def _unread_layer(entry: Entry, trainer, name: str) -> str | None:
+    """The key infix of the one text-encoder layer whose LoRA gets no gradient, if any: SDXL's text
+    encoder 1 gives the UNet its penultimate hidden states, so its last layer's output goes nowhere."""
+    if entry.family != "sdxl" or name != "te1":
+        return None
+    layers = trainer.accelerator.unwrap_model(trainer.model.text_encoder).config.num_hidden_layers
+    return f"text_model_encoder_layers_{layers - 1}_"
+
+
 def _check_reload(
     entry: Entry, trainer, lora_file: Path, model_folder: Path, resolution: int, result: EntryResult
 ) -> None:
-    from diffusers import StableDiffusionPipeline
-
     device = trainer.device
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(entry.precision, torch.float32)
     generator = torch.Generator().manual_seed(0)
     latents = torch.randn(2, 4, resolution // 8, resolution // 8, generator=generator).to(device)
     timesteps = torch.tensor([150, 700], device=device)
-    tokenizer = trainer.model.tokenizer
-    ids = tokenizer(
-        list(CAPTIONS[:2]), padding="max_length", max_length=77, truncation=True, return_tensors="pt"
-    ).input_ids.to(device)
+    encoders = text_encoders(entry.family)
+    ids = {
+        e.attribute: getattr(trainer.model, e.tokenizer)(
+            list(CAPTIONS[:2]), padding="max_length", max_length=77, truncation=True, return_tensors="pt"
+        ).input_ids.to(device)
+        for e in encoders
+    }
+    # SDXL's 6 time ids of each image: original size, crop top-left, target size, as (height, width).
+    time_ids = torch.tensor([[resolution, resolution, 0, 0, resolution, resolution]] * 2, device=device).float()
+    attributes = ["unet", *(e.attribute for e in encoders)]
 
-    def outputs(unet, text_encoder, compute_dtype):
-        """(text-encoder hidden states, UNet output), the UNet fed its own text encoder's output,
-        as the engine does; under autocast unless float32."""
+    def outputs(modules: dict[str, torch.nn.Module], compute_dtype) -> dict[str, torch.Tensor]:
+        """The compared outputs by name, the UNet fed its own text encoders' output, as the engine
+        does; under autocast unless float32."""
         autocast = compute_dtype != torch.float32
         context = torch.autocast(device.type, dtype=compute_dtype) if autocast else contextlib.nullcontext()
         with torch.no_grad(), context:
-            hidden = text_encoder(ids)[0]
-            sample = unet(latents.to(compute_dtype), timesteps, hidden.to(compute_dtype)).sample
-        return hidden.float(), sample.float()
+            if entry.family == "sdxl":
+                named = _sdxl_text(modules, ids)
+                states = torch.cat([named["te1"], named["te2"]], dim=-1)
+                added = {"text_embeds": named["te2 pooled"].to(compute_dtype), "time_ids": time_ids}
+                sample = modules["unet"](
+                    latents.to(compute_dtype), timesteps, states.to(compute_dtype), added_cond_kwargs=added
+                ).sample
+            else:
+                named = {"te": modules["text_encoder"](ids["text_encoder"])[0]}
+                sample = modules["unet"](latents.to(compute_dtype), timesteps, named["te"].to(compute_dtype)).sample
+        return {name: value.float() for name, value in {**named, "unet": sample}.items()}
 
     # The pipeline in the training dtype, so its base weights are the values trained with.
-    pipe = StableDiffusionPipeline.from_pretrained(
-        model_folder, torch_dtype=dtype, local_files_only=True, safety_checker=None, requires_safety_checker=False
-    ).to(device)
+    pipe = _pipeline(entry.family, model_folder, dtype).to(device)
     pipe.set_progress_bar_config(disable=True)
     pipe.load_lora_weights(str(lora_file))
+    unwrap = trainer.accelerator.unwrap_model
     try:
-        # 1. In the training precision, under the engine's autocast.
-        trained_low = outputs(trainer._unwrapped("unet"), trainer._unwrapped("te"), dtype)
-        loaded_low = outputs(pipe.unet, pipe.text_encoder, dtype)
+        # 1. In the training precision, under the engine's autocast. A frozen text encoder whose
+        # outputs were cached was moved off the device: it comes back for this.
+        trained_low = outputs({a: unwrap(getattr(trainer.model, a)).to(device) for a in attributes}, dtype)
+        loaded_low = outputs({a: getattr(pipe, a) for a in attributes}, dtype)
 
         # 2. In float32: the same weights, no autocast; only the file's fp16 rounding differs.
-        unet = trainer.accelerator.unwrap_model(trainer.model.unet, keep_fp32_wrapper=False).float()
-        text_encoder = trainer.accelerator.unwrap_model(trainer.model.text_encoder, keep_fp32_wrapper=False).float()
-        pipe.unet.float()
-        pipe.text_encoder.float()
-        trained = outputs(unet, text_encoder, torch.float32)
-        loaded = outputs(pipe.unet, pipe.text_encoder, torch.float32)
+        trained_modules = {a: _float32(unwrap(getattr(trainer.model, a))) for a in attributes}
+        loaded_modules = {a: getattr(pipe, a).float() for a in attributes}
+        trained = outputs(trained_modules, torch.float32)
+        loaded = outputs(loaded_modules, torch.float32)
         pipe.disable_lora()
-        base = outputs(pipe.unet, pipe.text_encoder, torch.float32)
+        base = outputs(loaded_modules, torch.float32)
     finally:
         del pipe
         gc.collect()
 
-    parts = {"unet": 1, "te": 0} if entry.train_text_encoder else {"unet": 1}
-    for name, index in parts.items():
-        effect = (trained[index] - base[index]).norm()
+    compared = ["unet", *(o for e in encoders if e.name in entry.trained_text_encoders() for o in e.outputs)]
+    for name in compared:
+        effect = (trained[name] - base[name]).norm()
         comparison = Comparison(
-            effect=(effect / base[index].norm()).item(),
-            error=((loaded[index] - trained[index]).norm() / effect).item(),
-            noise=((trained_low[index] - trained[index]).norm() / effect).item(),
-            error_low=((loaded_low[index] - trained_low[index]).norm() / effect).item(),
+            effect=(effect / base[name].norm()).item(),
+            error=((loaded[name] - trained[name]).norm() / effect).item(),
+            noise=((trained_low[name] - trained[name]).norm() / effect).item(),
+            error_low=((loaded_low[name] - trained_low[name]).norm() / effect).item(),
         )
         result.comparisons[name] = comparison
         where = f"{entry.id}, {name}"
@@ -270,3 +365,34 @@ def _check_reload(
             f"{where}, {entry.precision} under autocast: the reloaded file is off by {comparison.error_low:.3g} of "
             f"the LoRA's effect, more than {entry.precision}'s own rounding noise allows ({tolerance:.3g}); {comparison}"
         )
+
+
+def _float32(module: torch.nn.Module) -> torch.nn.Module:
+    """``module`` in float32, with its own forward again in place of accelerate's mixed-precision
+    wrapper (autocast + outputs to float32). Not accelerate's ``unwrap_model(keep_fp32_wrapper=False)``:
+    accelerate 1.15 compares each ``__wrapped__`` function with the bound original method, never
+    stops, and strips the model's own decorators too: transformers 5's ``capture_outputs``, without
+    which CLIPTextModel returns no ``hidden_states``."""
+    original = module.__dict__.pop("_original_forward", None)
+    if original is not None:
+        module.forward = original
+    return module.float()
+
+
+def _sdxl_text(modules: dict[str, torch.nn.Module], ids: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """What an SDXL UNet reads of its text encoders, as diffusers' StableDiffusionXLPipeline.encode_prompt
+    takes it: both penultimate hidden states, and text encoder 2's projected pooled vector."""
+    first = modules["text_encoder"](ids["text_encoder"], output_hidden_states=True)
+    second = modules["text_encoder_2"](ids["text_encoder_2"], output_hidden_states=True)
+    return {"te1": first.hidden_states[-2], "te2": second.hidden_states[-2], "te2 pooled": second.text_embeds}
+
+
+def _pipeline(family: str, model_folder: Path, dtype: torch.dtype):
+    """The diffusers pipeline of the base model, in ``dtype``, from its local folder."""
+    from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+
+    if family == "sdxl":
+        return StableDiffusionXLPipeline.from_pretrained(model_folder, torch_dtype=dtype, local_files_only=True)
+    return StableDiffusionPipeline.from_pretrained(
+        model_folder, torch_dtype=dtype, local_files_only=True, safety_checker=None, requires_safety_checker=False
+    )

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from loratui.buckets import assign_bucket, crop_geometry, make_buckets, no_buckets
+from loratui.buckets import assign_bucket, crop_geometry, make_buckets, no_buckets, sdxl_crop_top_left
 
 # (resolution, min_reso, max_reso, step)
 SETTINGS = [
@@ -135,3 +135,23 @@ def test_crop_geometry_covers_the_bucket_with_a_centred_box_for_many_shapes():
 def test_crop_geometry_rejects_empty_sizes():
     with pytest.raises(ValueError):
         crop_geometry(0, 10, (64, 64))
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "bucket", "top_left"),
+    [
+        (192, 128, (128, 96), (5, 0)),  # wider than the bucket: fitted inside as 128x85.3, centred top to bottom
+        (128, 192, (96, 128), (0, 5)),  # the same turned sideways
+        (1024, 1024, (1216, 832), (0, 192)),  # a square in a landscape bucket: 832 wide, 192 each side
+        (256, 256, (128, 128), (0, 0)),  # the same shape: nothing to centre
+        # sd-scripts' floats give 138 where exact arithmetic gives 139: its number is the one trained on.
+        (640, 490, (640, 768), (138, 0)),
+    ],
+)
+def test_sdxl_crop_conditioning_is_sd_scripts_centring_offset(width, height, bucket, top_left):
+    assert sdxl_crop_top_left(width, height, bucket) == top_left
+
+
+def test_sdxl_crop_conditioning_is_not_the_pixels_the_training_crop_trims():
+    _, _, left, top = crop_geometry(192, 128, (128, 96))
+    assert (top, left) == (0, 8) != sdxl_crop_top_left(192, 128, (128, 96))

@@ -1,14 +1,15 @@
-"""The CUDA paths on a real GPU: training a full-size SD 1.5 (random weights), and NVML.
+"""The CUDA paths on a real GPU: training a full-size SD 1.5 and SDXL (random weights), and NVML.
 
 Run on a machine with an NVIDIA GPU (expected to take a few minutes on an H100, not timed yet;
 the first half-minute or so builds the 2 GB ``loratui:sd15-random`` model into the test session's
-private cache):
+private cache, and the SDXL entries first build the 6.9 GB ``loratui:sdxl-random``: minutes, with
+its 10 GB float32 UNet in RAM on the way; ``-k "not sdxl"`` leaves them out):
 
     pytest -m gpu tests/test_gpu_train.py -v -rA
 
-Set ``LORATUI_GPU_MODEL_CACHE=/some/dir`` to build the model there once and reuse it in later
+Set ``LORATUI_GPU_MODEL_CACHE=/some/dir`` to build the models there once and reuse them in later
 runs. Without CUDA the whole module is skipped, with the reason. The harness these tests use is
-proven on the CPU by tests/test_gpu_harness.py.
+proven on the CPU by tests/test_gpu_harness.py (with the tiny SD and the tiny SDXL).
 
 1. Training matrix (``MATRIX``): ``loratui:sd15-random`` (the published SD 1.5 UNet, VAE and
    CLIP-L text encoder shapes) at 512 px, 5 steps per run, LoRA rank 8 / alpha 4. Each run is
@@ -35,7 +36,25 @@ proven on the CPU by tests/test_gpu_harness.py.
    The learning rates are higher than a real run's so that 5 steps change the model clearly
    (the reload comparison needs a measurable LoRA effect).
 
-2. NVML on the real driver: the engine runs as a child process (``python -m engine``) while
+2. SDXL (``SDXL_MATRIX``): ``loratui:sdxl-random`` (the published SDXL base 1.0 UNet, VAE and
+   both text encoders' shapes) at 1024 px in bf16 with gradient checkpointing, 5 steps per run,
+   LoRA rank 8 / alpha 4, the VAE in float32 (``model.no_half_vae``, the default). The same checks
+   by ``run_entry``, the reload into a ``StableDiffusionXLPipeline``: the UNet's prediction (fed
+   both encoders' penultimate states, the pooled vector and the 6 time ids) and, when trained,
+   each text encoder's outputs. Two runs: the usual SDXL recipe (UNet only, the encoders' outputs
+   cached and the encoders moved off the GPU) and the one that trains the most (UNet and both text
+   encoders, latents encoded at every step):
+
+   | id                                             | batch | optimizer | text outputs | latents | trains          |
+   |------------------------------------------------|-------|-----------|--------------|---------|-----------------|
+   | sdxl-bf16-b2-adamw8bit-gc-unetonly-textcache   | 2     | AdamW8bit | cached (RAM) | cached  | UNet            |
+   | sdxl-bf16-b1-adamw-gc-nocache-te1-te2          | 1     | AdamW     | per step     | encoded | UNet+TE1+TE2    |
+
+   The first sets both text encoders' rates and ``network.train_unet_only``: the file must have no
+   text-encoder tensor. The rates (2e-3) are a guess not yet tried on a GPU: if a run fails
+   because the LoRA's effect does not stand out of bf16's rounding noise, the message says so.
+
+3. NVML on the real driver: the engine runs as a child process (``python -m engine``) while
    ``loratui.gpu.Telemetry().read()`` samples the device: its used memory rises during the run and
    falls back after it, and ``process_memory(snapshot, engine_pid)`` attributes memory to the
    engine's pid (skipped, with the reason, where NVML cannot see that pid, e.g. in a container
@@ -59,15 +78,21 @@ pytestmark = pytest.mark.gpu
 if not torch.cuda.is_available():
     pytest.skip(
         "no CUDA GPU here (torch.cuda.is_available() is False): the GPU suite trains a full-size "
-        "SD 1.5 on CUDA; tests/test_gpu_harness.py proves its harness on the CPU",
+        "SD 1.5 and SDXL on CUDA; tests/test_gpu_harness.py proves its harness on the CPU",
         allow_module_level=True,
     )
 
-from engine.reference_models import SD15_RANDOM_NAME, ensure_sd15_random  # noqa: E402
+from engine.reference_models import (  # noqa: E402
+    SD15_RANDOM_NAME,
+    SDXL_RANDOM_NAME,
+    ensure_sd15_random,
+    ensure_sdxl_random,
+)
 from tests.conftest import REPO, write_config  # noqa: E402
 from tests.gpu_harness import Entry, entry_config, make_dataset, run_entry  # noqa: E402
 
 RESOLUTION = 512
+SDXL_RESOLUTION = 1024
 GIB = 1024**3
 
 MATRIX = [
@@ -81,26 +106,70 @@ MATRIX = [
     Entry("fp16-b1-adamw-gc-nocache", "fp16", 1, "AdamW", 1e-3, gradient_checkpointing=True, cache_latents="off"),
 ]
 
+SDXL_MATRIX = [
+    Entry(
+        "sdxl-bf16-b2-adamw8bit-gc-unetonly-textcache",
+        "bf16",
+        2,
+        "AdamW8bit",
+        2e-3,
+        gradient_checkpointing=True,
+        family="sdxl",
+        train_unet_only=True,
+        cache_text_encoder_outputs="memory",
+    ),
+    Entry(
+        "sdxl-bf16-b1-adamw-gc-nocache-te1-te2",
+        "bf16",
+        1,
+        "AdamW",
+        2e-3,
+        gradient_checkpointing=True,
+        cache_latents="off",
+        family="sdxl",
+        train_text_encoder=True,
+        train_text_encoder_2=True,
+    ),
+]
 
-@pytest.fixture(scope="module")
-def sd15_folder():
-    """The built-in random SD 1.5, built once (in $LORATUI_GPU_MODEL_CACHE when set, so later
-    runs reuse it; else in the session's private cache)."""
+
+def _built(name: str, ensure):
+    """A built-in random model, built once (in $LORATUI_GPU_MODEL_CACHE when set, so later runs
+    reuse it; else in the session's private cache)."""
     with pytest.MonkeyPatch.context() as patch:
         persistent = os.environ.get("LORATUI_GPU_MODEL_CACHE")
         if persistent:
             patch.setenv("LORATUI_CACHE_DIR", persistent)
         started = time.perf_counter()
-        folder = ensure_sd15_random()
-        print(f"\n{SD15_RANDOM_NAME} ready in {time.perf_counter() - started:.0f} s: {folder}")
+        folder = ensure()
+        print(f"\n{name} ready in {time.perf_counter() - started:.0f} s: {folder}")
         yield folder
+
+
+@pytest.fixture(scope="module")
+def sd15_folder():
+    yield from _built(SD15_RANDOM_NAME, ensure_sd15_random)
+
+
+@pytest.fixture(scope="module")
+def sdxl_folder():
+    yield from _built(SDXL_RANDOM_NAME, ensure_sdxl_random)
 
 
 @pytest.mark.parametrize("entry", MATRIX, ids=lambda e: e.id)
 def test_training_matrix_entry(entry, sd15_folder, tmp_path):
+    _run_and_report(tmp_path, entry, SD15_RANDOM_NAME, sd15_folder, RESOLUTION)
+
+
+@pytest.mark.parametrize("entry", SDXL_MATRIX, ids=lambda e: e.id)
+def test_sdxl_training_matrix_entry(entry, sdxl_folder, tmp_path):
+    _run_and_report(tmp_path, entry, SDXL_RANDOM_NAME, sdxl_folder, SDXL_RESOLUTION)
+
+
+def _run_and_report(tmp_path, entry: Entry, model: str, folder, resolution: int) -> None:
     torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
-    result = run_entry(tmp_path, entry, SD15_RANDOM_NAME, sd15_folder, RESOLUTION)
+    result = run_entry(tmp_path, entry, model, folder, resolution)
     assert result.device == "cuda", f"the engine trained on {result.device}, not on the GPU"
     print(
         f"\n{entry.id}: {time.perf_counter() - started:.0f} s, peak allocated "

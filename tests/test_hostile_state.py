@@ -400,7 +400,7 @@ def test_optimizer_values_are_judged_alike_by_the_check_and_the_optimizer(tmp_pa
 # Ranks: the check's widths from the configs are what the engine measures on the layers.
 
 
-def _widest_measured(unet, text_encoder, conv_rank: int) -> tuple[int, int]:
+def _widest_measured(unet, text_encoders: list, conv_rank: int) -> tuple[int, int]:
     from engine.lora import (
         TEXT_ENCODER_BLOCKS,
         UNET_ATTENTION_BLOCKS,
@@ -410,40 +410,64 @@ def _widest_measured(unet, text_encoder, conv_rank: int) -> tuple[int, int]:
     )
 
     targets = find_targets(unet, UNET_ATTENTION_BLOCKS, 8, 4.0, UNET_CONV_BLOCKS, conv_rank, 1.0)
-    return widest_targets(targets + find_targets(text_encoder, TEXT_ENCODER_BLOCKS, 8, 4.0))
+    for text_encoder in text_encoders:
+        targets += find_targets(text_encoder, TEXT_ENCODER_BLOCKS, 8, 4.0)
+    return widest_targets(targets)
+
+
+def _folder_model(folder: Path, encoders: tuple[str, ...]):
+    """(UNet, [text encoders], UNet config, [their configs]) of a diffusers folder."""
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    classes = {"text_encoder": CLIPTextModel, "text_encoder_2": CLIPTextModelWithProjection}
+    return (
+        UNet2DConditionModel.from_pretrained(folder / "unet"),
+        [classes[name].from_pretrained(folder / name) for name in encoders],
+        json.loads((folder / "unet" / "config.json").read_text()),
+        [json.loads((folder / name / "config.json").read_text()) for name in encoders],
+    )
 
 
 @pytest.mark.slow
 def test_the_builtin_models_widths_are_what_the_engine_measures():
     from diffusers import UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from engine.reference_models import SD15_TEXT_ENCODER_CONFIG, SD15_UNET_CONFIG
+    from engine import reference_models as ref
     from engine.tiny_model import ensure_tiny_model
+    from engine.tiny_sdxl import ensure_tiny_sdxl
 
-    tiny = ensure_tiny_model()
     models = {
-        "loratui:tiny-sd": (
-            UNet2DConditionModel.from_pretrained(tiny / "unet"),
-            CLIPTextModel.from_pretrained(tiny / "text_encoder"),
-            json.loads((tiny / "unet" / "config.json").read_text()),
-            json.loads((tiny / "text_encoder" / "config.json").read_text()),
-        ),
+        "loratui:tiny-sd": _folder_model(ensure_tiny_model(), ("text_encoder",)),
+        "loratui:tiny-sdxl": _folder_model(ensure_tiny_sdxl(), ("text_encoder", "text_encoder_2")),
     }
-    with torch.device("meta"):  # SD 1.5's shapes without its 3 GB of weights
-        models["loratui:sd15-random"] = (
-            UNet2DConditionModel(**SD15_UNET_CONFIG),
-            CLIPTextModel(CLIPTextConfig(**SD15_TEXT_ENCODER_CONFIG)),
-            json.loads(json.dumps(SD15_UNET_CONFIG)),
-            json.loads(json.dumps(SD15_TEXT_ENCODER_CONFIG)),
-        )
+    with torch.device("meta"):  # SD 1.5's and SDXL's shapes without their gigabytes of weights
+        for name, unet_config, te_configs in (
+            ("loratui:sd15-random", ref.SD15_UNET_CONFIG, [ref.SD15_TEXT_ENCODER_CONFIG]),
+            (
+                "loratui:sdxl-random",
+                ref.SDXL_UNET_CONFIG,
+                [ref.SDXL_TEXT_ENCODER_CONFIG, ref.SDXL_TEXT_ENCODER_2_CONFIG],
+            ),
+        ):
+            classes = [CLIPTextModel, CLIPTextModelWithProjection][: len(te_configs)]
+            models[name] = (
+                UNet2DConditionModel(**unet_config),
+                [cls(CLIPTextConfig(**config)) for cls, config in zip(classes, te_configs, strict=True)],
+                json.loads(json.dumps(unet_config)),
+                [json.loads(json.dumps(config)) for config in te_configs],
+            )
     assert set(models) == set(preflight.BUILTIN_LAYER_WIDTHS)
-    for name, (unet, text_encoder, unet_config, te_config) in models.items():
+    for name, (unet, text_encoders, unet_config, te_configs) in models.items():
         widths = preflight.BUILTIN_LAYER_WIDTHS[name]
-        assert preflight.layer_widths(unet_config, te_config) == widths, name
+        assert preflight.layer_widths(unet_config, *te_configs) == widths, name
         for conv_rank in (0, 4):
-            expected = preflight.widest_trained(widths, conv_rank, trains_text_encoder=True)
-            assert _widest_measured(unet, text_encoder, conv_rank) == expected, (name, conv_rank)
+            both = (True, True) if len(text_encoders) == 2 else (True, False)
+            expected = preflight.widest_trained(widths, conv_rank, *both)
+            assert _widest_measured(unet, text_encoders, conv_rank) == expected, (name, conv_rank)
+            # The U-Net alone: no text encoder's width counts.
+            assert _widest_measured(unet, [], conv_rank) == preflight.widest_trained(widths, conv_rank, False), name
 
 
 def test_widths_from_configs_of_other_shapes():

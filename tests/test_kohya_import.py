@@ -4,14 +4,18 @@ GUI) is imported, every key lands in exactly one group of the report, and the nu
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
+import tomli_w
 
 from loratui.config import config_to_dict
 from loratui.errors import UserError
 from loratui.kohya_import import import_kohya, load_kohya_json
 from loratui.validation import validate
+
+from .conftest import SAMPLE
 
 FIXTURES = Path(__file__).parent / "fixtures" / "kohya"
 ALL_FIXTURES = sorted(FIXTURES.glob("*.json"))
@@ -103,24 +107,63 @@ def test_standard_adamw_learning_rate_and_multires_noise():
     assert report.group_of("learning_rate_te") == "ignored"
 
 
-def test_sdxl_config_is_imported_with_a_not_supported_yet_line():
+def test_the_sdxl_preset_becomes_an_sdxl_config_that_check_accepts(tmp_path: Path, monkeypatch, capsys):
+    from loratui import cli, preflight
+
+    monkeypatch.setattr(preflight, "this_machine", lambda: preflight.Machine("NVIDIA A100", (8, 0)))
     result = _load("SDXL-Standard-Adafactor.json")
     report = result.report
-    assert report.blockers and report.blockers[0].startswith("SDXL")
-    assert report.lines()[1].startswith("NOT SUPPORTED YET: SDXL")
-    cfg = result.to_config()
-    errors = {p.where: p for p in validate(cfg) if p.severity == "error"}
-    assert "not supported yet" in errors["model.family"].message
-    # The LoRA settings still carry over.
+    assert not report.blockers and "NOT SUPPORTED" not in report.text()
+    cfg = result.to_config(tmp_path)
+    assert cfg.model.family == "sdxl" and report.entry("sdxl").target == "model.family"
+    # The LoRA settings carry over.
     assert (cfg.network.rank, cfg.network.alpha) == (64, 64.0)
     assert cfg.training.max_train_steps == 1600
     assert cfg.dataset.resolution == 1024
+    assert (cfg.dataset.bucket_reso_steps, cfg.dataset.max_bucket_reso) == (32, 2048)
     assert cfg.dataset.cache_latents == "disk"
-    # unet_lr set and text_encoder_lr 0: kohya trains the U-Net only.
-    assert cfg.optimizer.unet_lr == 1e-3 and cfg.optimizer.text_encoder_lr == 0.0
+    # The GUI's SDXL checkboxes.
+    assert cfg.model.no_half_vae is True and report.entry("sdxl_no_half_vae").target == "model.no_half_vae"
+    assert cfg.dataset.cache_text_encoder_outputs == "memory"
+    # unet_lr set and text_encoder_lr 0: kohya trains the U-Net only, at one rate for both SDXL encoders.
+    assert cfg.optimizer.unet_lr == 1e-3
+    assert cfg.optimizer.text_encoder_lr == cfg.optimizer.text_encoder_2_lr == 0.0
     assert "U-Net only" in report.entry("text_encoder_lr").reason
-    assert report.group_of("sdxl_no_half_vae") == "ignored"
-    assert "SDXL" in report.entry("sdxl_no_half_vae").reason
+    assert "text_encoder_2_lr" in report.entry("text_encoder_lr").reason
+    # Caching needs frozen encoders: said with train_unet_only, and in the report.
+    assert cfg.network.train_unet_only is True
+    assert "network.train_unet_only set to true" in report.entry("sdxl_cache_text_encoder_outputs").reason
+    # With a dataset where the file's train_data_dir points and the built-in tiny SDXL, check passes.
+    shutil.copytree(SAMPLE / "img", tmp_path / "test" / "img")
+    data = config_to_dict(cfg)
+    data["model"]["path"] = "loratui:tiny-sdxl"
+    if not preflight.installed("xformers"):
+        data["training"]["attention"] = "sdpa"  # the file asks for xformers
+    config = tmp_path / "loratui.toml"
+    config.write_text(tomli_w.dumps(data))
+    assert cli.main(["check", str(config)]) == 0, capsys.readouterr().out
+    assert "OK: ready to train." in capsys.readouterr().out
+
+
+def test_sdxl_settings_of_the_gui_are_read_only_with_sdxl_on():
+    sd15 = import_kohya({"sdxl": False, "sdxl_no_half_vae": False, "sdxl_cache_text_encoder_outputs": True})
+    assert sd15.report.group_of("sdxl_no_half_vae") == "ignored"
+    assert sd15.report.group_of("sdxl_cache_text_encoder_outputs") == "ignored"
+    cfg = sd15.to_config()
+    assert cfg.model.no_half_vae is True and cfg.dataset.cache_text_encoder_outputs == "off"
+    # sd-scripts' names, from a hand-edited file: to-disk wins, as in sd-scripts.
+    disk = import_kohya({"sdxl": True, "cache_text_encoder_outputs": True, "cache_text_encoder_outputs_to_disk": True})
+    assert disk.to_config().dataset.cache_text_encoder_outputs == "disk"
+    # A text encoder that trains is kept: check refuses caching with it, naming the fix.
+    training = import_kohya({"sdxl": True, "sdxl_cache_text_encoder_outputs": True, "text_encoder_lr": 1e-5})
+    cfg = training.to_config()
+    assert cfg.network.train_unet_only is False
+    assert cfg.optimizer.text_encoder_lr == cfg.optimizer.text_encoder_2_lr == 1e-5
+    (problem,) = [p for p in validate(cfg) if p.where == "dataset.cache_text_encoder_outputs"]
+    assert "network.train_unet_only = true" in problem.fix
+    # SDXL has no clip skip: the GUI's is reported as having no effect.
+    skip = import_kohya({"sdxl": True, "clip_skip": 2})
+    assert skip.report.group_of("clip_skip") == "ignored" and skip.to_config().model.clip_skip == 1
 
 
 def test_flux_config_is_imported_with_a_not_supported_yet_line():

@@ -34,6 +34,7 @@ START_APP = """
 import asyncio, json, sys
 import engine, loratui
 from loratui.tui.app import LoratuiApp
+from loratui.checkpoint_configs import shipped_configs
 from loratui.tui.themes import builtin_themes_dir
 
 async def start(name):
@@ -47,7 +48,8 @@ async def start(name):
 
 started = {name or "": asyncio.run(start(name)) for name in json.loads(sys.argv[1])}
 print(json.dumps({"loratui": loratui.__file__, "engine": engine.__file__,
-                  "themes_dir": str(builtin_themes_dir()), "started": started}))
+                  "themes_dir": str(builtin_themes_dir()), "sdxl_configs": str(shipped_configs()),
+                  "started": started}))
 """
 
 
@@ -166,13 +168,13 @@ def _files_to_ship(source: Path) -> set[str]:
         str(path.relative_to(source))
         for folder in ("loratui", "engine")
         for path in (source / folder).rglob("*")
-        if path.suffix in (".py", ".tcss")
+        if path.suffix in (".py", ".tcss", ".json")  # .json: loratui/model_configs
     }
     names |= {f"loratui/themes/{path.name}" for path in (source / "themes").iterdir() if path.is_file()}
     return names
 
 
-def test_the_wheel_carries_every_module_stylesheet_and_theme(source: Path, wheel: Path):
+def test_the_wheel_carries_every_module_stylesheet_config_and_theme(source: Path, wheel: Path):
     in_wheel = set(zipfile.ZipFile(wheel).namelist())
     missing = sorted(_files_to_ship(source) - in_wheel)
     assert not missing, f"not in the wheel (add the package to [tool.setuptools] packages in pyproject.toml): {missing}"
@@ -183,6 +185,13 @@ def test_the_installed_app_is_imported_from_the_venv_not_the_checkout(venv: Path
     for name in ("loratui", "engine", "themes_dir"):
         assert Path(started[name]).is_relative_to(venv), f"{name} came from {started[name]}"
     assert Path(started["themes_dir"]).name == "themes"
+
+
+def test_the_installed_app_finds_its_sdxl_configs(venv: Path, started: dict):
+    folder = Path(started["sdxl_configs"])
+    assert folder.is_relative_to(venv)
+    assert json.loads((folder / "unet" / "config.json").read_text())["cross_attention_dim"] == 2048
+    assert (folder / "text_encoder_2" / "config.json").is_file()
 
 
 @pytest.mark.parametrize("path", THEME_FILES, ids=lambda path: path.stem)

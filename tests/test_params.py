@@ -111,9 +111,11 @@ def test_kohya_command_line_names_are_recognised_in_a_toml(setting: Setting, tmp
 SPECIAL_GUI_SAMPLES: dict[str, dict[str, object]] = {
     "model.path": {"pretrained_model_name_or_path": "models/sd15.safetensors"},
     "model.family": {"v2": True},
+    "model.no_half_vae": {"sdxl": True, "sdxl_no_half_vae": False},
     "dataset.caption_extension": {"caption_extension": "caption"},
     "dataset.resolution": {"max_resolution": "768,768"},
     "dataset.cache_latents": {"cache_latents": True, "cache_latents_to_disk": True},
+    "dataset.cache_text_encoder_outputs": {"sdxl": True, "sdxl_cache_text_encoder_outputs": True},
     "training.attention": {"xformers": "xformers"},
     "training.noise_offset": {"noise_offset": 0.05, "noise_offset_type": "Original"},
     "network.conv_rank": {"conv_dim": 8, "LoRA_type": "Kohya LoCon"},

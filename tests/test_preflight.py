@@ -13,6 +13,7 @@ import inspect
 import json
 import os
 import pickle
+import shutil
 import struct
 import subprocess
 import sys
@@ -300,6 +301,73 @@ def test_folder_gaps_name_each_missing_part(tmp_path):
     ]
 
 
+def _sdxl_copy(tmp_path: Path) -> Path:
+    from engine.tiny_sdxl import ensure_tiny_sdxl
+
+    return Path(shutil.copytree(ensure_tiny_sdxl(), tmp_path / "tiny-sdxl"))
+
+
+def test_an_sdxl_folder_needs_its_second_text_encoder_and_tokenizer(tmp_path):
+    from engine.tiny_sdxl import ensure_tiny_sdxl
+
+    assert model_files.folder_family(ensure_tiny_sdxl()) == "sdxl"
+    assert model_files.folder_gaps(ensure_tiny_sdxl(), with_weights=True) == []
+    folder = _sdxl_copy(tmp_path)
+    shutil.rmtree(folder / "text_encoder_2")
+    for name in ("tokenizer.json", "vocab.json"):  # transformers 5 writes only the first
+        (folder / "tokenizer_2" / name).unlink(missing_ok=True)
+    assert model_files.folder_gaps(folder, with_weights=True) == [
+        "no text_encoder_2/ folder",
+        "no tokenizer files in tokenizer_2/ (vocab.json and merges.txt, or tokenizer.json)",
+    ]
+    # Without model_index.json the UNet's SDXL conditioning still says what the folder is.
+    (folder / "model_index.json").unlink()
+    assert model_files.folder_family(folder) == "sdxl"
+
+
+def test_a_folders_family_must_be_model_family(project, tmp_path):
+    from engine.tiny_model import ensure_tiny_model
+
+    sdxl = _sdxl_copy(tmp_path)
+    sd = ensure_tiny_model()
+    cases = [
+        (sdxl, "sd1", "is an SDXL model, but model.family is 'sd1'", 'set model.family = "sdxl"'),
+        (sd, "sdxl", "is an SD 1.x or 2.x model, but model.family is 'sdxl'", 'set model.family = "sd1'),
+    ]
+    for folder, family, says, fix in cases:
+        cfg = load_config(write_config(project, small_config(model={"path": str(folder), "family": family})))
+        (problem,) = [p for p in preflight.preflight(cfg) if p.severity == "error"]
+        assert problem.where == "model.family" and says in problem.message and problem.fix.startswith(fix)
+    cfg = load_config(write_config(project, small_config(model={"path": str(sdxl), "family": "sdxl"})))
+    assert [p for p in preflight.preflight(cfg) if p.severity == "error"] == []
+    # The refiner (an img2img pipeline without the first text encoder) is named as such.
+    index = json.loads((sdxl / "model_index.json").read_text())
+    index |= {"_class_name": "StableDiffusionXLImg2ImgPipeline", "text_encoder": [None, None]}
+    (sdxl / "model_index.json").write_text(json.dumps(index))
+    (problem,) = [p for p in preflight.preflight(cfg) if p.severity == "error"]
+    assert problem.where == "model.path" and "is the SDXL refiner" in problem.message
+
+
+def test_sdxl_ranks_are_bounded_by_the_widest_layer_trained(project, tmp_path):
+    """tiny-sdxl's UNet attention is 64 wide; a second text encoder made 128 wide bounds the rank
+    only while it trains."""
+    folder = _sdxl_copy(tmp_path)
+    config = folder / "text_encoder_2" / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "hidden_size": 128}))
+    sdxl = {"path": str(folder), "family": "sdxl"}
+
+    def rank_errors(**sections) -> list[Problem]:
+        cfg = load_config(write_config(project, small_config(model=sdxl, **sections)))
+        return [p for p in preflight.preflight(cfg) if p.where == "network.rank"]
+
+    assert rank_errors(network={"rank": 128, "alpha": 64.0}) == []
+    (problem,) = rank_errors(network={"rank": 128, "alpha": 64.0, "train_unet_only": True})
+    assert "the widest is 64" in problem.message
+    (problem,) = rank_errors(network={"rank": 128, "alpha": 64.0}, optimizer={"text_encoder_2_lr": 0.0})
+    assert "the widest is 64" in problem.message
+    assert preflight.layer_widths({"block_out_channels": [32]}, {"hidden_size": 32}, {"hidden_size": "x"}) is None
+
+
 @pytest.mark.parametrize(
     "text,repo",
     [
@@ -401,13 +469,17 @@ def test_file_problems_of_a_checkpoint(tmp_path):
 
 
 def test_builtin_models_text_encoder_layers_are_the_engines():
-    from engine.reference_models import SD15_TEXT_ENCODER_CONFIG
+    from engine.reference_models import SD15_TEXT_ENCODER_CONFIG, SDXL_TEXT_ENCODER_CONFIG
     from engine.tiny_model import ensure_tiny_model
+    from engine.tiny_sdxl import ensure_tiny_sdxl
 
     tiny = json.loads((ensure_tiny_model() / "text_encoder" / "config.json").read_text())
+    tiny_sdxl = json.loads((ensure_tiny_sdxl() / "text_encoder" / "config.json").read_text())
     assert preflight.BUILTIN_TEXT_ENCODER_LAYERS == {
         "loratui:tiny-sd": tiny["num_hidden_layers"],
         "loratui:sd15-random": SD15_TEXT_ENCODER_CONFIG["num_hidden_layers"],
+        "loratui:tiny-sdxl": tiny_sdxl["num_hidden_layers"],
+        "loratui:sdxl-random": SDXL_TEXT_ENCODER_CONFIG["num_hidden_layers"],
     }
 
 
@@ -473,8 +545,8 @@ def _state(folder: Path, network: dict, fmt: int = 1, files=("lora.safetensors",
     progress = {"run_id": "r", "step": 0, "epoch": 0, "batches_in_epoch": 0, "elapsed_s": 0.0, "loss_history": []}
     (folder / "progress.json").write_text(json.dumps({"format": fmt, **progress, "network": network}))
     if "lora.safetensors" in files:
-        modules = [f"unet.m{i}" for i in range(network["unet_modules"])]
-        modules += [f"te.m{i}" for i in range(network["te_modules"])]
+        counts = {key.removesuffix("_modules"): value for key, value in network.items() if key.endswith("_modules")}
+        modules = [f"{part}.m{i}" for part, count in counts.items() for i in range(count)]
         shapes = {f"{m}.lora_down.weight": [network["rank"], 4] for m in modules}
         shapes |= {f"{m}.lora_up.weight": [4, network["rank"]] for m in modules}
         _safetensors(folder / "lora.safetensors", shapes)
@@ -508,6 +580,52 @@ def test_a_resume_state_must_fit_the_config(project):
             if p.where == "training.resume_from"
         ]
         assert (needle is None) == (problems == []), what
+        if needle:
+            assert needle in problems[0].message, (what, problems[0].message)
+
+
+def test_an_sdxl_resume_state_has_a_part_per_text_encoder(project):
+    shape = {"rank": 8, "alpha": 2.0, "conv_rank": 0, "conv_alpha": 1.0}
+    sdxl = {**shape, "unet_modules": 10, "te1_modules": 6, "te2_modules": 6}
+    unet_only = {**shape, "unet_modules": 10, "te1_modules": 0, "te2_modules": 0}
+    model = {"path": "loratui:tiny-sdxl", "family": "sdxl"}
+    cases = {
+        "fits": (_state(project / "s1", sdxl), {"model": model}, None),
+        "unet-only-fits": (
+            _state(project / "s2", unet_only),
+            {"model": model, "network": {"train_unet_only": True}},
+            None,
+        ),
+        "te2-frozen": (
+            _state(project / "s3", sdxl),
+            {"model": model, "optimizer": {"text_encoder_2_lr": 0.0}},
+            "(text encoder 2 trained); this config has text encoder 2 frozen",
+        ),
+        "sd-config": (
+            _state(project / "s4", sdxl),
+            {},
+            "was saved by a run on an SDXL model; this config trains an SD 1.x",
+        ),
+        "sd-state": (
+            _state(project / "s5", {**shape, "unet_modules": 10, "te_modules": 6}),
+            {"model": model},
+            "was saved by a run on an SD 1.x or SD 2.x model",
+        ),
+        "mixed-parts": (
+            _state(project / "s6", {**sdxl, "te_modules": 6}),
+            {"model": model},
+            "its network is",
+        ),
+    }
+    for what, (state, changes, needle) in cases.items():
+        data = small_config(**changes)
+        data["training"]["resume_from"] = str(state)
+        problems = [
+            p
+            for p in preflight.preflight(load_config(write_config(project, data)))
+            if p.where == "training.resume_from"
+        ]
+        assert (needle is None) == (problems == []), (what, problems)
         if needle:
             assert needle in problems[0].message, (what, problems[0].message)
 

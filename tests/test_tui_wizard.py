@@ -489,7 +489,103 @@ def test_import_a_kohya_config_from_the_wizard_and_read_the_report(project: Path
     run(scenario())
 
 
-def test_import_of_an_sdxl_config_shows_not_supported_yet(project: Path):
+def test_import_of_a_flux_config_shows_not_supported_yet(project: Path):
+    config_path = write_config(project, small_config())
+    app = make_edit_app(config_path, kohya_json=FIXTURES / "flux1D - adamw8bit fp8.json")
+
+    async def scenario():
+        async with app.run_test(size=SIZE) as pilot:
+            await settle_scan(pilot)
+            report = text_of(app.screen.query_one("#report-text", Static))
+            assert "NOT SUPPORTED YET: Flux" in report.splitlines()[1]
+            await pilot.press("enter")
+            await pilot.pause()
+            assert "not supported yet" in problem_under(app, "model.family")
+            select = app.screen.query_one("#f-model-family", Select)
+            assert select.value == "flux"
+            # Picking a family loratui trains clears the error.
+            select.focus()
+            await pilot.press("enter", "up", "up", "up", "enter")  # flux -> sdxl -> sd2 -> sd1
+            await pilot.pause()
+            assert wizard(app).cfg.model.family == "sd1"
+            assert problem_under(app, "model.family") == ""
+
+    run(scenario())
+
+
+def shown(app, field: str) -> bool:
+    """Whether a field's row is on screen (the fields of another model family are hidden)."""
+    return wizard(app).query_one(f"#row-f-{field.replace('.', '-').replace('_', '-')}").display
+
+
+def test_choosing_sdxl_shows_the_second_text_encoder_and_hides_clip_skip(new_project: Path):
+    app = make_new_app(new_project)
+
+    async def scenario():
+        async with app.run_test(size=SIZE) as pilot:
+            await settle_scan(pilot)
+            screen = wizard(app)
+            assert shown(app, "model.clip_skip")
+            await pilot.press("tab", "tab")
+            assert app.focused.id == "f-model-family"
+            await pilot.press("enter", "down", "down", "enter")  # sd1 -> sd2 -> sdxl
+            await pilot.pause()
+            assert screen.cfg.model.family == "sdxl"
+            assert not shown(app, "model.clip_skip")
+            # Tab skips the hidden field: from v-prediction to the tokenizer.
+            await pilot.press("tab")
+            assert app.focused.id == "f-model-v-prediction"
+            await pilot.press("tab")
+            assert app.focused.id == "f-model-tokenizer"
+            for _ in range(4):
+                await pilot.press("pagedown")
+            await pilot.pause()
+            assert screen.step.id == "optimizer" and shown(app, "optimizer.text_encoder_2_lr")
+            await type_into(pilot, "f-optimizer-text-encoder-2-lr", "1e-5")
+            assert screen.cfg.optimizer.text_encoder_2_lr == 1e-5
+            # Caching the text outputs while both encoders train: the fix names train_unet_only.
+            await pilot.press("pageup", "pageup", "pageup")
+            await pilot.pause()
+            assert screen.step.id == "dataset"
+            cache = screen.query_one("#f-dataset-cache-text-encoder-outputs", Select)
+            cache.focus()
+            await pilot.press("enter", "down", "enter")  # off -> memory
+            await pilot.pause()
+            problem = problem_under(app, "dataset.cache_text_encoder_outputs")
+            assert "needs frozen text encoders" in problem and "network.train_unet_only = true" in problem
+            # Back to SD 1.x: clip skip again, no second text encoder.
+            await pilot.press("pageup")
+            await pilot.pause()
+            family = screen.query_one("#f-model-family", Select)
+            family.focus()
+            await pilot.press("enter", "up", "up", "enter")
+            await pilot.pause()
+            assert screen.cfg.model.family == "sd1"
+            assert shown(app, "model.clip_skip") and not shown(app, "optimizer.text_encoder_2_lr")
+
+    run(scenario())
+
+
+def test_a_clip_skip_sdxl_would_ignore_shows_until_it_is_set_back(project: Path):
+    sdxl = {"path": "loratui:tiny-sdxl", "family": "sdxl", "clip_skip": 2}
+    config_path = write_config(project, small_config(model=sdxl, dataset={"bucket_reso_steps": 32}))
+    app = make_edit_app(config_path)
+
+    async def scenario():
+        async with app.run_test(size=SIZE) as pilot:
+            await settle_scan(pilot)
+            assert shown(app, "model.clip_skip")
+            assert "clip_skip 2 is ignored: SDXL has no clip skip" in problem_under(app, "model.clip_skip")
+            await type_into(pilot, "f-model-clip-skip", "1")
+            assert wizard(app).cfg.model.clip_skip == 1
+            assert not shown(app, "model.clip_skip")
+            await pilot.pause()
+            assert app.focused.id == "f-model-tokenizer"  # the next field
+
+    run(scenario())
+
+
+def test_import_of_an_sdxl_config_makes_an_sdxl_config(project: Path):
     config_path = write_config(project, small_config())
     app = make_edit_app(config_path, kohya_json=FIXTURES / "SDXL-Standard-Adafactor.json")
 
@@ -497,18 +593,58 @@ def test_import_of_an_sdxl_config_shows_not_supported_yet(project: Path):
         async with app.run_test(size=SIZE) as pilot:
             await settle_scan(pilot)
             report = text_of(app.screen.query_one("#report-text", Static))
-            assert "NOT SUPPORTED YET: SDXL" in report.splitlines()[1]
+            assert "NOT SUPPORTED" not in report
+            assert 'sdxl = true -> model.family = "sdxl"' in report
             await pilot.press("enter")
             await pilot.pause()
-            assert "not supported yet" in problem_under(app, "model.family")
-            select = app.screen.query_one("#f-model-family", Select)
-            assert select.value == "sdxl"
-            # Picking a family loratui trains clears the error.
-            select.focus()
-            await pilot.press("enter", "up", "up", "enter")
-            await pilot.pause()
-            assert wizard(app).cfg.model.family == "sd1"
+            screen = wizard(app)
+            assert screen.query_one("#f-model-family", Select).value == "sdxl"
             assert problem_under(app, "model.family") == ""
+            assert not shown(app, "model.clip_skip")
+            assert screen.cfg.network.train_unet_only is True
+            assert screen.cfg.dataset.cache_text_encoder_outputs == "memory"
+            assert screen.cfg.dataset.bucket_reso_steps == 32
+
+    run(scenario())
+
+
+def _write_images(folder: Path, count: int, size: int = 64) -> None:
+    from PIL import Image
+
+    folder.mkdir(parents=True)
+    for index in range(count):
+        Image.new("RGB", (size, size), (index * 7 % 256, 90, 160)).save(folder / f"{index:03d}.png")
+
+
+def test_the_sdxl_person_preset_gives_the_guides_steps(tmp_path: Path):
+    """The SDXL guide: 13 images x 25 repeats, a reg folder at 1 repeat, batch 2, 8 epochs: 2600 steps."""
+    project = tmp_path / "person"
+    _write_images(project / "img" / "25_ohwx woman", 13)
+    _write_images(project / "reg" / "1_woman", 5)
+    config_path = write_config(project, small_config(dataset={"reg_dir": "reg"}))
+    app = make_edit_app(config_path)
+
+    async def scenario():
+        async with app.run_test(size=SIZE) as pilot:
+            await settle_scan(pilot)
+            screen = wizard(app)
+            select = screen.query_one("#preset", Select)
+            select.focus()
+            await pilot.press("enter", *["down"] * 5, "enter")  # the fifth preset: SDXL face / person
+            await settle_scan(pilot)
+            assert select.value == "sdxl-person"
+            cfg = screen.cfg
+            assert (cfg.model.family, cfg.dataset.resolution, cfg.training.epochs) == ("sdxl", 1024, 8)
+            assert cfg.network.train_unet_only and cfg.dataset.cache_text_encoder_outputs == "memory"
+            assert not shown(app, "model.clip_skip")
+            await pilot.press("pagedown")
+            await settle_scan(pilot)
+            formula = text_of(screen.query_one(DatasetPanel).query_one("#calc-formula", Static))
+            assert "13 x 25 = 325 per epoch, + 325 regularisation = 650" in formula
+            assert "/ batch 2 = 325 steps per epoch" in formula
+            assert "x 8 epochs = 2,600 steps in total" in formula
+            # The guide's reg folder holds as many images as there are train items.
+            assert "325 reg images" in formula and "the reg folder has 5" in formula
 
     run(scenario())
 

@@ -1,16 +1,18 @@
 """The model families the engine trains, by ``model.family``: each supplies its parts (base.py).
 
-SD 1.x and 2.x share one implementation (sd.py); SDXL and Flux get a module each beside it.
+SD 1.x and 2.x share one implementation (sd.py); SDXL has its own (sdxl.py), and Flux will.
 """
 
 from __future__ import annotations
 
 from engine.families.base import Family
 from engine.families.sd import StableDiffusion
+from engine.families.sdxl import StableDiffusionXL
 
 FAMILIES: dict[str, Family] = {
     "sd1": StableDiffusion("sd1"),
     "sd2": StableDiffusion("sd2"),
+    "sdxl": StableDiffusionXL(),
 }
 
 

@@ -10,11 +10,14 @@ training method:
   keys get (``lora_unet``, ``lora_te``; SDXL: ``lora_te1``/``lora_te2``), the blocks whose layers
   get a LoRA, and the setting with its learning rate (a part trains when that rate is above zero);
 - loading the model (and refusing settings only the loaded model can judge, such as clip skip);
-- text encoding: the captions' embeddings as named per-caption rows, so that the caption cache
-  (:class:`CaptionCache`) keeps them for frozen encoders whatever a family returns;
+- text encoding, one text encoder at a time: the captions' embeddings as named per-caption rows,
+  so that the caption cache (engine/text_cache.py) keeps the rows of each frozen encoder whatever
+  a family returns, even while another of its encoders trains;
 - the denoiser's conditioning: the keyword arguments of its call besides the noisy latents and the
-  timesteps (SD: ``encoder_hidden_states``; SDXL adds pooled text embeds and the 6 time ids);
-- the names it writes into the file's metadata (``ss_v2``, ``modelspec.architecture``, ...).
+  timesteps, made from every encoder's rows (SD: ``encoder_hidden_states``; SDXL: the two encoders'
+  states side by side, and ``added_cond_kwargs`` with the pooled text and the 6 size/crop time ids);
+- the name of each module in a kohya file (SDXL's UNet: the sgm names), and the names it writes
+  into the file's metadata (``ss_v2``, ``modelspec.architecture``, ...).
 
 Noise, target and loss weighting are shared by the DDPM families (engine/diffusion.py).
 """
@@ -35,6 +38,7 @@ if TYPE_CHECKING:
     from loratui.dataset import ImageEntry
 
 # The captions' embeddings by name, one row per caption: SD {"encoder_hidden_states": (B, 77, C)}.
+# The names are unique across a family's text encoders: the rows of all of them make one TextRows.
 TextRows = dict[str, torch.Tensor]
 
 
@@ -43,14 +47,16 @@ class PartSpec:
     """One part of a family's model that can carry a LoRA."""
 
     name: str  # the key of its weights in a state folder ("unet.<module>...") and its module count's
-    label: str  # in messages: "UNet", "text encoder"
-    attribute: str  # the model's attribute holding it: "unet", "text_encoder"
-    kohya_prefix: str  # its keys in the LoRA file: "lora_unet", "lora_te"
+    label: str  # in messages: "UNet", "text encoder", "text encoder 2"
+    attribute: str  # the model's attribute holding it: "unet", "text_encoder", "text_encoder_2"
+    kohya_prefix: str  # its keys in the LoRA file: "lora_unet", "lora_te"; SDXL "lora_te1", "lora_te2"
     blocks: tuple[str, ...]  # every Linear and 1x1 conv inside these blocks gets a LoRA
     lr_setting: str  # the setting with its learning rate: "optimizer.unet_lr"
     group: str  # its optimizer group, the key of its rate in the ``step`` events: "unet", "text_encoder"
     conv_blocks: tuple[str, ...] = ()  # and, with a conv rank, the convolutions inside these (LoCon)
-    denoiser: bool = False  # the UNet (a DiT later): always trained, the others only at a rate above zero
+    # The UNet (a DiT later): always trained; a text encoder only at a rate above zero, and never
+    # with network.train_unet_only.
+    denoiser: bool = False
 
 
 @dataclass
@@ -65,46 +71,39 @@ class Part:
 
 
 class Family(Protocol):
-    """What the training loop needs from a model family (engine/families/sd.py implements it)."""
+    """What the training loop needs from a model family (engine/families/sd.py and sdxl.py implement it)."""
 
-    name: str  # model.family: "sd1", "sd2"
+    name: str  # model.family: "sd1", "sd2", "sdxl"
     parts: tuple[PartSpec, ...]  # every part that can carry a LoRA, the denoiser first
 
     def load(self, cfg: RunConfig) -> BaseModel:
         """The base model from local files; UserError naming the setting when it does not fit."""
 
     def encode_text(
-        self, model: BaseModel, captions: list[str], clip_skip: int, device: torch.device, unwrap: Callable
+        self,
+        part: PartSpec,
+        model: BaseModel,
+        captions: list[str],
+        clip_skip: int,
+        device: torch.device,
+        unwrap: Callable,
     ) -> TextRows:
-        """The captions' embeddings (``unwrap`` gives a module accelerate wrapped back as itself)."""
+        """The captions' embeddings by the text encoder ``part`` (``unwrap`` gives a module
+        accelerate wrapped back as itself)."""
 
     def conditioning(self, text: TextRows, batch: list[ImageEntry], dtype: torch.dtype) -> dict[str, object]:
-        """The denoiser call's keyword arguments besides the noisy latents and the timesteps, its
-        tensors in ``dtype`` (SDXL will add ``added_cond_kwargs``: pooled text, time ids from ``batch``)."""
+        """The denoiser call's keyword arguments besides the noisy latents and the timesteps, from
+        the rows of every text encoder, its tensors in ``dtype`` (SDXL: ``added_cond_kwargs`` with
+        the pooled text and the time ids of ``batch``'s images)."""
 
     def enable_gradient_checkpointing(self, part: PartSpec, module: torch.nn.Module) -> None: ...
 
+    def kohya_module_name(self, part: PartSpec, module_path: str) -> str:
+        """The name a module of ``part`` has in a kohya LoRA file (SD: its path as it is; SDXL's UNet: its
+        sgm name), before the prefix is added and dots become underscores (engine/kohya_format.py)."""
+
     def metadata(self, cfg: RunConfig) -> dict[str, object]:
         """The family's own metadata values, by key (engine/metadata.py writes them in its order)."""
-
-
-class CaptionCache:
-    """The text embeddings of each caption, for text encoders that do not train: a frozen encoder
-    gives the same output for a caption every time, so it runs once per caption. Kept on the CPU."""
-
-    def __init__(self, encode: Callable[[list[str]], TextRows]) -> None:
-        self._encode = encode
-        self._rows: dict[str, dict[str, torch.Tensor]] = {}
-
-    def get(self, captions: list[str], device: torch.device) -> TextRows:
-        missing = [c for c in dict.fromkeys(captions) if c not in self._rows]
-        if missing:
-            with torch.no_grad():
-                encoded = self._encode(missing)
-            for index, caption in enumerate(missing):
-                self._rows[caption] = {name: rows[index].to("cpu") for name, rows in encoded.items()}
-        names = self._rows[captions[0]].keys()
-        return {name: torch.stack([self._rows[c][name] for c in captions]).to(device) for name in names}
 
 
 def model_folder(cfg: RunConfig) -> tuple[Path, Path | None]:

@@ -62,9 +62,15 @@ class StableDiffusion:
         return model
 
     def encode_text(
-        self, model: BaseModel, captions: list[str], clip_skip: int, device: torch.device, unwrap: Callable
+        self,
+        part: PartSpec,
+        model: BaseModel,
+        captions: list[str],
+        clip_skip: int,
+        device: torch.device,
+        unwrap: Callable,
     ) -> TextRows:
-        encoder = model.text_encoder
+        encoder = model.text_encoder  # the one text encoder, ``part``
         ids = data_mod.tokenize(model.tokenizer, captions).to(device)
         if clip_skip <= 1:
             return {"encoder_hidden_states": encoder(ids)[0]}
@@ -83,6 +89,9 @@ class StableDiffusion:
             module.enable_gradient_checkpointing()  # diffusers' switch
         else:
             module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    def kohya_module_name(self, part: PartSpec, module_path: str) -> str:
+        return module_path  # sd-scripts trains SD 1.x/2.x on diffusers' modules: their paths are the names
 
     def metadata(self, cfg: RunConfig) -> dict[str, object]:
         return {

@@ -65,7 +65,7 @@ EVENTS: dict[str, dict[str, Field]] = {
         "loss_history": Field(List, "per-step losses of the steps already done (resume), else []"),
     },
     "status": {
-        "phase": Field(Str, "loading_model | caching_latents | training | saving | paused"),
+        "phase": Field(Str, "loading_model | caching_latents | caching_text | training | saving | paused"),
         "message": Field(Str, "what the engine is doing, for people"),
         "current": Field(OptInt, "progress within the phase, when known", required=False),
         "total": Field(OptInt, "size of the phase, when known", required=False),

@@ -292,6 +292,12 @@ class DatasetPanel(Vertical):
                 lines.append(f"x {count(epochs, 'epoch')} = {count(schedule.total_steps, 'step')} in total")
         else:
             lines.append("the steps show once batch size, epochs or max train steps and accumulation are valid")
+        if cfg.model.family == "sdxl" and report.num_reg_images and report.num_reg_images != items:
+            # kohya cycles the reg images to fill the places; the SDXL guide fills each with its own.
+            lines.append(
+                f"The SDXL guide: {items} reg images, one per image x repeat, in reg/1_<class>; "
+                f"the reg folder has {report.num_reg_images}."
+            )
         formula.update("\n".join(lines))
         self._show_repeats()
 

@@ -31,6 +31,7 @@ from loratui.check import config_problems
 from loratui.config import RunConfig, config_from_dict, config_to_dict, save_config
 from loratui.core.terminal_text import escape_controls
 from loratui.errors import Problem, UserError
+from loratui.families import setting_applies
 from loratui.jobs.record import JobRecord
 from loratui.kohya_import import load_kohya_json
 from loratui.optimizer_args import canonical_optimizer
@@ -39,7 +40,7 @@ from loratui.tui.dialogs import ConfirmQuitScreen
 from loratui.tui.kohya import ImportReportScreen, KohyaImportScreen
 from loratui.tui.kohya.screens import ImportChoice
 from loratui.tui.outcome import LaunchFn
-from loratui.tui.presets import PRESETS, PRESETS_BY_KEY, apply_preset
+from loratui.tui.presets import PRESETS, PRESETS_BY_KEY, SDXL_ADAFACTOR_ARGS, apply_preset
 from loratui.tui.wizard.dataset_panel import SCAN_FIELDS, DatasetPanel
 from loratui.tui.wizard.field_row import FieldRow
 from loratui.tui.wizard.fields import FIELDS, get_value, set_value
@@ -59,6 +60,23 @@ OPTIMIZER_ADVICE: dict[str, tuple[list[str], float, float]] = {
         1.0,
     ),
 }
+
+# What differs for SDXL: kohya_ss's SDXL presets run Adafactor at a fixed rate.
+SDXL_OPTIMIZER_ADVICE: dict[str, tuple[list[str], float, float]] = {
+    **OPTIMIZER_ADVICE,
+    "Adafactor": (list(SDXL_ADAFACTOR_ARGS), 1e-3, 1e-4),
+}
+
+
+# The settings the advice depends on.
+ADVICE_FIELDS = frozenset(
+    {"optimizer.name", "optimizer.args", "optimizer.unet_lr", "optimizer.text_encoder_lr", "model.family"}
+)
+
+
+def optimizer_advice(name: str, family: str) -> tuple[list[str], float, float] | None:
+    return (SDXL_OPTIMIZER_ADVICE if family == "sdxl" else OPTIMIZER_ADVICE).get(name)
+
 
 # Built with the screen: the first step, and the Dataset step whose scan starts at once.
 EAGER_STEPS = frozenset({"model", "dataset"})
@@ -343,12 +361,22 @@ class WizardScreen(Screen[None]):
         self._after_change({name})
 
     def _after_change(self, names: set[str]) -> None:
+        if "model.family" in names:
+            self._drop_typing_of_other_families()
         self._revalidate()
         if names & SCAN_FIELDS:
             self._schedule_scan()
         self.query_one(DatasetPanel).update_calculator(self.cfg)
-        if names & {"optimizer.name", "optimizer.args", "optimizer.unet_lr", "optimizer.text_encoder_lr"}:
+        if names & ADVICE_FIELDS:
             self._update_optimizer_advice()
+
+    def _drop_typing_of_other_families(self) -> None:
+        """A field the chosen family does not use is hidden: its half-typed text is dropped (its
+        saved value stays, unused), so that it cannot block saving from out of sight."""
+        for row in self.query(FieldRow):
+            applies = setting_applies(row.spec.families, str(self.cfg.model.family))
+            if not applies and self.parse_errors.pop(row.spec.name, None) is not None:
+                row.set_value(get_value(self.cfg, row.spec.name))
 
     def _mark_dirty(self) -> None:
         if not self.dirty:
@@ -371,8 +399,16 @@ class WizardScreen(Screen[None]):
         by_field: dict[str, list[Problem]] = defaultdict(list)
         for problem in self._all_field_problems():
             by_field[problem.where].append(problem)
+        family = str(self.cfg.model.family)
         for row in self.query(FieldRow):
-            row.show_problems(by_field.get(row.spec.name, []))
+            problems = by_field.get(row.spec.name, [])
+            row.show_problems(problems)
+            # Only the settings of the chosen family show (SDXL has no clip skip, SD no second text
+            # encoder), unless one has a problem to fix (a clip skip SDXL would ignore).
+            shown = setting_applies(row.spec.families, family) or bool(problems)
+            if not shown and row.display and self.focused is not None and row in self.focused.ancestors:
+                self.focus_next()  # the field just fixed goes: the cursor moves on, not off the screen
+            row.display = shown
         self._update_step_bar()
 
     def replace_config(self, cfg: RunConfig, changed_by: str) -> None:
@@ -408,7 +444,7 @@ class WizardScreen(Screen[None]):
         advice_box = self.query_one("#optimizer-advice", Static)
         button = self.query_one("#optimizer-apply", Button)
         name = canonical_optimizer(self.cfg.optimizer.name)
-        advice = OPTIMIZER_ADVICE.get(name or "")
+        advice = optimizer_advice(name or "", self.cfg.model.family)
         opt = self.cfg.optimizer
         if advice is None or (opt.args, opt.unet_lr, opt.text_encoder_lr) == advice:
             advice_box.display = False
@@ -427,11 +463,13 @@ class WizardScreen(Screen[None]):
     def _apply_optimizer_advice(self, event: Button.Pressed) -> None:
         event.stop()
         name = canonical_optimizer(self.cfg.optimizer.name)
-        if name not in OPTIMIZER_ADVICE:
+        advice = optimizer_advice(name or "", self.cfg.model.family)
+        if advice is None:
             return
-        args, unet_lr, te_lr = OPTIMIZER_ADVICE[name]
+        args, unet_lr, te_lr = advice
         data = config_to_dict(self.cfg)
-        data["optimizer"].update({"args": list(args), "unet_lr": unet_lr, "text_encoder_lr": te_lr})
+        rates = {"unet_lr": unet_lr, "text_encoder_lr": te_lr, "text_encoder_2_lr": te_lr}
+        data["optimizer"].update({"args": list(args), **rates})
         self.replace_config(config_from_dict(data, self.cfg.base_dir), f"optimizer advice for {name}")
         self.query_one("#f-optimizer-name").focus()
 

@@ -1,0 +1,82 @@
+"""The model families as the terminal side knows them, without torch: the parts of each model that
+can carry a LoRA, which of them a config trains, and the family of each built-in model.
+
+The engine's twin is ``engine/families`` (one module per family, with the layers and the loading);
+the names here are the ones it gives its parts: the key prefix of their weights in a state folder
+(``unet.<module>...``, ``te1.<module>...``) and the ``<part>_modules`` counts of its progress.json.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from loratui.config import RunConfig
+
+
+@dataclass(frozen=True)
+class LoraPart:
+    """One part of a family's model that can carry a LoRA."""
+
+    name: str  # "unet", "te" (SD), "te1"/"te2" (SDXL): the state's key prefix and its "<name>_modules" count
+    label: str  # in messages: "UNet", "text encoder 1"
+    lr_setting: str  # the setting holding its learning rate
+    denoiser: bool = False  # the UNet: always trained
+
+    @property
+    def count_key(self) -> str:
+        return f"{self.name}_modules"
+
+
+_UNET = LoraPart("unet", "UNet", "optimizer.unet_lr", denoiser=True)
+_SD_PARTS = (_UNET, LoraPart("te", "text encoder", "optimizer.text_encoder_lr"))
+# SDXL's text encoder 1 is CLIP ViT-L, text encoder 2 OpenCLIP ViT-bigG (kohya: lora_te1_, lora_te2_).
+_SDXL_PARTS = (
+    _UNET,
+    LoraPart("te1", "text encoder 1", "optimizer.text_encoder_lr"),
+    LoraPart("te2", "text encoder 2", "optimizer.text_encoder_2_lr"),
+)
+FAMILY_PARTS: dict[str, tuple[LoraPart, ...]] = {"sd1": _SD_PARTS, "sd2": _SD_PARTS, "sdxl": _SDXL_PARTS}
+
+# What a message calls each family.
+FAMILY_NAMES = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}
+
+# The family of each built-in model (params.BUILTIN_MODELS; tests/test_sdxl_check.py holds them equal).
+BUILTIN_FAMILIES = {
+    "loratui:tiny-sd": "sd1",
+    "loratui:sd15-random": "sd1",
+    "loratui:tiny-sdxl": "sdxl",
+    "loratui:sdxl-random": "sdxl",
+}
+
+
+def lora_parts(family: str) -> tuple[LoraPart, ...]:
+    """The parts of a family's model; an unknown family (validation refuses it) has SD's."""
+    return FAMILY_PARTS.get(family, _SD_PARTS)
+
+
+def text_encoder_parts(family: str) -> tuple[LoraPart, ...]:
+    return tuple(part for part in lora_parts(family) if not part.denoiser)
+
+
+def trains(cfg: RunConfig, part: LoraPart) -> bool:
+    """A text encoder trains when the U-Net is not trained alone and its rate is above zero."""
+    if part.denoiser:
+        return True
+    return not cfg.network.train_unet_only and float(cfg.get(part.lr_setting)) > 0  # type: ignore[arg-type]
+
+
+def trained_text_encoders(cfg: RunConfig) -> tuple[LoraPart, ...]:
+    return tuple(part for part in text_encoder_parts(cfg.model.family) if trains(cfg, part))
+
+
+def family_name(family: str) -> str:
+    return FAMILY_NAMES.get(family, family)
+
+
+def setting_applies(families: tuple[str, ...], family: str) -> bool:
+    """Whether a setting declared for ``families`` (``Setting.families``) matters to a model of
+    ``family``: SDXL ignores clip skip, SD has no second text encoder. A family loratui does not
+    know (validation refuses it) leaves every setting in."""
+    return family in families or family not in FAMILY_PARTS
