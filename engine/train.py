@@ -39,7 +39,7 @@ from engine.saving import Saving, load_state_weights
 from engine.spill_watch import SpillWatch
 from engine.state import Progress, load_training_state, read_lora_weights, read_progress
 from engine.text_cache import TextEncoding, encoder_identity
-from loratui import preflight
+from loratui import families, preflight
 from loratui.check import CheckResult, check_run
 from loratui.config import RunConfig, config_to_dict
 from loratui.dataset import ImageEntry
@@ -212,11 +212,10 @@ class Trainer(CommandHandling, Saving):
 
     def _part(self, spec: PartSpec) -> Part:
         """A part of the model as this run trains it: the denoiser always, a text encoder at a rate
-        above zero unless network.train_unet_only says the UNet trains alone."""
+        above zero unless network.train_unet_only says the UNet trains alone (the check's rule)."""
         net = self.cfg.network
         lr = float(self.cfg.get(spec.lr_setting))
-        trained = spec.denoiser or (lr > 0 and not net.train_unet_only)
-        part = Part(spec, getattr(self.model, spec.attribute), lr, trained=trained)
+        part = Part(spec, getattr(self.model, spec.attribute), lr, trained=families.trains(self.cfg, spec.part))
         if part.trained:
             conv = (spec.conv_blocks, net.conv_rank, net.conv_alpha)
             part.targets = find_targets(part.module, spec.blocks, net.rank, net.alpha, *conv)

@@ -29,14 +29,14 @@ class LoraPart:
         return f"{self.name}_modules"
 
 
-_UNET = LoraPart("unet", "UNet", "optimizer.unet_lr", denoiser=True)
-_SD_PARTS = (_UNET, LoraPart("te", "text encoder", "optimizer.text_encoder_lr"))
+# Declared once here; the engine's parts (engine/families) add the layers and the kohya prefix.
+UNET = LoraPart("unet", "UNet", "optimizer.unet_lr", denoiser=True)
+TEXT_ENCODER = LoraPart("te", "text encoder", "optimizer.text_encoder_lr")  # SD's only one
 # SDXL's text encoder 1 is CLIP ViT-L, text encoder 2 OpenCLIP ViT-bigG (kohya: lora_te1_, lora_te2_).
-_SDXL_PARTS = (
-    _UNET,
-    LoraPart("te1", "text encoder 1", "optimizer.text_encoder_lr"),
-    LoraPart("te2", "text encoder 2", "optimizer.text_encoder_2_lr"),
-)
+TEXT_ENCODER_1 = LoraPart("te1", "text encoder 1", "optimizer.text_encoder_lr")
+TEXT_ENCODER_2 = LoraPart("te2", "text encoder 2", "optimizer.text_encoder_2_lr")
+_SD_PARTS = (UNET, TEXT_ENCODER)
+_SDXL_PARTS = (UNET, TEXT_ENCODER_1, TEXT_ENCODER_2)
 FAMILY_PARTS: dict[str, tuple[LoraPart, ...]] = {"sd1": _SD_PARTS, "sd2": _SD_PARTS, "sdxl": _SDXL_PARTS}
 
 # What a message calls each family.

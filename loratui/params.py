@@ -270,7 +270,8 @@ SETTINGS: tuple[Setting, ...] = (
         "",
         "Tokenizer folder",
         "Only for single-file checkpoints: a folder with vocab.json and merges.txt (or tokenizer.json), e.g. "
-        "the tokenizer/ folder of a diffusers model of the same family. Empty = the local Hugging Face cache.",
+        "the tokenizer/ folder of a diffusers model of the same family; SDXL: a folder with tokenizer/ and "
+        "tokenizer_2/ (any SDXL diffusers folder). Empty = the local Hugging Face cache.",
         "model",
         kohya=Absent("sd-scripts downloads the tokenizer, or reads --tokenizer_cache_dir"),
         kohya_gui=Absent("the GUI has no tokenizer setting"),
@@ -444,8 +445,8 @@ SETTINGS: tuple[Setting, ...] = (
         "off",
         "Cache text outputs",
         "Encode every caption once before training and move the text encoders off the GPU (SDXL: saves several GB). "
-        "memory: keep the outputs in RAM. disk: beside the images, reused by the next run. Needs frozen text "
-        "encoders (network.train_unet_only).",
+        "memory: keep the outputs in RAM. disk: in output_dir/.text-cache, reused by the next run. Needs frozen "
+        "text encoders (network.train_unet_only).",
         "dataset",
         kohya=("cache_text_encoder_outputs", "cache_text_encoder_outputs_to_disk"),
         kohya_gui="sdxl_cache_text_encoder_outputs",

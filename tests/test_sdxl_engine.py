@@ -303,3 +303,14 @@ def test_sdxl_random_has_the_published_parameter_counts():
     counts = sdxl_random_parameter_counts()
     print(", ".join(f"{name} {count:,}" for name, count in counts.items()))
     assert counts == {"unet": 2_567_463_684, "text_encoder": 123_060_480, "text_encoder_2": 694_659_840}
+
+
+def test_the_engine_families_have_the_parts_the_check_knows():
+    """The check (loratui.families, torch-free) and the engine (engine.families) must agree on
+    every family's parts, in order: state folders and resume checks are keyed by them."""
+    from engine.families import FAMILIES
+    from loratui.families import FAMILY_PARTS
+
+    assert set(FAMILIES) == set(FAMILY_PARTS)
+    for name, family in FAMILIES.items():
+        assert [spec.part for spec in family.parts] == list(FAMILY_PARTS[name]), name

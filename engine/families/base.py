@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import torch
 
+from loratui.families import LoraPart
+
 if TYPE_CHECKING:
     from engine.lora import LoraTarget
     from engine.model_loading import BaseModel
@@ -44,19 +46,35 @@ TextRows = dict[str, torch.Tensor]
 
 @dataclass(frozen=True)
 class PartSpec:
-    """One part of a family's model that can carry a LoRA."""
+    """One part of a family's model that can carry a LoRA: the torch-free declaration the check
+    shares (``loratui.families.LoraPart``: its name, label, learning-rate setting) and where its
+    layers are."""
 
-    name: str  # the key of its weights in a state folder ("unet.<module>...") and its module count's
-    label: str  # in messages: "UNet", "text encoder", "text encoder 2"
+    part: LoraPart
     attribute: str  # the model's attribute holding it: "unet", "text_encoder", "text_encoder_2"
     kohya_prefix: str  # its keys in the LoRA file: "lora_unet", "lora_te"; SDXL "lora_te1", "lora_te2"
     blocks: tuple[str, ...]  # every Linear and 1x1 conv inside these blocks gets a LoRA
-    lr_setting: str  # the setting with its learning rate: "optimizer.unet_lr"
     group: str  # its optimizer group, the key of its rate in the ``step`` events: "unet", "text_encoder"
     conv_blocks: tuple[str, ...] = ()  # and, with a conv rank, the convolutions inside these (LoCon)
-    # The UNet (a DiT later): always trained; a text encoder only at a rate above zero, and never
-    # with network.train_unet_only.
-    denoiser: bool = False
+
+    @property
+    def name(self) -> str:
+        """The key of its weights in a state folder ("unet.<module>...") and of its module count."""
+        return self.part.name
+
+    @property
+    def label(self) -> str:
+        return self.part.label
+
+    @property
+    def lr_setting(self) -> str:
+        return self.part.lr_setting
+
+    @property
+    def denoiser(self) -> bool:
+        """The UNet (a DiT later): always trained; a text encoder only at a rate above zero, and
+        never with network.train_unet_only (loratui.families.trains)."""
+        return self.part.denoiser
 
 
 @dataclass

@@ -15,28 +15,23 @@ from engine.families.base import PartSpec, TextRows, model_folder
 from engine.kohya_format import TEXT_ENCODER_PREFIX, UNET_PREFIX
 from engine.lora import TEXT_ENCODER_BLOCKS, UNET_ATTENTION_BLOCKS, UNET_CONV_BLOCKS
 from engine.model_loading import BaseModel, load_base_model
-from loratui import preflight
+from loratui import families, preflight
 from loratui.config import RunConfig
 from loratui.dataset import ImageEntry
 
 UNET = PartSpec(
-    name="unet",
-    label="UNet",
+    families.UNET,
     attribute="unet",
     kohya_prefix=UNET_PREFIX,
     blocks=UNET_ATTENTION_BLOCKS,
     conv_blocks=UNET_CONV_BLOCKS,
-    lr_setting="optimizer.unet_lr",
     group="unet",
-    denoiser=True,
 )
 TEXT_ENCODER = PartSpec(
-    name="te",
-    label="text encoder",
+    families.TEXT_ENCODER,
     attribute="text_encoder",
     kohya_prefix=TEXT_ENCODER_PREFIX,
     blocks=TEXT_ENCODER_BLOCKS,
-    lr_setting="optimizer.text_encoder_lr",
     group="text_encoder",
 )
 

@@ -32,26 +32,23 @@ from engine.kohya_format import TEXT_ENCODER_1_PREFIX, TEXT_ENCODER_2_PREFIX
 from engine.lora import TEXT_ENCODER_BLOCKS
 from engine.model_loading import BaseModel, load_base_model
 from engine.sdxl_names import unet_module_to_sgm
+from loratui import families
 from loratui.buckets import sdxl_crop_top_left
 from loratui.config import RunConfig
 from loratui.dataset import ImageEntry
 
 TEXT_ENCODER_1 = PartSpec(
-    name="te1",
-    label="text encoder 1",
+    families.TEXT_ENCODER_1,
     attribute="text_encoder",
     kohya_prefix=TEXT_ENCODER_1_PREFIX,
     blocks=TEXT_ENCODER_BLOCKS,
-    lr_setting="optimizer.text_encoder_lr",
     group="text_encoder",
 )
 TEXT_ENCODER_2 = PartSpec(
-    name="te2",
-    label="text encoder 2",
+    families.TEXT_ENCODER_2,
     attribute="text_encoder_2",
     kohya_prefix=TEXT_ENCODER_2_PREFIX,
     blocks=TEXT_ENCODER_BLOCKS,
-    lr_setting="optimizer.text_encoder_2_lr",
     group="text_encoder_2",
 )
 
