@@ -24,12 +24,14 @@ use. :func:`sdxl_random_parameter_counts` counts its parameters from the configs
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 
 from engine.tiny_model import build_once, write_model_index
 from engine.tiny_sdxl import write_sdxl_model_index
+from loratui.checkpoint_configs import shipped_configs
 from loratui.paths import cache_dir
 
 SD15_RANDOM_NAME = "loratui:sd15-random"
@@ -173,62 +175,42 @@ SDXL_RANDOM_NAME = "loratui:sdxl-random"
 _SDXL_BUILD_VERSION = "1"
 _SDXL_SEED = 20230726  # the day SDXL 1.0 was published
 
-# stabilityai/stable-diffusion-xl-base-1.0, unet/config.json (the keys that differ from the defaults).
-SDXL_UNET_CONFIG: dict = {
-    "sample_size": 128,  # latents of 1024 px images
-    "in_channels": 4,
-    "out_channels": 4,
-    "flip_sin_to_cos": True,
-    "freq_shift": 0,
-    "down_block_types": ("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-    "mid_block_type": "UNetMidBlock2DCrossAttn",
-    "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-    "block_out_channels": (320, 640, 1280),
-    "layers_per_block": 2,
-    "transformer_layers_per_block": (1, 2, 10),
-    "attention_head_dim": (5, 10, 20),  # the head *count* per level, as the config names it (head width 64)
-    "cross_attention_dim": 2048,  # 768 (text encoder 1) + 1280 (text encoder 2)
-    "use_linear_projection": True,
-    "norm_num_groups": 32,
-    "norm_eps": 1e-5,
-    "act_fn": "silu",
-    "addition_embed_type": "text_time",
-    "addition_time_embed_dim": 256,
-    "projection_class_embeddings_input_dim": 2816,  # the pooled 1280 + 6 time ids x 256
-    "upcast_attention": False,
+# stabilityai/stable-diffusion-xl-base-1.0's component configs, as loratui ships them for single-file
+# checkpoints (loratui/model_configs/sdxl_base, loratui.checkpoint_configs): one copy of the published
+# numbers. What the files say about the hub (classes, versions) and the real vocabulary's token ids
+# is left out; the random model's byte-level tokenizer brings its own ids.
+_NOT_ARGUMENTS = frozenset(
+    ("_class_name", "_diffusers_version", "architectures", "model_type", "torch_dtype", "transformers_version")
+)
+_VOCABULARY_IDS = ("bos_token_id", "eos_token_id", "pad_token_id")
+
+
+def _shipped_config(component: str, file: str = "config.json") -> dict:
+    config = json.loads((shipped_configs() / component / file).read_text())
+    return {key: value for key, value in config.items() if key not in _NOT_ARGUMENTS | set(_VOCABULARY_IDS)}
+
+
+SDXL_UNET_CONFIG: dict = _shipped_config("unet")  # cross-attention 2048 = 768 (TE1) + 1280 (TE2)
+SDXL_VAE_CONFIG: dict = _shipped_config("vae")  # SD's VAE layout, SDXL's scaling factor 0.13025
+SDXL_TEXT_ENCODER_CONFIG: dict = _shipped_config("text_encoder")  # CLIP ViT-L/14's text tower
+SDXL_TEXT_ENCODER_2_CONFIG: dict = _shipped_config("text_encoder_2")  # OpenCLIP ViT-bigG/14's, projected
+# Its scheduler config (an EulerDiscreteScheduler for sampling) as far as training reads it: the
+# betas, trained by DDPM.
+SDXL_SCHEDULER_CONFIG: dict = {
+    key: value
+    for key, value in _shipped_config("scheduler", "scheduler_config.json").items()
+    if key
+    in (
+        "beta_start",
+        "beta_end",
+        "beta_schedule",
+        "num_train_timesteps",
+        "prediction_type",
+        "steps_offset",
+        "timestep_spacing",
+        "clip_sample",
+    )
 }
-
-# stabilityai/stable-diffusion-xl-base-1.0, vae/config.json: SD's VAE layout, SDXL's scaling factor.
-SDXL_VAE_CONFIG: dict = {
-    **SD15_VAE_CONFIG,
-    "sample_size": 1024,
-    "scaling_factor": 0.13025,
-    "force_upcast": True,  # it overflows in fp16 (kohya's no_half_vae)
-}
-
-# text_encoder/config.json is CLIP ViT-L/14's text tower, as in SD 1.5.
-SDXL_TEXT_ENCODER_CONFIG: dict = SD15_TEXT_ENCODER_CONFIG
-
-# text_encoder_2/config.json: OpenCLIP ViT-bigG/14's text tower with its 1280x1280 projection.
-SDXL_TEXT_ENCODER_2_CONFIG: dict = {
-    "vocab_size": 49408,
-    "hidden_size": 1280,
-    "intermediate_size": 5120,
-    "num_hidden_layers": 32,
-    "num_attention_heads": 20,
-    "max_position_embeddings": 77,
-    "hidden_act": "gelu",
-    "layer_norm_eps": 1e-5,
-    "projection_dim": 1280,
-    "attention_dropout": 0.0,
-    "dropout": 0.0,
-    "initializer_range": 0.02,
-    "initializer_factor": 1.0,
-}
-
-# Its scheduler/scheduler_config.json (an EulerDiscreteScheduler for sampling) as far as training
-# reads it: SD's betas, trained by DDPM.
-SDXL_SCHEDULER_CONFIG: dict = {**SD15_SCHEDULER_CONFIG, "timestep_spacing": "leading"}
 
 
 def sdxl_random_dir() -> Path:

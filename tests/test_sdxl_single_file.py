@@ -415,3 +415,31 @@ def test_check_passes_an_sdxl_checkpoint_with_the_shipped_configs_and_a_tokenize
     code, lines = _check(project, capsys, path=str(checkpoint), family="sdxl", tokenizer=str(tokenizers))
     assert code == 0, "\n".join(lines)
     assert (cache / "model_configs").is_dir()
+
+
+# ---------------------------------------------------------------------------------------------
+# Training from the single file, end to end.
+
+
+def test_a_run_trains_from_the_sdxl_single_file_and_writes_an_sdxl_lora(project, cache, sdxl_checkpoint, tiny_configs):
+    """What a user with sd_xl_base_1.0.safetensors does: model.path at the file, model.tokenizer at
+    a folder of configs and tokenizers; the run trains and its file is an SDXL LoRA."""
+    from tests.conftest import train_in_process
+
+    data = small_config(
+        model={"path": str(sdxl_checkpoint), "family": "sdxl", "tokenizer": str(tiny_configs)},
+        dataset={"resolution": 64, "min_bucket_reso": 64, "max_bucket_reso": 128, "bucket_reso_steps": 32},
+        training={"max_train_steps": 3},
+        optimizer={"unet_lr": 1e-3, "text_encoder_lr": 1e-3, "text_encoder_2_lr": 1e-3},
+    )
+    recorder, _ = train_in_process(write_config(project, data))
+    losses = [event["loss"] for event in recorder.of("step")]
+    assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
+    path = Path(recorder.of("finished")[0]["path"])
+    with safe_open(str(path), framework="pt") as handle:
+        keys, metadata = list(handle.keys()), handle.metadata()
+    prefixes = {key.split("_", 2)[0] + "_" + key.split("_", 2)[1] for key in keys}
+    assert prefixes == {"lora_unet", "lora_te1", "lora_te2"}
+    assert any(key.startswith("lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q.") for key in keys)
+    assert metadata["ss_base_model_version"] == "sdxl_base_v1-0"
+    assert metadata["ss_sd_model_name"] == sdxl_checkpoint.name
