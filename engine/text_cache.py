@@ -21,6 +21,7 @@ other encoder trains (SDXL: text encoder 1 may train while text encoder 2 is fro
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -50,6 +51,14 @@ def encoder_identity(source: Path, model_name: str, subfolder: str, settings: st
         files = [source]  # a single-file checkpoint holds every part
     stamps = ",".join(f"{path.name}:{path.stat().st_size}:{path.stat().st_mtime_ns}" for path in files)
     return f"{model_name}|{source.resolve()}|{subfolder}|{stamps}|{settings}"
+
+
+def tokenizer_identity(tokenizer) -> str:
+    """A tokenizer's vocabulary, length and padding, hashed: under another tokenizer (a changed
+    model.tokenizer folder for a single-file checkpoint) the same caption gives other ids."""
+    vocabulary = sorted(tokenizer.get_vocab().items())
+    text = json.dumps([vocabulary, tokenizer.model_max_length, tokenizer.pad_token_id], ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 
 class CaptionCache:

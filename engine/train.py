@@ -38,7 +38,7 @@ from engine.optim import current_lrs, make_optimizer, make_scheduler
 from engine.saving import Saving, load_state_weights
 from engine.spill_watch import SpillWatch
 from engine.state import Progress, load_training_state, read_lora_weights, read_progress
-from engine.text_cache import TextEncoding, encoder_identity
+from engine.text_cache import TextEncoding, encoder_identity, tokenizer_identity
 from loratui import families, preflight
 from loratui.check import CheckResult, check_run
 from loratui.config import RunConfig, config_to_dict
@@ -345,6 +345,13 @@ class Trainer(CommandHandling, Saving):
         self._prepare_text()
         self._eval_set = EvalSet(self.all_entries, self._posterior, self.model.vae.config.scaling_factor)
 
+    def _text_identity(self, spec: PartSpec, settings: str) -> str:
+        """What a text encoder's cached rows on disk depend on besides the caption: the encoder's
+        files, ``settings`` and its tokenizer (``text_encoder_2`` is read with ``tokenizer_2``)."""
+        tokenizer = getattr(self.model, spec.attribute.replace("text_encoder", "tokenizer"))
+        source, name = self.model.source, self.model.name
+        return encoder_identity(source, name, spec.attribute, f"{settings}|{tokenizer_identity(tokenizer)}")
+
     def _prepare_text(self) -> None:
         """Where each text encoder's outputs come from (engine/text_cache.py); with
         dataset.cache_text_encoder_outputs, every caption encoded now and the frozen encoders
@@ -355,8 +362,7 @@ class Trainer(CommandHandling, Saving):
         for part in self.parts:
             if not part.spec.denoiser:
                 encode = functools.partial(self._encode_text, part.spec)
-                source, name = self.model.source, self.model.name
-                identity = encoder_identity(source, name, part.spec.attribute, settings) if mode == "disk" else ""
+                identity = self._text_identity(part.spec, settings) if mode == "disk" else ""
                 self.text.add(part.spec.name, encode, part.trained, identity)
         if mode == "off" or not self.text.caches:
             return

@@ -314,3 +314,18 @@ def test_the_engine_families_have_the_parts_the_check_knows():
     assert set(FAMILIES) == set(FAMILY_PARTS)
     for name, family in FAMILIES.items():
         assert [spec.part for spec in family.parts] == list(FAMILY_PARTS[name]), name
+
+
+def test_the_disk_text_cache_is_keyed_by_the_tokenizer_too():
+    """The same caption under another tokenizer gives other ids, so other rows: SDXL's two
+    tokenizers differ only in their padding, and that is enough for another key."""
+    from transformers import CLIPTokenizer
+
+    from engine.text_cache import tokenizer_identity
+    from engine.tiny_sdxl import ensure_tiny_sdxl
+
+    folder = ensure_tiny_sdxl()
+    first = CLIPTokenizer.from_pretrained(folder / "tokenizer")
+    second = CLIPTokenizer.from_pretrained(folder / "tokenizer_2")
+    assert tokenizer_identity(first) == tokenizer_identity(CLIPTokenizer.from_pretrained(folder / "tokenizer"))
+    assert tokenizer_identity(first) != tokenizer_identity(second)
