@@ -216,7 +216,8 @@ def _load_error(problems: list[Problem], where: str) -> UserError:
         only = problems[0]
         return UserError(f"{only.where}: {only.message}", where, only.fix, "config")
     lines = "\n".join(f"  {problem}" for problem in problems)
-    return UserError(f"{len(problems)} problems in the config:\n{lines}", where, "", "config")
+    message = f"{len(problems)} problems in the config:\n{lines}"
+    return UserError(message, where, "", "config", escaped_lines=True)  # each line a rendered Problem
 
 
 def _read_sections(data: dict) -> tuple[dict[str, dict[str, object]], list[Problem]]:

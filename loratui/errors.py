@@ -20,12 +20,15 @@ class UserError(Exception):
     where: str = ""
     fix: str = ""
     kind: str = "config"  # config | dataset | model | output | runtime
+    # The message is a list of lines, each escaped already (rendered problems): its line breaks
+    # are ours and are kept; any other control character is still escaped.
+    escaped_lines: bool = False
 
     def __post_init__(self) -> None:
         super().__init__(self.message)
 
     def __str__(self) -> str:
-        return rendered(self.where, self.message, self.fix)
+        return rendered(self.where, self.message, self.fix, keep="\n" if self.escaped_lines else "")
 
 
 @dataclass(frozen=True)
@@ -45,14 +48,17 @@ class Problem:
         return rendered(self.where, self.message, self.fix)
 
 
-def rendered(where: str, message: str, fix: str) -> str:
+def rendered(where: str, message: str, fix: str, keep: str = "") -> str:
     """``where: message (fix: fix)``, one line safe to print: the parts name files and folders,
     and a file's name may hold characters a terminal acts on (escaped here, see
-    :mod:`loratui.core.terminal_text`). The fields themselves keep the exact text."""
-    text = f"{where}: {message}" if where else message
+    :mod:`loratui.core.terminal_text`). The fields themselves keep the exact text. ``keep``: what
+    the message may hold as it is (the line breaks of a list of problems rendered already)."""
+    text = escape_controls(message, keep)
+    if where:
+        text = f"{escape_controls(where)}: {text}"
     if fix:
-        text += f" (fix: {fix})"
-    return escape_controls(text)
+        text += f" (fix: {escape_controls(fix)})"
+    return text
 
 
 def error(where: str, message: str, fix: str) -> Problem:

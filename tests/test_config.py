@@ -795,3 +795,13 @@ def test_adaptive_optimizers_refuse_different_lrs_for_unet_and_text_encoder(name
     assert any(p.where == "optimizer.text_encoder_lr" and p.severity == "error" for p in validate(cfg))
     same = config_from_dict({"optimizer": {"name": name, "unet_lr": 1.0, "text_encoder_lr": 1.0}})
     assert not any(p.where == "optimizer.text_encoder_lr" for p in validate(same))
+
+
+def test_several_load_problems_print_one_per_line_with_names_still_escaped(tmp_path):
+    """`loratui check` prints the list as lines (not a literal "\\n"), and a key that holds a
+    terminal escape is still shown escaped."""
+    text = '[network]\n"ra\\u001bnk" = 8\nrank = "8"\n'
+    printed = str(load_error(tmp_path, text))
+    lines = printed.splitlines()
+    assert len(lines) == 3 and lines[0].endswith("2 problems in the config:")
+    assert "\\n" not in printed and "\x1b" not in printed and "ra\\x1bnk" in lines[1]

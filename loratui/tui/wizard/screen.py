@@ -210,7 +210,8 @@ class WizardScreen(Screen[None]):
             self.call_after_refresh(self._import_path, self.kohya_json)
         if self.launch_error is not None:
             error = self.launch_error
-            self.notify(escape_controls(str(error)), title="Launch refused", severity="error", timeout=12, markup=False)
+            # str() of a UserError is escaped for the terminal already (loratui.errors.rendered).
+            self.notify(str(error), title="Launch refused", severity="error", timeout=12, markup=False)
             self.call_after_refresh(self.show_launch_problem, Problem(error.where, error.message, error.fix))
 
     # -- steps -------------------------------------------------------------------------------
@@ -493,7 +494,7 @@ class WizardScreen(Screen[None]):
             self.config_path.parent.mkdir(parents=True, exist_ok=True)
             save_config(self.cfg, self.config_path)
         except (UserError, OSError) as err:
-            self.notify(escape_controls(str(err)), title="Not saved", severity="error", timeout=10, markup=False)
+            self.notify(str(err), title="Not saved", severity="error", timeout=10, markup=False)
             return False
         self.dirty = False
         self._update_titles()
@@ -562,7 +563,7 @@ class WizardScreen(Screen[None]):
         self._launching = False
         if message.error is not None:
             error = message.error
-            self.notify(escape_controls(str(error)), title="Launch failed", severity="error", timeout=12, markup=False)
+            self.notify(str(error), title="Launch failed", severity="error", timeout=12, markup=False)
             self.show_launch_problem(Problem(error.where, error.message, error.fix))
             return
         assert message.record is not None
@@ -611,7 +612,7 @@ class WizardScreen(Screen[None]):
         try:
             result = load_kohya_json(path)
         except UserError as err:
-            self.notify(escape_controls(str(err)), title="Import failed", severity="error", timeout=10, markup=False)
+            self.notify(str(err), title="Import failed", severity="error", timeout=10, markup=False)
             return
         self._import_chosen(ImportChoice(path, result))
 
@@ -629,7 +630,7 @@ class WizardScreen(Screen[None]):
         try:
             cfg = config_from_dict(data, self.cfg.base_dir)
         except UserError as err:
-            self.notify(escape_controls(str(err)), title="Import failed", severity="error", timeout=10, markup=False)
+            self.notify(str(err), title="Import failed", severity="error", timeout=10, markup=False)
             return
         self.replace_config(cfg, f"kohya import of {choice.path}")
         self.app.push_screen(ImportReportScreen(result.report))
