@@ -50,6 +50,9 @@ UNSUPPORTED_IMAGE_EXTENSIONS = (".gif", ".bmp", ".tif", ".tiff", ".avif", ".heic
 # repeat, so a bound on repeats is a bound on the memory the engine's plan takes (10,000 repeats
 # of 1,000 images: 10 million entries, 80 MB).
 MAX_REPEATS = 10_000
+# kohya_ss GUI's caption extension for "no caption files": every image is captioned with its
+# concept folder's name (what is after the repeats), whatever files lie beside it.
+FOLDER_NAME_CAPTIONS = ".none-use-foldername"
 # A caption is a line of tags or a sentence; CLIP reads 75 tokens of it. A larger "caption" is
 # some other file (a link to a log, a device): it is refused rather than read into memory.
 MAX_CAPTION_BYTES = 1 << 20
@@ -529,6 +532,8 @@ def _caption_of(
     problems: list[Problem],
 ) -> tuple[str, str]:
     """(caption text, source) for one image, noting in ``found`` what kind of caption it has."""
+    if settings.caption_extension == FOLDER_NAME_CAPTIONS:  # chosen: no caption is missing
+        return folder_caption, "folder"
     caption_name = os.path.splitext(image)[0] + settings.caption_extension
     caption_path = files.folder / caption_name
     if caption_name in files.outside:  # never read: its text would be trained and written into the metadata

@@ -330,7 +330,8 @@ SETTINGS: tuple[Setting, ...] = (
         ".txt",
         "Caption extension",
         "Each image's caption is the same-named file with this extension, usually .txt. Without one, the folder "
-        "name after the repeats is the caption.",
+        "name after the repeats is the caption; .none-use-foldername (kohya_ss's value) captions every image "
+        "with it.",
         "dataset",
         kohya="caption_extension",
         kohya_gui="caption_extension",

@@ -596,3 +596,13 @@ def test_importing_the_scanner_loads_no_heavy_modules():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                             cwd=Path(__file__).resolve().parent.parent)  # fmt: skip
     assert result.stdout.strip() == "[]"
+
+
+def test_kohya_ss_folder_name_captions_caption_every_image_with_its_folder_and_warn_of_nothing():
+    """kohya_ss's ".none-use-foldername" (the GUI's "no captions", which its import keeps): every
+    image gets its folder's caption, even beside .txt files, and no caption is reported missing."""
+    report = scan_dataset(SAMPLE_PROJECT / "img", None, caption_extension=".none-use-foldername", **SMALL)
+    assert report.problems == ()
+    images = report.concepts[0].images
+    assert len(images) == 8
+    assert all(e.caption == "ohwx shape" and e.caption_source == "folder" for e in images)
