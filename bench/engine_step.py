@@ -356,10 +356,13 @@ def print_load(when: str) -> None:
         print(f"load average {when}: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 
-def measure(rounds: int, total: int, warmup: int) -> tuple[dict[str, list[float]], dict[str, list[float]], int]:
+def measure(
+    rounds: int, total: int, warmup: int, runs: dict[str, Callable] | None = None
+) -> tuple[dict[str, list[float]], dict[str, list[float]], int]:
     """Alternate the two sides; return all post-warm-up step times, each run's median, and the
-    (asserted equal) trainable parameter count."""
-    runs = {"engine": run_engine, "baseline": run_baseline}
+    (asserted equal) trainable parameter count. ``runs``: the two sides' functions, "engine" and
+    "baseline" (default: this script's)."""
+    runs = runs or {"engine": run_engine, "baseline": run_baseline}
     seconds: dict[str, list[float]] = {"engine": [], "baseline": []}
     per_run: dict[str, list[float]] = {"engine": [], "baseline": []}
     trainable: dict[str, int] = {}

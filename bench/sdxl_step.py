@@ -25,11 +25,9 @@ Results: docs/benchmarks.md. Exit status is always 0: this is a measurement, not
 from __future__ import annotations
 
 import argparse
-import gc
 import io
 import json
 import shutil
-import statistics
 import sys
 import tempfile
 import time
@@ -51,6 +49,7 @@ from engine_step import (  # noqa: E402
     SEED,
     UNET_LR,
     engine_config,
+    measure,
     print_environment,
     quiet_libraries,
     repeats_of,
@@ -182,27 +181,6 @@ def run_baseline(total_steps: int, warmup: int) -> tuple[list[float], int]:
     return seconds[warmup:], sum(p.numel() for p in params)
 
 
-def measure(rounds: int, total: int, warmup: int):
-    runs = {"engine": run_engine, "baseline": run_baseline}
-    seconds: dict[str, list[float]] = {"engine": [], "baseline": []}
-    per_run: dict[str, list[float]] = {"engine": [], "baseline": []}
-    trainable: dict[str, int] = {}
-    for index in range(rounds):
-        for name in ("engine", "baseline") if index % 2 == 0 else ("baseline", "engine"):
-            start = time.perf_counter()
-            values, trainable[name] = runs[name](total, warmup)
-            seconds[name] += values
-            per_run[name].append(statistics.median(values))
-            print(
-                f"  round {index + 1} {name:<9} median {per_run[name][-1] * 1000:7.1f} ms/step "
-                f"({time.perf_counter() - start:.1f} s with set-up)",
-                flush=True,
-            )
-            gc.collect()
-        assert trainable["engine"] == trainable["baseline"], f"trainable parameters differ: {trainable}"
-    return seconds, per_run, trainable["engine"]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=50, help="measured steps per run, after warm-up (default 50)")
@@ -222,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         f"tiny SDXL-shaped model, {RESOLUTION} px, batch {BATCH_SIZE}, LoRA rank {RANK} on the UNet only, "
         f"text outputs cached, fp32; {max(1, args.rounds)} rounds x {total} steps, the first {args.warmup} dropped"
     )
-    report(*measure(max(1, args.rounds), total, max(0, args.warmup)))
+    runs = {"engine": run_engine, "baseline": run_baseline}
+    report(*measure(max(1, args.rounds), total, max(0, args.warmup), runs))
     return 0
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from engine.tiny_model import build_once, byte_level_vocab
+from engine.tiny_model import build_once, byte_level_vocab, tiny_vae
 from loratui.paths import cache_dir
 
 TINY_FLUX_NAME = "loratui:tiny-flux"
@@ -156,7 +156,7 @@ def _t5_config(vocab_size: int):
 
 
 def _build_into(folder: Path) -> None:
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
     from transformers import CLIPTextModel, CLIPTokenizer, T5EncoderModel
 
     vocab, merges = byte_level_vocab()
@@ -167,16 +167,8 @@ def _build_into(folder: Path) -> None:
     CLIPTextModel(_clip_config(vocab)).save_pretrained(folder / "text_encoder")
     T5EncoderModel(_t5_config(len(t5_vocab()))).save_pretrained(folder / "text_encoder_2")
 
-    AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(16, 32, 32, 32),  # four blocks: 8x downsampling, as Flux's ch_mult (1, 2, 4, 4)
-        layers_per_block=1,
+    tiny_vae(  # the 8x downsampling of Flux's ch_mult (1, 2, 4, 4)
         latent_channels=LATENT_CHANNELS,
-        norm_num_groups=8,
-        sample_size=128,
         scaling_factor=0.3611,  # Flux's: latents = 0.3611 * (z - 0.1159)
         shift_factor=0.1159,
         use_quant_conv=False,  # Flux's AE has neither quant conv

@@ -97,8 +97,26 @@ def byte_level_vocab() -> tuple[dict[str, int], list[str]]:
     return {token: index for index, token in enumerate(tokens)}, []
 
 
+def tiny_vae(**family: object):
+    """The built-in models' VAE: four tiny blocks, so an 8x downsampling as in SD, SDXL and Flux;
+    ``family`` gives what differs (latent channels, scaling, shift, quant convs)."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(16, 32, 32, 32),
+        layers_per_block=1,
+        norm_num_groups=8,
+        sample_size=128,
+        **family,
+    )
+
+
 def _build_into(folder: Path) -> None:
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from diffusers import DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     vocab, merges = byte_level_vocab()
@@ -122,19 +140,7 @@ def _build_into(folder: Path) -> None:
     )
     text_encoder.save_pretrained(folder / "text_encoder")
 
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(16, 32, 32, 32),  # four blocks: 8x downsampling, as in SD
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=128,
-        scaling_factor=0.18215,
-    )
-    vae.save_pretrained(folder / "vae")
+    tiny_vae(latent_channels=4, scaling_factor=0.18215).save_pretrained(folder / "vae")
 
     unet = UNet2DConditionModel(
         sample_size=16,

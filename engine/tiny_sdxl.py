@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from engine.tiny_model import build_once, byte_level_vocab
+from engine.tiny_model import build_once, byte_level_vocab, tiny_vae
 from loratui.paths import cache_dir
 
 TINY_SDXL_NAME = "loratui:tiny-sdxl"
@@ -84,7 +84,7 @@ def _text_config(vocab: dict[str, int], width: int, act: str, pad: int):
 
 
 def _build_into(folder: Path) -> None:
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from diffusers import DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
     vocab, merges = byte_level_vocab()
@@ -101,19 +101,8 @@ def _build_into(folder: Path) -> None:
         folder / "text_encoder_2"
     )
 
-    AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(16, 32, 32, 32),  # four blocks: 8x downsampling, as in SDXL
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=128,
-        scaling_factor=0.13025,  # SDXL's (SD 1.x: 0.18215)
-        force_upcast=True,
-    ).save_pretrained(folder / "vae")
+    # SDXL's scaling factor (SD 1.x: 0.18215).
+    tiny_vae(latent_channels=4, scaling_factor=0.13025, force_upcast=True).save_pretrained(folder / "vae")
 
     UNet2DConditionModel(
         sample_size=16,

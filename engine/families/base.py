@@ -124,6 +124,15 @@ class Family(Protocol):
         """The family's own metadata values, by key (engine/metadata.py writes them in its order)."""
 
 
+def enable_gradient_checkpointing(part: PartSpec, module: torch.nn.Module) -> None:
+    """Gradient checkpointing on a part of a UNet family: diffusers' switch on the denoiser,
+    transformers' (non-reentrant) on a CLIP text encoder."""
+    if part.denoiser:
+        module.enable_gradient_checkpointing()
+    else:
+        module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
 def model_folder(cfg: RunConfig) -> tuple[Path, Path | None]:
     """Where ``model.path`` and ``model.tokenizer`` point (a built-in name stays as it is)."""
     settings = cfg.model

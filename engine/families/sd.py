@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 
 from engine import data as data_mod
-from engine.families.base import PartSpec, TextRows, model_folder
+from engine.families.base import PartSpec, TextRows, enable_gradient_checkpointing, model_folder
 from engine.kohya_format import TEXT_ENCODER_PREFIX, UNET_PREFIX
 from engine.lora import TEXT_ENCODER_BLOCKS, UNET_ATTENTION_BLOCKS, UNET_CONV_BLOCKS
 from engine.model_loading import BaseModel, load_base_model
@@ -80,10 +80,7 @@ class StableDiffusion:
         return {"encoder_hidden_states": text["encoder_hidden_states"].to(dtype)}
 
     def enable_gradient_checkpointing(self, part: PartSpec, module: torch.nn.Module) -> None:
-        if part.denoiser:
-            module.enable_gradient_checkpointing()  # diffusers' switch
-        else:
-            module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_gradient_checkpointing(part, module)
 
     def kohya_module_name(self, part: PartSpec, module_path: str) -> str:
         return module_path  # sd-scripts trains SD 1.x/2.x on diffusers' modules: their paths are the names

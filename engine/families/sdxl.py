@@ -26,7 +26,7 @@ from collections.abc import Callable
 import torch
 
 from engine import data as data_mod
-from engine.families.base import PartSpec, TextRows, model_folder
+from engine.families.base import PartSpec, TextRows, enable_gradient_checkpointing, model_folder
 from engine.families.sd import UNET
 from engine.kohya_format import TEXT_ENCODER_1_PREFIX, TEXT_ENCODER_2_PREFIX
 from engine.lora import TEXT_ENCODER_BLOCKS
@@ -120,10 +120,7 @@ class StableDiffusionXL:
         }
 
     def enable_gradient_checkpointing(self, part: PartSpec, module: torch.nn.Module) -> None:
-        if part.denoiser:
-            module.enable_gradient_checkpointing()  # diffusers' switch
-        else:
-            module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_gradient_checkpointing(part, module)
 
     def kohya_module_name(self, part: PartSpec, module_path: str) -> str:
         # sd-scripts trains sgm's UNet and transformers' text encoders: their module paths are the names.
