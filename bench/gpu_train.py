@@ -1,4 +1,4 @@
-"""SD 1.5 and SDXL LoRA training on a GPU: samples/s, peak VRAM and MFU (SD 1.5: engine against a bare loop).
+"""SD 1.5, SDXL and FLUX.1 LoRA training on a GPU: samples/s, peak VRAM and MFU (SD 1.5: engine against a bare loop).
 Run: ``python bench/gpu_train.py`` (``--quick`` for a smoke run).
 
 What is measured, for SD 1.5 at 512 px, batch 1 and 4, with and without gradient checkpointing:
@@ -37,13 +37,25 @@ LoRA rank 16 / alpha 8 on the UNet's attention blocks, AdamW at 1e-4 as above. M
 above: samples/s, peak VRAM over the training loop (torch and NVML) and MFU, its FLOPs counted
 on the SDXL UNet fed the pooled text vector and the 6 time ids too.
 
-Without CUDA (or with ``--cpu``) it falls back to the tiny models on the CPU at 128 px in float32
-(``loratui:tiny-sd``, ``loratui:tiny-sdxl``) and says so on its first line and above each table:
-those figures show that the script runs, they are not GPU figures.
+FLUX.1 dev (a section after SDXL's): the engine alone, on ``loratui:flux-random`` (FLUX.1 [dev]'s
+transformer, AE, CLIP-L and T5-XXL shapes, random weights, its large matrices stored in float8;
+built on first use: minutes, ~17 GB) at 1024 px with the low-memory Flux recipe: bf16 with the frozen
+weights stored in float8 (``model.fp8_base``), gradient checkpointing, the transformer only, both text
+encoders' outputs cached in memory, latents cached, sd-scripts' advised sampling (shift 3.1582, raw
+prediction, guidance 1.0), T5 captions at dev's default 512 tokens; LoRA rank 16 / alpha 8 on every
+Linear of the double and single blocks, AdamW at 1e-4. Per batch size, without block swap and with
+``training.blocks_to_swap`` ``FLUX_BLOCKS_TO_SWAP`` (16: 8 double and 16 single blocks in CPU memory).
+Measured: samples/s and peak VRAM over the training loop (torch and NVML), as above; no MFU (the
+FLOPs of a Flux step are not counted here).
 
-Options: ``--steps``, ``--warmup``, ``--rounds`` (engine/bare pairs per setting; SDXL: engine runs),
-``--batch-sizes``, ``--checkpointing`` (off, on or both; SD 1.5 only), ``--models`` (sd15, sdxl or
-both, the default), ``--threads`` (CPU fallback), ``--cpu``, ``--quick``.
+Without CUDA (or with ``--cpu``) it falls back to the tiny models on the CPU in float32
+(``loratui:tiny-sd``, ``loratui:tiny-sdxl`` and ``loratui:tiny-flux`` at 128 px; Flux's fp8 weights
+then compute in float32, and its block swap moves both of the tiny model's blocks) and says so on its
+first line and above each table: those figures show that the script runs, they are not GPU figures.
+
+Options: ``--steps``, ``--warmup``, ``--rounds`` (engine/bare pairs per setting; SDXL, Flux: engine runs),
+``--batch-sizes``, ``--checkpointing`` (off, on or both; SD 1.5 only), ``--models`` (any of sd15, sdxl,
+flux; default all three), ``--threads`` (CPU fallback), ``--cpu``, ``--quick``.
 Results: docs/benchmarks.md. Exit status is always 0: this is a measurement, not a test.
 """
 
@@ -81,6 +93,8 @@ UNET_LR = 1e-4
 MAX_GRAD_NORM = 1.0
 IMAGES, REPEATS = 8, 10
 GIB = 1024**3
+FLUX_BLOCKS_TO_SWAP = 16  # the Flux section's block swap on FLUX.1 (of its 19 double and 38 single blocks)
+TINY_FLUX_BLOCKS_TO_SWAP = 2  # loratui:tiny-flux has one block of each kind: both move
 NO_GPU_LABEL = "NO GPU: tiny model on CPU, not a GPU figure"
 
 # Dense (no sparsity) BF16 tensor-core peaks in TFLOPS, from NVIDIA's datasheets (which print the
@@ -145,6 +159,19 @@ def make_sdxl_plan(force_cpu: bool) -> Plan:
     from engine.tiny_sdxl import TINY_SDXL_NAME, ensure_tiny_sdxl
 
     return Plan(False, TINY_SDXL_NAME, ensure_tiny_sdxl(), 128, "no", "sdxl")
+
+
+def make_flux_plan(force_cpu: bool) -> Plan:
+    if torch.cuda.is_available() and not force_cpu:
+        from engine.flux_random import FLUX_RANDOM_NAME, ensure_flux_random
+
+        started = time.perf_counter()
+        folder = ensure_flux_random()
+        print(f"{FLUX_RANDOM_NAME}: {folder} (ready in {time.perf_counter() - started:.0f} s)")
+        return Plan(True, FLUX_RANDOM_NAME, folder, 1024, "bf16", "flux")
+    from engine.tiny_flux import TINY_FLUX_NAME, ensure_tiny_flux
+
+    return Plan(False, TINY_FLUX_NAME, ensure_tiny_flux(), 128, "no", "flux")
 
 
 def make_images(folder: Path, resolution: int) -> Path:
@@ -243,7 +270,7 @@ def release(device: torch.device) -> None:
 
 
 # ------------------------------------------------------------------------------ the two sides
-def engine_config(plan: Plan, batch_size: int, checkpointing: bool, total_steps: int) -> dict:
+def engine_config(plan: Plan, batch_size: int, checkpointing: bool, total_steps: int, blocks_to_swap: int = 0) -> dict:
     config = {
         "model": {"path": plan.model, "family": plan.family},
         "dataset": {
@@ -284,6 +311,21 @@ def engine_config(plan: Plan, batch_size: int, checkpointing: bool, total_steps:
         config["dataset"]["cache_text_encoder_outputs"] = "memory"
         config["network"]["train_unet_only"] = True
         config["optimizer"]["text_encoder_2_lr"] = 0.0
+    if plan.family == "flux":
+        # The low-memory Flux recipe (sd-scripts' advice for dev): fp8 base weights, the transformer
+        # alone, both encoders' outputs cached, the shifted sigmoid sampling, raw prediction, guidance 1.
+        config["model"].update({"fp8_base": True, "t5xxl_max_token_length": 0})  # 0: dev's 512 tokens
+        config["dataset"]["cache_text_encoder_outputs"] = "memory"
+        config["network"]["train_unet_only"] = True
+        config["training"].update(
+            {
+                "blocks_to_swap": blocks_to_swap,
+                "timestep_sampling": "shift",
+                "discrete_flow_shift": 3.1582,
+                "model_prediction_type": "raw",
+                "guidance_scale": 1.0,
+            }
+        )
     return config
 
 
@@ -301,7 +343,14 @@ class _EventStream(io.StringIO):
 
 
 def run_engine(
-    plan: Plan, project: Path, batch_size: int, checkpointing: bool, total: int, warmup: int, watch: MemoryWatch
+    plan: Plan,
+    project: Path,
+    batch_size: int,
+    checkpointing: bool,
+    total: int,
+    warmup: int,
+    watch: MemoryWatch,
+    blocks_to_swap: int = 0,
 ) -> tuple[list[float], int, dict]:
     from accelerate.state import AcceleratorState
 
@@ -311,7 +360,7 @@ def run_engine(
 
     AcceleratorState._reset_state(reset_partial_state=True)  # as a fresh engine process would start
     shutil.rmtree(project / "model", ignore_errors=True)
-    cfg = config_from_dict(engine_config(plan, batch_size, checkpointing, total), base_dir=project)
+    cfg = config_from_dict(engine_config(plan, batch_size, checkpointing, total, blocks_to_swap), base_dir=project)
     stream = _EventStream(watch.start)
     torch.manual_seed(SEED)
     trainer = Trainer(cfg, EventWriter(stream), StopFlag())
@@ -502,7 +551,11 @@ def main(argv: list[str] | None = None) -> int:
         help="gradient checkpointing, SD 1.5 (default: both; SDXL: on)",
     )
     parser.add_argument(
-        "--models", choices=["sd15", "sdxl"], nargs="+", default=["sd15", "sdxl"], help="default: sd15 sdxl"
+        "--models",
+        choices=["sd15", "sdxl", "flux"],
+        nargs="+",
+        default=["sd15", "sdxl", "flux"],
+        help="default: sd15 sdxl flux",
     )
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("--cpu", action="store_true", help="the CPU fallback even where CUDA is available")
@@ -545,6 +598,8 @@ def main(argv: list[str] | None = None) -> int:
             sd15_section(make_plan(args.cpu), run, checkpointing)
         if "sdxl" in args.models:
             sdxl_section(make_sdxl_plan(args.cpu), run)
+        if "flux" in args.models:
+            flux_section(make_flux_plan(args.cpu), run)
     finally:
         watch.close()
     print_load("at end")
@@ -651,6 +706,46 @@ def sdxl_section(plan: Plan, run: Run) -> None:
     print(f"  {', '.join(f'{c:,}' for c in sorted(counts))} trainable LoRA parameters (UNet)")
 
 
+def flux_section(plan: Plan, run: Run) -> None:
+    """FLUX.1 dev: the engine alone, with the low-memory Flux recipe, per batch size, without and with
+    block swap; samples/s and peak memory (no MFU)."""
+    total, warmup, rounds = run.total, run.warmup, run.rounds
+    precision = "bf16 mixed precision" if plan.precision == "bf16" else "float32"
+    swaps = [0, FLUX_BLOCKS_TO_SWAP if plan.gpu else TINY_FLUX_BLOCKS_TO_SWAP]
+    print(
+        f"\nFLUX.1 dev: {plan.model} at {plan.resolution} px, {precision}, base weights stored in fp8, gradient "
+        f"checkpointing, LoRA rank {RANK} / alpha {ALPHA:g} on the transformer only, text encoder outputs (CLIP-L, "
+        f"T5-XXL at 512 tokens) cached in memory, latents cached, shift 3.1582, raw, guidance 1.0, AdamW; "
+        f"blocks_to_swap {' and '.join(map(str, swaps))}; the engine alone, {rounds} run(s) x ({warmup} warm-up + "
+        f"{total - warmup} measured) steps per setting; no MFU (a Flux step's FLOPs are not counted)"
+    )
+    rows, counts = [], set()
+    with tempfile.TemporaryDirectory(prefix="loratui-gpu-bench-flux-") as temp:
+        project = Path(temp)
+        make_images(project, plan.resolution)
+        for batch_size in run.batch_sizes:
+            for swap in swaps:
+                setting = f"b{batch_size} swap {swap}"
+                seconds: list[float] = []
+                memory: list[dict] = []
+                for index in range(rounds):
+                    started = time.perf_counter()
+                    values, trainable, used = run_engine(
+                        plan, project, batch_size, True, total, warmup, run.watch, blocks_to_swap=swap
+                    )
+                    seconds += values
+                    memory.append(used)
+                    counts.add(trainable)
+                    print(
+                        f"  {setting} run {index + 1} engine median {statistics.median(values) * 1000:8.1f} ms/step "
+                        f"({time.perf_counter() - started:.1f} s with set-up)",
+                        flush=True,
+                    )
+                rows.append(row(setting, "engine", batch_size, seconds, memory, None, None))
+    print_table(plan, rows)
+    print(f"  {', '.join(f'{c:,}' for c in sorted(counts))} trainable LoRA parameters (transformer)")
+
+
 def print_flops(plan: Plan) -> tuple[float, float]:
     """Count and print the FLOPs per sample on the device; returns (model FLOPs, with checkpointing)."""
     plain_flops, checkpointed_flops = flops_per_sample(plan)
@@ -676,21 +771,29 @@ def print_table(plan: Plan, rows: list[str]) -> None:
 
 
 def row(
-    setting: str, side: str, batch_size: int, seconds: list[float], memory: list[dict], flops: float, peak: float | None
+    setting: str,
+    side: str,
+    batch_size: int,
+    seconds: list[float],
+    memory: list[dict],
+    flops: float | None,
+    peak: float | None,
 ) -> str:
+    """One table line; ``flops`` None: not counted (TFLOPS and MFU N/A)."""
     median = statistics.median(seconds)
     samples = batch_size / median
-    achieved = flops * samples / 1e12
+    achieved = None if flops is None else flops * samples / 1e12
 
     def most(key: str) -> int | None:
         values = [m[key] for m in memory if m[key] is not None]
         return max(values) if values else None
 
-    mfu = f"{achieved / peak:.1%}" if peak else "N/A"
+    mfu = f"{achieved / peak:.1%}" if peak and achieved is not None else "N/A"
+    tflops = "N/A" if achieved is None else f"{achieved:.3g}"
     return (
         f"{setting:<11} {side:<6} {median * 1000:>8.1f} {percentile(seconds, 0.9) * 1000:>8.1f} {samples:>9.2f} "
         f"{gib(most('torch_peak')):>14} {gib(most('nvml_used')):>13} {gib(most('nvml_process')):>12} "
-        f"{achieved:>7.3g} {mfu:>6}"
+        f"{tflops:>7} {mfu:>6}"
     )
 
 

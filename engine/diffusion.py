@@ -2,12 +2,13 @@
 
 Noise is added at random timesteps by the model's own noise schedule; the denoiser learns the
 noise (epsilon models) or the velocity (v-prediction models), by mean squared error, optionally
-weighted per sample by min-SNR. (Flux trains a rectified flow instead: its own module, later.)
+weighted per sample by min-SNR. (Flux trains a rectified flow instead: engine/families/flux.py.)
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def noise_like(latents: torch.Tensor, offset: float) -> torch.Tensor:
@@ -57,3 +58,36 @@ def min_snr_weights(scheduler, timesteps: torch.Tensor, gamma: float) -> torch.T
     # whose limit, 1, is taken instead of a NaN that would end the run.
     weights = torch.clamp(snr, max=gamma) / snr
     return torch.where(snr > 0, weights, torch.ones_like(weights)).float()
+
+
+class DenoisingObjective:
+    """The UNet families' objective (engine/families/base.py's Objective): DDPM noise at integer
+    timesteps of the model's own schedule, an epsilon or velocity target, mean squared error with
+    optional min-SNR weights."""
+
+    def __init__(self, scheduler, noise_offset: float, min_snr_gamma: float) -> None:
+        self.scheduler = scheduler
+        self.noise_offset = noise_offset
+        self.min_snr_gamma = min_snr_gamma
+
+    def noise(self, latents: torch.Tensor) -> torch.Tensor:
+        return noise_like(latents, self.noise_offset)
+
+    def draw_timesteps(self, latents: torch.Tensor) -> torch.Tensor:
+        return random_timesteps(self.scheduler, latents)
+
+    def eval_timesteps(self, fraction: float, device: torch.device) -> torch.Tensor:
+        return torch.tensor([round(fraction * self.scheduler.config.num_train_timesteps)], device=device)
+
+    def noisy_and_target(
+        self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return noisy_and_target(self.scheduler, latents, noise, timesteps)
+
+    def loss(
+        self, prediction: torch.Tensor, target: torch.Tensor, noisy: torch.Tensor, timesteps: torch.Tensor
+    ) -> torch.Tensor:
+        loss = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+        if self.min_snr_gamma > 0:
+            loss = loss * min_snr_weights(self.scheduler, timesteps, self.min_snr_gamma)
+        return loss

@@ -24,8 +24,10 @@ from loratui.dataset import DatasetReport
 from loratui.params import SETTINGS
 from loratui.schedule import Schedule
 
-# The families whose files declare the SAI model spec 1.0.1, with modelspec.prediction_type.
-MODELSPEC_1_0_1_FAMILIES = ("sdxl",)
+# The families whose files declare the SAI model spec 1.0.1 (sd-scripts' library/sai_model_spec.py), and
+# those of them with a modelspec.prediction_type (a flow model has none).
+MODELSPEC_1_0_1_FAMILIES = ("sdxl", "flux")
+PREDICTION_TYPE_FAMILIES = ("sdxl",)
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,8 @@ class RunFacts:
     model_name: str
     optimizer_repr: str  # e.g. "bitsandbytes.optim.adamw.AdamW8bit(weight_decay=0.01)"
     train_text_encoder: bool
-    # The model family's own values (engine/families): ss_v2, modelspec.architecture, modelspec.implementation.
+    # The model family's own values (engine/families): ss_v2, modelspec.architecture, modelspec.implementation,
+    # and any other ss_* key it writes (Flux: ss_model_type).
     family_metadata: dict[str, object]
 
 
@@ -109,6 +112,7 @@ def _run_metadata(
         "ss_tag_frequency": _json(dataset.tag_frequency()),
         "ss_bucket_info": _json(dataset.bucket_info()),
         "ss_training_text_encoder": facts.train_text_encoder,
+        **{key: value for key, value in family.items() if key.startswith("ss_")},
         # The SAI model spec keys that newer loaders and model browsers read.
         **_modelspec(cfg, facts),
     }
@@ -125,7 +129,9 @@ def _modelspec(cfg: RunConfig, facts: RunFacts) -> dict[str, object]:
         "modelspec.title": cfg.output.name,
         "modelspec.resolution": f"{resolution}x{resolution}",
         "modelspec.date": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(facts.started_at)),
-        "modelspec.prediction_type": ("v" if cfg.model.v_prediction else "epsilon") if spec_1_0_1 else None,
+        "modelspec.prediction_type": (
+            ("v" if cfg.model.v_prediction else "epsilon") if cfg.model.family in PREDICTION_TYPE_FAMILIES else None
+        ),
     }
 
 

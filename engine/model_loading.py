@@ -38,13 +38,16 @@ class BaseModel:
     tokenizer: object
     text_encoder: torch.nn.Module
     vae: torch.nn.Module
-    unet: torch.nn.Module
-    noise_scheduler: object
+    unet: torch.nn.Module | None  # None for Flux, whose denoiser is ``transformer``
+    noise_scheduler: object  # DDPM-style for the UNet families; FLUX.1: FlowMatchEulerDiscreteScheduler
     source: Path  # the folder or file it came from
     name: str  # for the ss_sd_model_name metadata: the file or folder name
     # SDXL's second text encoder (OpenCLIP ViT-bigG, with its projection) and its tokenizer; None for SD.
     text_encoder_2: torch.nn.Module | None = None
     tokenizer_2: object | None = None
+    # FLUX.1: text_encoder/tokenizer are CLIP-L's, text_encoder_2/tokenizer_2 T5-XXL's, and the
+    # denoiser is this FluxTransformer2DModel (engine/families/flux.py).
+    transformer: torch.nn.Module | None = None
 
 
 # The built-in models by name: the function that builds one (once) and returns its diffusers folder.

@@ -8,7 +8,6 @@ again succeeds.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import time
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from engine.families.base import Family, Part
-from engine.kohya_format import SAVE_DTYPES, save_lora_file, to_kohya_tensors
+from engine.kohya_format import SAVE_DTYPES, save_lora_file
 from engine.lora import load_lora_state_dict, lora_state_dict
 from engine.metadata import RunFacts, build_metadata
 from engine.save_failure import SaveFailed, save_failed
@@ -52,8 +51,7 @@ def lora_file_tensors(family: Family, parts: list[Part], unwrap: Unwrap, dtype: 
     for part in parts:
         if part.trained:
             weights = lora_state_dict(unwrap(part.module))
-            kohya_name = functools.partial(family.kohya_module_name, part.spec)
-            tensors.update(to_kohya_tensors(weights, part.targets, part.spec.kohya_prefix, dtype, kohya_name))
+            tensors.update(family.kohya_tensors(part.spec, weights, part.targets, dtype))
     return tensors
 
 

@@ -1,8 +1,9 @@
 """The training run: load, prepare, loop, save. Read it top to bottom.
 
-One step: take a batch of latents (cached or freshly encoded), add noise at random timesteps,
-let the UNet (with LoRA) predict the noise (or the velocity, for v-prediction models), and
-minimise the mean squared error, optionally weighted by min-SNR (engine/diffusion.py). The LoRA
+One step: take a batch of latents (cached or freshly encoded), add noise at random noise levels,
+let the denoiser (with LoRA) predict its target, and minimise the mean squared error: the UNet
+families predict the noise (or the velocity, for v-prediction models), optionally weighted by
+min-SNR (engine/diffusion.py); Flux's transformer the flow (engine/families/flux.py). The LoRA
 on a text encoder trains too when its learning rate is above zero and network.train_unet_only is
 off; a frozen encoder's outputs are computed once per caption (engine/text_cache.py).
 
@@ -21,10 +22,10 @@ import uuid
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from engine import data as data_mod
-from engine import diffusion
+from engine import diffusion, low_precision
+from engine.block_swap import checkpoint_offload, place_with_block_swap
 from engine.commands import CommandHandling
 from engine.control import ControlChannel
 from engine.evaluation import EvalSet
@@ -119,15 +120,20 @@ class Trainer(CommandHandling, Saving):
         self._prepare_accelerator()
         self._status("loading_model", f"loading {self.cfg.model.path}")
         self.model = self._load_model()
+        self.objective = self.family.objective(self.cfg, self.model)
         # Seed again after loading: building or loading a model may draw random numbers (the
         # built-in one does, the first time), and the same seed must give the same LoRA anyway.
         from accelerate.utils import set_seed
 
         set_seed(self.cfg.training.seed)
         self._add_lora()
+        # The frozen text encoders' outputs and the latents are cached while the denoiser is still in
+        # CPU memory, and the encoders leave the accelerator before it arrives: the peak is the larger
+        # of the two, not their sum (FLUX.1's T5-XXL alone is 9.5 GB in bf16).
+        self._prepare_text_and_latents()
+        self._place_denoiser()
         self._make_optimizer()
         self.progress = self._fresh_or_resumed_progress()
-        self._prepare_text_and_latents()
         self._train()
 
     def _check(self) -> CheckResult:
@@ -176,7 +182,10 @@ class Trainer(CommandHandling, Saving):
         self.vae_dtype = torch.float32 if self.cfg.model.no_half_vae else self.weight_dtype
         model.vae.requires_grad_(False).to(self.device, dtype=self.vae_dtype).eval()
         for spec in self.family.parts:
-            getattr(model, spec.attribute).requires_grad_(False).to(self.device, dtype=self.weight_dtype)
+            module = getattr(model, spec.attribute).requires_grad_(False)
+            # The denoiser stays in CPU memory until the text encoders are done with (_place_denoiser).
+            module.to(dtype=self.weight_dtype) if spec.denoiser else module.to(self.device, dtype=self.weight_dtype)
+            self._store_in_low_precision(spec, module)  # after the cast: a cast would undo it
         if self.cfg.training.attention == "xformers":
             denoiser = next(getattr(model, spec.attribute) for spec in self.family.parts if spec.denoiser)
             try:
@@ -210,11 +219,41 @@ class Trainer(CommandHandling, Saving):
                 self.family.enable_gradient_checkpointing(part.spec, part.module)
             part.module.train(part.trained)
 
+    def _store_in_low_precision(self, spec: PartSpec, module: torch.nn.Module) -> None:
+        """model.fp8_base: every frozen Linear in float8, as kohya's --fp8_base (the text encoders too);
+        model.nf4_base: the denoiser's in 4-bit NF4, quantized on the accelerator (engine/low_precision.py)."""
+        model_settings = self.cfg.model
+        if model_settings.fp8_base:
+            low_precision.store_in_fp8(module, self.weight_dtype)
+        if model_settings.nf4_base and spec.denoiser:
+            reason = low_precision.nf4_available(self.device)
+            if reason is not None:
+                raise UserError(
+                    f"NF4 base weights cannot run here: {reason}",
+                    "model.nf4_base",
+                    "turn it off and use fp8_base, or train on a CUDA GPU with bitsandbytes installed",
+                    "config",
+                )
+            low_precision.store_in_nf4(module, self.weight_dtype, self.device)
+
+    def _place_denoiser(self) -> None:
+        """The denoiser (with its LoRA) onto the accelerator, once the text encoders are cached; with
+        training.blocks_to_swap, all but that many of its blocks (engine/block_swap.py)."""
+        denoiser = next(part for part in self.parts if part.spec.denoiser)
+        self.block_swap = None
+        swap = self.cfg.training.blocks_to_swap
+        if swap:
+            self.block_swap = place_with_block_swap(denoiser.module, self.device, swap)
+            split = self.block_swap.split
+            log.info("block swap: %d double and %d single blocks kept in CPU memory", split.double, split.single)
+        else:
+            denoiser.module.to(self.device)
+
     def _part(self, spec: PartSpec) -> Part:
         """A part of the model as this run trains it: the denoiser always, a text encoder at a rate
         above zero unless network.train_unet_only says the UNet trains alone (the check's rule)."""
         net = self.cfg.network
-        lr = float(self.cfg.get(spec.lr_setting))
+        lr = float(self.cfg.get(spec.lr_setting)) if spec.lr_setting else 0.0  # Flux's T5 has none: it never trains
         part = Part(spec, getattr(self.model, spec.attribute), lr, trained=families.trains(self.cfg, spec.part))
         if part.trained:
             conv = (spec.conv_blocks, net.conv_rank, net.conv_alpha)
@@ -247,7 +286,11 @@ class Trainer(CommandHandling, Saving):
         self.optimizer_repr = f"{type(self.optimizer).__module__}.{type(self.optimizer).__name__}" + (
             f"({','.join(f'{k}={v}' for k, v in kwargs.items())})" if kwargs else ""
         )
-        *modules, self.optimizer = self.accelerator.prepare(*(p.module for p in self.parts), self.optimizer)
+        # A denoiser with swapped blocks is placed already: accelerate must not move them all to the device.
+        placement = [not (p.spec.denoiser and self.block_swap) for p in self.parts] + [True]
+        *modules, self.optimizer = self.accelerator.prepare(
+            *(p.module for p in self.parts), self.optimizer, device_placement=placement
+        )
         for part, module in zip(self.parts, modules, strict=True):
             part.module = module
             setattr(self.model, part.spec.attribute, module)
@@ -343,7 +386,7 @@ class Trainer(CommandHandling, Saving):
                 lambda done, total: self._status("caching_latents", f"caching latents {done}/{total}", done, total),
             )
         self._prepare_text()
-        self._eval_set = EvalSet(self.all_entries, self._posterior, self.model.vae.config.scaling_factor)
+        self._eval_set = EvalSet(self.all_entries, self._posterior, self._scaled, self.objective.eval_timesteps)
 
     def _text_identity(self, spec: PartSpec, settings: str) -> str:
         """What a text encoder's cached rows on disk depend on besides the caption: the encoder's
@@ -391,8 +434,12 @@ class Trainer(CommandHandling, Saving):
         return self.latents.get(batch) if self.latents else self._encode_pixels(data_mod.stack_pixels(batch))
 
     def _latents_for(self, batch: list[ImageEntry], generator: torch.Generator | None = None) -> torch.Tensor:
-        sample = data_mod.sample_latents(self._posterior(batch).to(self.device), generator)
-        return sample * self.model.vae.config.scaling_factor
+        return self._scaled(data_mod.sample_latents(self._posterior(batch).to(self.device), generator))
+
+    def _scaled(self, sample: torch.Tensor) -> torch.Tensor:
+        """A VAE sample as the denoiser sees it: shifted (Flux's AE) and scaled."""
+        config = self.model.vae.config
+        return (sample - (getattr(config, "shift_factor", None) or 0.0)) * config.scaling_factor
 
     def _encode_text(self, part: PartSpec, captions: list[str]) -> TextRows:
         """The rows of one text encoder for ``captions``, under the run's autocast whether they are
@@ -405,22 +452,20 @@ class Trainer(CommandHandling, Saving):
     def _loss(
         self, latents: torch.Tensor, batch: list[ImageEntry], timesteps: torch.Tensor, noise: torch.Tensor
     ) -> torch.Tensor:
-        scheduler = self.model.noise_scheduler
-        noisy, target = diffusion.noisy_and_target(scheduler, latents, noise, timesteps)
+        objective = self.objective
+        noisy, target = objective.noisy_and_target(latents, noise, timesteps)
         with self.accelerator.autocast():
             text = self.text.rows([e.caption for e in batch], self.device)
             conditioning = self.family.conditioning(text, batch, self.weight_dtype)
-            prediction = self._denoiser(noisy.to(self.weight_dtype), timesteps, **conditioning).sample
-        loss = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
-        gamma = self.cfg.training.min_snr_gamma
-        if gamma > 0:
-            loss = loss * diffusion.min_snr_weights(scheduler, timesteps, gamma)
-        return loss.mean()
+            training = self.cfg.training
+            with checkpoint_offload(training.cpu_offload_checkpointing and training.gradient_checkpointing):
+                prediction = self.family.predict(self._denoiser, noisy.to(self.weight_dtype), timesteps, conditioning)
+        return objective.loss(prediction, target, noisy, timesteps).mean()
 
     def _training_loss(self, batch: list[ImageEntry]) -> torch.Tensor:
         latents = self._latents_for(batch)
-        noise = diffusion.noise_like(latents, self.cfg.training.noise_offset)
-        timesteps = diffusion.random_timesteps(self.model.noise_scheduler, latents)
+        noise = self.objective.noise(latents)
+        timesteps = self.objective.draw_timesteps(latents)
         return self._loss(latents, batch, timesteps, noise)
 
     def _eval_loss(self) -> float:

@@ -24,6 +24,7 @@ class CheckResult:
     problems: list[Problem] = field(default_factory=list)
     dataset: DatasetReport | None = None
     schedule: Schedule | None = None
+    memory: list[str] = field(default_factory=list)  # the VRAM pre-flight's lines (loratui.memory_check)
 
     @property
     def errors(self) -> list[Problem]:

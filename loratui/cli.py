@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate a config and scan its dataset; exit 1 if training would fail")
     check.add_argument("config", type=Path, help="the run's TOML config (e.g. loratui.toml)")
     check.add_argument("--overwrite", action="store_true", help="check as `loratui train --overwrite` will run")
+    check.add_argument(
+        "--memory", action="store_true", help="estimate the GPU memory the run needs even without a GPU to compare"
+    )
 
     train = commands.add_parser(
         "train", parents=[tui], help="start a training job from a config and open its dashboard"
@@ -171,7 +174,9 @@ def cmd_check(args) -> int:
     from loratui.report import print_check_report
 
     cfg = _load(args.config)
-    result = check_run(cfg, overwrite=args.overwrite)
+    from loratui.memory_check import add_memory_check
+
+    result = add_memory_check(check_run(cfg, overwrite=args.overwrite), force=getattr(args, "memory", False))
     print_check_report(args.config, result, sys.stdout)
     return ExitCode.OK if result.ok else ExitCode.FAILED
 
@@ -189,7 +194,9 @@ def cmd_train(args) -> int:
     resume = absolute(args.resume) if args.resume else None  # as typed, from here; the engine runs elsewhere
     if resume:
         cfg.training.resume_from = resume
-    result = check_run(cfg, overwrite=overwrite)
+    from loratui.memory_check import add_memory_check
+
+    result = add_memory_check(check_run(cfg, overwrite=overwrite))  # "ready" includes "fits the GPU"
     if not result.ok:
         print_problems(result.problems, sys.stderr)
         flags = ["--overwrite"] if overwrite else []

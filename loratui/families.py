@@ -22,7 +22,8 @@ class LoraPart:
     name: str  # "unet", "te" (SD), "te1"/"te2" (SDXL): the state's key prefix and its "<name>_modules" count
     label: str  # in messages: "UNet", "text encoder 1"
     lr_setting: str  # the setting holding its learning rate
-    denoiser: bool = False  # the UNet: always trained
+    denoiser: bool = False  # the UNet (Flux: the transformer): always trained
+    trainable: bool = True  # False: a text encoder loratui never puts a LoRA on (Flux's T5-XXL)
 
     @property
     def count_key(self) -> str:
@@ -35,12 +36,23 @@ TEXT_ENCODER = LoraPart("te", "text encoder", "optimizer.text_encoder_lr")  # SD
 # SDXL's text encoder 1 is CLIP ViT-L, text encoder 2 OpenCLIP ViT-bigG (kohya: lora_te1_, lora_te2_).
 TEXT_ENCODER_1 = LoraPart("te1", "text encoder 1", "optimizer.text_encoder_lr")
 TEXT_ENCODER_2 = LoraPart("te2", "text encoder 2", "optimizer.text_encoder_2_lr")
+# FLUX.1: the transformer trains under the UNet's name and rate (sd-scripts: lora_unet, --unet_lr), CLIP-L
+# as kohya's lora_te1, and T5-XXL only encodes: sd-scripts can train a LoRA on it (train_t5xxl), loratui does not.
+TRANSFORMER = LoraPart("unet", "transformer", "optimizer.unet_lr", denoiser=True)
+CLIP_L = LoraPart("te1", "CLIP-L", "optimizer.text_encoder_lr")
+T5_XXL = LoraPart("te3", "T5-XXL", "", trainable=False)
 _SD_PARTS = (UNET, TEXT_ENCODER)
 _SDXL_PARTS = (UNET, TEXT_ENCODER_1, TEXT_ENCODER_2)
-FAMILY_PARTS: dict[str, tuple[LoraPart, ...]] = {"sd1": _SD_PARTS, "sd2": _SD_PARTS, "sdxl": _SDXL_PARTS}
+_FLUX_PARTS = (TRANSFORMER, CLIP_L, T5_XXL)
+FAMILY_PARTS: dict[str, tuple[LoraPart, ...]] = {
+    "sd1": _SD_PARTS,
+    "sd2": _SD_PARTS,
+    "sdxl": _SDXL_PARTS,
+    "flux": _FLUX_PARTS,
+}
 
 # What a message calls each family.
-FAMILY_NAMES = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL"}
+FAMILY_NAMES = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL", "flux": "FLUX.1"}
 
 # The family of each built-in model (params.BUILTIN_MODELS; tests/test_sdxl_check.py holds them equal).
 BUILTIN_FAMILIES = {
@@ -48,6 +60,8 @@ BUILTIN_FAMILIES = {
     "loratui:sd15-random": "sd1",
     "loratui:tiny-sdxl": "sdxl",
     "loratui:sdxl-random": "sdxl",
+    "loratui:tiny-flux": "flux",
+    "loratui:flux-random": "flux",
 }
 
 
@@ -57,13 +71,16 @@ def lora_parts(family: str) -> tuple[LoraPart, ...]:
 
 
 def text_encoder_parts(family: str) -> tuple[LoraPart, ...]:
-    return tuple(part for part in lora_parts(family) if not part.denoiser)
+    """The text encoders that can carry a LoRA (Flux's T5-XXL cannot)."""
+    return tuple(part for part in lora_parts(family) if not part.denoiser and part.trainable)
 
 
 def trains(cfg: RunConfig, part: LoraPart) -> bool:
     """A text encoder trains when the U-Net is not trained alone and its rate is above zero."""
     if part.denoiser:
         return True
+    if not part.trainable:
+        return False
     return not cfg.network.train_unet_only and float(cfg.get(part.lr_setting)) > 0  # type: ignore[arg-type]
 
 

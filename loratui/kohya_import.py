@@ -14,10 +14,13 @@ of the file into exactly one group, with its value:
 
 Nothing is silently dropped. ``sdxl`` makes an SDXL config, with the GUI's SDXL settings
 (``sdxl_no_half_vae``, ``sdxl_cache_text_encoder_outputs``) and kohya's one text encoder rate for
-both SDXL encoders. Model types loratui does not train yet (SD3, Flux) are still imported (their
-LoRA settings carry over), the report says "not supported yet" in its first line, and
-``model.family`` is set so that validation refuses the run until the user picks a model loratui
-trains.
+both SDXL encoders. ``flux1_checkbox`` (or ``LoRA_type = "Flux1"``) makes a FLUX.1 config: the
+three extra files (``ae``, ``clip_l``/``flux1_clip_l``, ``t5xxl``/``flux1_t5xxl``), the timestep
+and memory settings (they are declared with their GUI names in :mod:`loratui.params`), and the
+Flux text-output cache (``flux1_cache_text_encoder_outputs(_to_disk)``). A model type loratui
+does not train yet (SD3) is still imported (its LoRA settings carry over), the report says "not
+supported yet" in its first line, and ``model.family`` is set so that validation refuses the run
+until the user picks a model loratui trains.
 
 Conversions follow kohya_ss: numbers stored as strings ("0.0001") are read as numbers, "" means
 "not set" (loratui's default applies), ``max_resolution = "512,650"`` becomes the square side of
@@ -38,7 +41,7 @@ from loratui.config import RunConfig, config_from_dict
 from loratui.errors import UserError
 from loratui.families import family_name, setting_applies
 from loratui.optimizer_args import canonical_optimizer
-from loratui.params import BY_NAME, SETTINGS, Setting
+from loratui.params import BY_NAME, FLUX_ONLY, SETTINGS, Setting
 
 SECRET_KEYS = frozenset({"huggingface_token", "wandb_api_key"})
 _SECRET_MASK = "(hidden)"
@@ -376,7 +379,7 @@ _NEUTRAL: dict[str, tuple[tuple[object, ...], str]] = {
     # precision and memory
     "full_fp16": ((False,), "full fp16 training; loratui keeps the LoRA weights in fp32"),
     "full_bf16": ((False,), "full bf16 training; loratui keeps the LoRA weights in fp32"),
-    "fp8_base": ((False,), "fp8 base model"),
+    "fp8_base": ((False,), "an fp8 base model (loratui has it for FLUX.1 only)"),
     "mem_eff_save": ((False,), "memory-efficient saving"),
     "disable_mmap_load_safetensors": ((False,), "loading without mmap"),
     "vae": (("",), "a separate VAE file"),
@@ -453,30 +456,9 @@ _GUI_ONLY: dict[str, str] = {
 }
 
 # Settings of model types loratui does not train yet; they only matter when that type is chosen.
+# (The FLUX.1 settings loratui has are declared with their GUI names in loratui.params; the GUI's
+# FLUX.1 keys loratui reads its own way are handled in _Importer._flux_settings.)
 _FAMILY_ONLY: dict[str, str] = {
-    **dict.fromkeys(
-        (
-            "flux1_cache_text_encoder_outputs",
-            "flux1_cache_text_encoder_outputs_to_disk",
-            "flux1_clip_l",
-            "flux1_t5xxl",
-            "flux_fused_backward_pass",
-            "ae",
-            "guidance_scale",
-            "discrete_flow_shift",
-            "model_prediction_type",
-            "timestep_sampling",
-            "apply_t5_attn_mask",
-            "split_mode",
-            "train_blocks",
-            "blocks_to_swap",
-            "double_blocks_to_swap",
-            "single_blocks_to_swap",
-            "cpu_offload_checkpointing",
-            "mem_eff_save_flux",
-        ),
-        "Flux",
-    ),
     **dict.fromkeys(
         (
             "sd3_cache_text_encoder_outputs",
@@ -484,26 +466,46 @@ _FAMILY_ONLY: dict[str, str] = {
             "sd3_fused_backward_pass",
             "sd3_text_encoder_batch_size",
             "clip_g",
-            "weighting_scheme",
-            "logit_mean",
-            "logit_std",
-            "mode_scale",
+            "t5xxl_device",
+            "t5xxl_dtype",
         ),
         "SD3",
     ),
-    **dict.fromkeys(
-        ("clip_l", "t5xxl", "t5xxl_device", "t5xxl_dtype", "t5xxl_max_token_length", "save_clip", "save_t5xxl"),
-        "Flux/SD3",
-    ),
+    **dict.fromkeys(("save_clip", "save_t5xxl"), "SD3 and FLUX.1 fine-tuning"),
 }
+
+# The GUI's FLUX.1 keys that are not loratui settings. Each is read in _Importer._flux_settings
+# when the config is a FLUX.1 one, and "only used for FLUX.1 training" otherwise.
+_FLUX_GUI_KEYS = (
+    "flux1_cache_text_encoder_outputs",
+    "flux1_cache_text_encoder_outputs_to_disk",
+    "flux1_clip_l",
+    "flux1_t5xxl",
+    "flux_fused_backward_pass",
+    "split_mode",
+    "train_blocks",
+    "double_blocks_to_swap",
+    "single_blocks_to_swap",
+    "mem_eff_save_flux",
+)
 
 # Network types loratui trains: plain LoRA, and LoCon conv layers the kohya way.
 _LORA_TYPES = ("Standard", "Kohya LoCon")
+_FLUX_LORA_TYPE = "Flux1"  # the GUI's name for sd-scripts' networks.lora_flux
 
-# Caching the text encoders' outputs: the GUI's SDXL checkbox (it has no to-disk key for SDXL), and
-# sd-scripts' names in a hand-edited file. Either to-disk key means "disk".
-_TEXT_CACHE_KEYS = ("sdxl_cache_text_encoder_outputs", "cache_text_encoder_outputs")
-_TEXT_CACHE_DISK_KEYS = ("sdxl_cache_text_encoder_outputs_to_disk", "cache_text_encoder_outputs_to_disk")
+# Caching the text encoders' outputs: the GUI's SDXL checkbox (it has no to-disk key for SDXL), its
+# two Flux checkboxes, and sd-scripts' names in a hand-edited file. Any to-disk key means "disk".
+_TEXT_CACHE_KEYS = (
+    "sdxl_cache_text_encoder_outputs",
+    "flux1_cache_text_encoder_outputs",
+    "cache_text_encoder_outputs",
+)
+_TEXT_CACHE_DISK_KEYS = (
+    "sdxl_cache_text_encoder_outputs_to_disk",
+    "flux1_cache_text_encoder_outputs_to_disk",
+    "cache_text_encoder_outputs_to_disk",
+)
+_TEXT_CACHE_FAMILY = {"sdxl": "sdxl", "flux1": "flux"}  # a GUI key's prefix -> the model type it is for
 
 
 # ---------------------------------------------------------------------------------------------
@@ -518,6 +520,11 @@ class _Importer:
         self.total_steps = total_steps
         self.done: set[str] = set()
         self.family = "sd1"
+
+    @property
+    def _denoiser(self) -> str:
+        """What the report calls the model trained on unet_lr."""
+        return "transformer" if self.family == "flux" else "U-Net"
 
     # -- bookkeeping ---------------------------------------------------------------------------
 
@@ -573,13 +580,15 @@ class _Importer:
         self._optimizer()
         self._schedule_length()
         self._sdxl_settings()
+        self._text_cache()
+        self._flux_settings()
         for key in self.data:
             if key in self.done:
                 continue
             if key in _DIRECT:
                 target, converter = _DIRECT[key]
                 if not setting_applies(BY_NAME[target].families, self.family):
-                    self.ignored(key, f"{family_name(self.family)} has no such setting (sd-scripts ignores it too)")
+                    self._not_of_this_family(key, BY_NAME[target])
                     continue
                 ok, value = self.convert(key, converter)
                 if ok:
@@ -587,6 +596,8 @@ class _Importer:
             elif key in _FAMILY_ONLY:
                 family = _FAMILY_ONLY[key]
                 self.ignored(key, f"only used for {family} training")
+            elif key in _FLUX_GUI_KEYS:
+                self.ignored(key, "only used for FLUX.1 training")
             elif key in _GUI_ONLY:
                 self.ignored(key, _GUI_ONLY[key])
             elif key in _NEUTRAL:
@@ -597,6 +608,15 @@ class _Importer:
                     ImportEntry(key, self._value(key), reason="not a kohya_ss setting loratui knows"),
                 )
         return KohyaImport(self.sections, self.report)
+
+    def _not_of_this_family(self, key: str, setting: Setting) -> None:
+        """A loratui setting the config's model type does not use."""
+        if key in _NEUTRAL and setting.families == FLUX_ONLY:
+            self._neutral(key)  # fp8_base: sd-scripts has it for every model type, loratui for FLUX.1
+        elif setting.families == FLUX_ONLY:
+            self.ignored(key, "only used for FLUX.1 training")
+        else:
+            self.ignored(key, f"{family_name(self.family)} has no such setting (sd-scripts ignores it too)")
 
     def _neutral(self, key: str) -> None:
         neutral, feature = _NEUTRAL[key]
@@ -614,7 +634,6 @@ class _Importer:
         flags = {key: bool(_safe_bool(data.get(key))) for key in ("flux1_checkbox", "sd3_checkbox", "sdxl", "v2")}
         if flags["flux1_checkbox"] or lora_type.lower().startswith("flux"):
             self.family = "flux"
-            self._blocker("Flux", "flux1_checkbox" if flags["flux1_checkbox"] else "LoRA_type")
         elif flags["sd3_checkbox"]:
             self.family = "sd3"
             self._blocker("SD3", "sd3_checkbox")
@@ -626,9 +645,9 @@ class _Importer:
         self._set("model.family", self.family)
         for key, name in (("flux1_checkbox", "Flux"), ("sd3_checkbox", "SD3"), ("sdxl", "SDXL")):
             if key in data:
-                if flags[key] and self.family == "sdxl" and key == "sdxl":
-                    self.mapped("sdxl", "model.family", "sdxl")
-                elif flags[key] and key == "sdxl":
+                if flags[key] and (key, self.family) in (("sdxl", "sdxl"), ("flux1_checkbox", "flux")):
+                    self.mapped(key, "model.family", self.family)
+                elif flags[key] and key in ("sdxl", "flux1_checkbox"):
                     self.ignored(key, f"the model type is {self.family}")
                 elif flags[key]:
                     self.unsupported(key, f"{name} training is not supported yet")
@@ -652,22 +671,27 @@ class _Importer:
                 self.mapped("pretrained_model_name_or_path", "model.path", path, reason)
 
     def _sdxl_settings(self) -> None:
-        """The GUI's SDXL checkboxes, which it passes to sd-scripts only with ``sdxl`` on."""
+        """The GUI's SDXL checkbox for the VAE, which it passes to sd-scripts only with ``sdxl`` on."""
+        if "sdxl_no_half_vae" not in self.data:
+            return
+        if self.family == "sdxl":
+            ok, on = self.convert("sdxl_no_half_vae", _bool)
+            if ok:
+                self.mapped("sdxl_no_half_vae", "model.no_half_vae", on, "" if on is not None else "empty")
+        else:
+            self.ignored("sdxl_no_half_vae", "only used for SDXL training")
+
+    def _text_cache(self) -> None:
+        """Caching the text encoders' outputs: the GUI's SDXL and Flux checkboxes (each passed to
+        sd-scripts only for its model type) and sd-scripts' own names; any to-disk key means disk."""
         data = self.data
-        sdxl = self.family == "sdxl"
-        if "sdxl_no_half_vae" in data:
-            if sdxl:
-                ok, on = self.convert("sdxl_no_half_vae", _bool)
-                if ok:
-                    self.mapped("sdxl_no_half_vae", "model.no_half_vae", on, "" if on is not None else "empty")
-            else:
-                self.ignored("sdxl_no_half_vae", "only used for SDXL training")
         values = {}
         for key in (*_TEXT_CACHE_KEYS, *_TEXT_CACHE_DISK_KEYS):
             if key not in data:
                 continue
-            if key.startswith("sdxl_") and not sdxl:
-                self.ignored(key, "only used for SDXL training")
+            own_family = _TEXT_CACHE_FAMILY.get(key.split("_", 1)[0])
+            if own_family is not None and own_family != self.family:
+                self.ignored(key, f"only used for {family_name(own_family)} training")
                 continue
             ok, on = self.convert(key, _bool)
             if ok:
@@ -682,6 +706,81 @@ class _Importer:
         for key in values:
             self.mapped(key, "dataset.cache_text_encoder_outputs", mode, reason)
 
+    def _flux_settings(self) -> None:
+        """The GUI's FLUX.1 keys that are not loratui settings one to one (the others are declared
+        in loratui.params and map directly)."""
+        if self.family != "flux":
+            return
+        data = self.data
+        for newer, older, target in (
+            ("flux1_clip_l", "clip_l", "model.clip_l_path"),
+            ("flux1_t5xxl", "t5xxl", "model.t5xxl_path"),
+        ):
+            self._file_setting(newer, older, target)
+        self._split_mode()
+        if "train_blocks" in data:
+            blocks = str(data["train_blocks"]).strip().lower()
+            if blocks in ("", "all"):
+                self.ignored("train_blocks", "all blocks: what loratui trains")
+            else:
+                self.unsupported("train_blocks", "training only some blocks is not supported; all blocks are trained")
+        for key in ("double_blocks_to_swap", "single_blocks_to_swap"):
+            if key in data:
+                if _is_neutral(data[key], (0,)):
+                    self.ignored(key, "off: an older split of blocks_to_swap")
+                else:
+                    self.unsupported(key, "an older split of block swap: set training.blocks_to_swap instead")
+        for key, feature in (
+            ("flux_fused_backward_pass", "fused backward pass"),
+            ("mem_eff_save_flux", "memory-efficient saving"),
+        ):
+            if key in data:
+                if _is_neutral(data[key], (False,)):
+                    self.ignored(key, f"off at this value: {feature}")
+                else:
+                    self.unsupported(key, f"not supported: {feature}; it had no effect")
+        if "max_token_length" in data:
+            self.ignored("max_token_length", "FLUX.1 uses t5xxl_max_token_length; sd-scripts ignores it too")
+
+    def _file_setting(self, newer: str, older: str, target: str) -> None:
+        """A file the GUI saves under two names (flux1_clip_l in newer GUIs, clip_l in older ones):
+        the newer one wins where it is set."""
+        data = self.data
+        values = {}
+        for key in (newer, older):
+            if key in data:
+                ok, value = self.convert(key, _path_text)
+                if ok:
+                    values[key] = value
+        chosen = next((key for key in (newer, older) if values.get(key)), None)
+        if chosen is None:
+            chosen = older if older in values else newer
+        for key in values:
+            if key == chosen:
+                self.mapped(key, target, values[key], "" if values[key] is not None else "empty")
+            else:
+                self.ignored(key, f"{chosen} is set and wins" if values[chosen] else "empty")
+
+    def _split_mode(self) -> None:
+        """sd-scripts' deprecated split_mode: without blocks_to_swap it swaps 18 blocks."""
+        data = self.data
+        if "split_mode" not in data:
+            return
+        ok, on = self.convert("split_mode", _bool)
+        if not ok:
+            return
+        if not on:
+            self.ignored("split_mode", "off")
+            return
+        swap_set = not _is_neutral(data.get("blocks_to_swap"), (0,))
+        if swap_set:
+            self.ignored("split_mode", "deprecated in sd-scripts; blocks_to_swap is set and wins")
+            return
+        reason = "deprecated in sd-scripts, which swaps 18 blocks for it"
+        self.mapped("split_mode", "training.blocks_to_swap", 18, reason)
+        if "blocks_to_swap" in data:
+            self.ignored("blocks_to_swap", "0 or empty: split_mode sets 18")
+
     def _unet_only_for_caching(self) -> str:
         """Cached text outputs need frozen text encoders. When the file freezes them by their rates
         (kohya_ss passes --network_train_unet_only then), loratui says so with train_unet_only;
@@ -690,7 +789,8 @@ class _Importer:
         frozen = optimizer.get("text_encoder_lr") == 0 and optimizer.get("text_encoder_2_lr", 0) == 0
         if not frozen or _safe_bool(self.data.get("network_train_unet_only")) is True:
             return ""
-        reason = "every text encoder LR is 0: network.train_unet_only set to true, as caching needs"
+        why = "kohya_ss passes --network_train_unet_only then" if self.family == "flux" else "as caching needs"
+        reason = f"every text encoder LR is 0: network.train_unet_only set to true, {why}"
         if "network_train_unet_only" in self.data:
             self.mapped("network_train_unet_only", "network.train_unet_only", True, reason)
         else:
@@ -699,8 +799,9 @@ class _Importer:
 
     def _blocker(self, name: str, key: str) -> None:
         self.report.blockers.append(
-            f"{name} ({key} = {_show(self.data.get(key))}). loratui trains SD 1.x, SD 2.x and SDXL models for now: "
-            "the other settings were imported; set model.path to such a model and model.family to sd1, sd2 or sdxl"
+            f"{name} ({key} = {_show(self.data.get(key))}). loratui trains SD 1.x, SD 2.x, SDXL and FLUX.1 models "
+            "for now: the other settings were imported; set model.path to such a model and model.family to sd1, sd2, "
+            "sdxl or flux"
         )
 
     def _network_type(self) -> None:
@@ -713,8 +814,10 @@ class _Importer:
                     "loratui trains this network type"
                     + (" (LoCon: conv_dim/conv_alpha)" if lora_type == "Kohya LoCon" else ""),
                 )
+            elif lora_type == _FLUX_LORA_TYPE:
+                self.ignored("LoRA_type", "loratui trains this network type: a FLUX.1 LoRA (networks.lora_flux)")
             elif lora_type.lower().startswith("flux"):
-                self.unsupported("LoRA_type", "Flux LoRA is not supported yet")
+                self.unsupported("LoRA_type", f"network type {lora_type!r} is not supported; imported as a FLUX.1 LoRA")
             else:
                 self.unsupported(
                     "LoRA_type", f"network type {lora_type!r} is not supported; imported as a standard LoRA"
@@ -834,6 +937,10 @@ class _Importer:
 
     def _noise(self) -> None:
         data = self.data
+        if self.family == "flux":
+            for key in ("noise_offset_type", "noise_offset", "multires_noise_iterations", "multires_noise_discount"):
+                self.ignored(key, "FLUX.1 training has no noise offset (sd-scripts ignores it too)")
+            return
         noise_type = str(data.get("noise_offset_type") or "Original")
         if "noise_offset_type" in data:
             if noise_type == "Original":
@@ -902,14 +1009,14 @@ class _Importer:
                     "text_encoder_lr",
                     "optimizer.text_encoder_lr",
                     0.0,
-                    "0 with unet_lr set: kohya trains the U-Net only, so the text encoder is frozen",
+                    f"0 with unet_lr set: kohya trains the {self._denoiser} only, so the text encoder is frozen",
                 )
             self.ignored("learning_rate", "unet_lr is set and takes precedence")
         elif unet is None:
             self.unsupported(
                 "unet_lr",
                 "training only the text encoder (unet_lr 0) is not supported; "
-                "the U-Net LR is learning_rate, or loratui's default",
+                f"the {self._denoiser} LR is learning_rate, or loratui's default",
             )
             if base is not None:
                 self.mapped("learning_rate", "optimizer.unet_lr", base)

@@ -41,6 +41,8 @@ SDXL_TEXT_ENCODER_2 = "conditioner.embedders.1.model."
 REFINER_TEXT_ENCODER = "conditioner.embedders.0.model."
 SDXL_EMBEDDERS = "conditioner.embedders."
 FLUX_BLOCKS = ("double_blocks.", "single_blocks.", UNET + "double_blocks.", "single_transformer_blocks.")
+# FLUX.1 dev's guidance embedding (BFL names, bare or prefixed; diffusers' names); schnell has none.
+FLUX_GUIDANCE = ("guidance_in.", UNET + "guidance_in.", "time_text_embed.guidance_embedder.")
 
 # The parts of an SDXL checkpoint, by the prefix of their keys, as messages name them.
 SDXL_PARTS = {
@@ -59,11 +61,14 @@ class CheckpointKind:
     model loratui knows (a VAE, an embedding, a LoRA, or an SD UNet of unknown width).
     missing: for SDXL, the parts a complete checkpoint has and this one lacks, as messages name them.
     has_unet: whether an SD-style UNet (``model.diffusion_model.``) is there at all.
+    variant: for FLUX.1, ``dev`` (guidance-distilled: it has a guidance embedding) or ``schnell``
+    (none), as sd-scripts tells them apart (library/flux_utils.py ``analyze_checkpoint_state``).
     """
 
     family: str | None
     missing: tuple[str, ...] = ()
     has_unet: bool = False
+    variant: str | None = None
 
 
 def checkpoint_kind(path: Path) -> CheckpointKind:
@@ -78,7 +83,8 @@ def detect(shapes: Mapping[str, tuple[int, ...]]) -> CheckpointKind:
     prefixes = _prefixes(shapes)
     has_unet = UNET in prefixes
     if any(prefix in prefixes for prefix in FLUX_BLOCKS):
-        return CheckpointKind(FLUX, has_unet=has_unet)
+        variant = "dev" if any(prefix in prefixes for prefix in FLUX_GUIDANCE) else "schnell"
+        return CheckpointKind(FLUX, has_unet=has_unet, variant=variant)
     if SDXL_EMBEDDERS in prefixes or SDXL_ADM in prefixes:
         is_refiner = (
             REFINER_TEXT_ENCODER in prefixes

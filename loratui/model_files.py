@@ -19,7 +19,7 @@ import struct
 import zipfile
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -88,6 +88,7 @@ _DTYPE_BYTES = {
 class SafetensorsHeader:
     shapes: dict[str, tuple[int, ...]]  # tensor name -> shape
     metadata: dict[str, str]
+    dtypes: dict[str, str] = field(default_factory=dict)  # tensor name -> safetensors dtype ("BF16", "F8_E4M3")
 
 
 def safetensors_header(path: Path) -> SafetensorsHeader:
@@ -117,7 +118,8 @@ def _read_safetensors_header(path: Path) -> SafetensorsHeader:
         raise ModelFileError("its header is not a JSON object")
     metadata = header.pop("__metadata__", None) or {}
     shapes = _checked_tensors(header, data_bytes=size - 8 - length)
-    return SafetensorsHeader(shapes, metadata if isinstance(metadata, dict) else {})
+    dtypes = {name: str(header[name]["dtype"]) for name in shapes}
+    return SafetensorsHeader(shapes, metadata if isinstance(metadata, dict) else {}, dtypes)
 
 
 def _checked_tensors(header: dict, data_bytes: int) -> dict[str, tuple[int, ...]]:

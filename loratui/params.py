@@ -29,10 +29,25 @@ from dataclasses import dataclass
 # ---------------------------------------------------------------------------------------------
 # Choices, in the order a user reads them in a help text or an error's fix.
 
-MODEL_FAMILIES = ("sd1", "sd2", "sdxl")
+MODEL_FAMILIES = ("sd1", "sd2", "sdxl", "flux")
 SD_FAMILIES = ("sd1", "sd2")  # one CLIP text encoder
+UNET_FAMILIES = ("sd1", "sd2", "sdxl")  # a UNet trained on DDPM noise (Flux: a transformer on a rectified flow)
+FLUX_ONLY = ("flux",)
+FLUX_VARIANTS = ("auto", "dev", "schnell")
+# sd-scripts' --timestep_sampling and --model_prediction_type (flux_train_network.py), and the
+# density/loss weighting of its "sigma" sampling (--weighting_scheme, as diffusers' training_utils).
+TIMESTEP_SAMPLINGS = ("sigma", "uniform", "sigmoid", "shift", "flux_shift")
+MODEL_PREDICTION_TYPES = ("raw", "additive", "sigma_scaled")
+WEIGHTING_SCHEMES = ("uniform", "none", "sigma_sqrt", "logit_normal", "mode", "cosmap")
 BUILTIN_PREFIX = "loratui:"
-BUILTIN_MODELS = ("loratui:tiny-sd", "loratui:sd15-random", "loratui:tiny-sdxl", "loratui:sdxl-random")
+BUILTIN_MODELS = (
+    "loratui:tiny-sd",
+    "loratui:sd15-random",
+    "loratui:tiny-sdxl",
+    "loratui:sdxl-random",
+    "loratui:tiny-flux",
+    "loratui:flux-random",
+)
 CHECKPOINT_SUFFIXES = (".safetensors", ".ckpt")
 CACHE_LATENTS_CHOICES = ("off", "memory", "disk")
 CACHE_TEXT_CHOICES = ("off", "memory", "disk")
@@ -204,8 +219,9 @@ SETTINGS: tuple[Setting, ...] = (
         str,
         "",
         "Base model",
-        "A local diffusers folder, a .safetensors/.ckpt checkpoint, or loratui:tiny-sd (built in, for a quick "
-        "test run). SD 1.5 models give the most convincing faces. Right arrow completes the path.",
+        "A local diffusers folder, a .safetensors/.ckpt checkpoint (FLUX.1: flux1-dev.safetensors, the transformer "
+        "alone), or loratui:tiny-sd, tiny-sdxl or tiny-flux (built in, for a quick test run). SD 1.5 models give the "
+        "most convincing faces. Right arrow completes the path.",
         "model",
         kohya="pretrained_model_name_or_path",
         kohya_gui="pretrained_model_name_or_path",
@@ -221,15 +237,15 @@ SETTINGS: tuple[Setting, ...] = (
         "sd1",
         "Model family",
         "sd1 for SD 1.x (SD1.5 and its fine-tunes), sd2 for SD 2.x, sdxl for SDXL (base 1.0 and its fine-tunes: "
-        "Pony, Illustrious, NoobAI, Juggernaut). Flux is not supported yet.",
+        "Pony, Illustrious, NoobAI, Juggernaut), flux for FLUX.1 dev and schnell (the transformer file, with the "
+        "AE, CLIP-L and T5-XXL files set below).",
         "model",
         kohya=Absent("sd-scripts has a flag per family (--v2) and a script per family (sdxl_...)"),
         kohya_gui="v2",
         kohya_gui_special=True,
         metadata="ss_base_model_version",
         choices=MODEL_FAMILIES,
-        not_yet=("flux",),
-        metadata_value=lambda family: {"sd1": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0"}.get(
+        metadata_value=lambda family: {"sd1": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0", "flux": "flux1"}.get(
             str(family), str(family)
         ),
     ),
@@ -245,6 +261,7 @@ SETTINGS: tuple[Setting, ...] = (
         kohya="v_parameterization",
         kohya_gui="v_parameterization",
         metadata="ss_v_parameterization",
+        families=UNET_FAMILIES,
     ),
     Setting(
         "model",
@@ -285,13 +302,137 @@ SETTINGS: tuple[Setting, ...] = (
         bool,
         True,
         "VAE in float32",
-        "Run the VAE in float32 whatever the precision: the SDXL VAE gives NaNs in fp16. Turn it off only with an "
-        "fp16-safe VAE (e.g. sdxl-vae-fp16-fix baked into the model), to save memory when caching latents.",
+        "Run the VAE (FLUX.1: the AE) in float32 whatever the precision: the SDXL VAE gives NaNs in fp16. Turn it off "
+        "only with an fp16-safe VAE (e.g. sdxl-vae-fp16-fix baked into the model), to save memory when caching "
+        "latents.",
         "model",
         kohya="no_half_vae",
         kohya_gui="sdxl_no_half_vae",
         kohya_gui_special=True,
         metadata=Absent("sd-scripts does not record it"),
+    ),
+    # -- [model], FLUX.1 only: the three files a BFL transformer file needs beside it, and how the
+    # base weights are held. A diffusers FLUX.1 folder has them all inside, and needs none of the paths.
+    Setting(
+        "model",
+        "flux_variant",
+        str,
+        "auto",
+        "FLUX.1 variant",
+        "dev (guidance-distilled: guidance is a model input) or schnell (4-step, no guidance input). auto tells "
+        "them apart from the weights: dev has a guidance embedding.",
+        "model",
+        kohya=Absent("sd-scripts tells dev from schnell by the weights (a guidance_in layer)"),
+        kohya_gui=Absent("the GUI tells dev from schnell by the weights"),
+        metadata=Absent("written as ss_model_type, from the weights"),
+        choices=FLUX_VARIANTS,
+        families=FLUX_ONLY,
+    ),
+    Setting(
+        "model",
+        "ae_path",
+        str,
+        "",
+        "AE file",
+        "The FLUX.1 autoencoder, ae.safetensors (also called ae.sft). Empty when model.path is a diffusers FLUX.1 "
+        "folder (its vae/ is used).",
+        "model",
+        kohya="ae",
+        kohya_gui="ae",
+        metadata=_PATH_ONLY,
+        widget="path",
+        placeholder="(in the model folder) e.g. models/ae.safetensors",
+        families=FLUX_ONLY,
+    ),
+    Setting(
+        "model",
+        "clip_l_path",
+        str,
+        "",
+        "CLIP-L file",
+        "The CLIP-L text encoder, clip_l.safetensors. Empty when model.path is a diffusers FLUX.1 folder.",
+        "model",
+        kohya="clip_l",
+        kohya_gui="clip_l",
+        metadata=_PATH_ONLY,
+        widget="path",
+        placeholder="(in the model folder) e.g. models/clip_l.safetensors",
+        families=FLUX_ONLY,
+    ),
+    Setting(
+        "model",
+        "t5xxl_path",
+        str,
+        "",
+        "T5-XXL file",
+        "The T5-XXL text encoder: t5xxl_fp16.safetensors, or t5xxl_fp8_e4m3fn.safetensors (half the memory with "
+        "fp8_base; without it, its weights are loaded upcast). Empty when model.path is a diffusers FLUX.1 folder.",
+        "model",
+        kohya="t5xxl",
+        kohya_gui="t5xxl",
+        metadata=_PATH_ONLY,
+        widget="path",
+        placeholder="(in the model folder) e.g. models/t5xxl_fp16.safetensors",
+        families=FLUX_ONLY,
+    ),
+    Setting(
+        "model",
+        "t5xxl_max_token_length",
+        int,
+        0,
+        "T5 tokens",
+        "How many T5 tokens a caption is padded or cut to. 0 = the model's own: 512 for dev, 256 for schnell. "
+        "Fewer tokens train faster and use less memory when captions are short.",
+        "model",
+        kohya="t5xxl_max_token_length",
+        kohya_gui="t5xxl_max_token_length",
+        metadata=Absent("sd-scripts does not record it"),
+        minimum=0,
+        maximum=512,
+        range_fix="use 0 (the model's own), or a length up to 512",
+        families=FLUX_ONLY,
+    ),
+    Setting(
+        "model",
+        "apply_t5_attn_mask",
+        bool,
+        False,
+        "T5 attention mask",
+        "Mask the T5 padding tokens in T5 and in the transformer's attention. sd-scripts advises against it: few "
+        "inference tools apply the mask.",
+        "model",
+        kohya="apply_t5_attn_mask",
+        kohya_gui="apply_t5_attn_mask",
+        metadata="ss_apply_t5_attn_mask",
+        families=FLUX_ONLY,
+    ),
+    Setting(
+        "model",
+        "fp8_base",
+        bool,
+        False,
+        "fp8 base weights",
+        "Hold the frozen transformer and text encoders in float8 (e4m3fn), computed in the training precision: "
+        "half the memory of bf16 for a small loss of precision. The usual way to train FLUX.1 on 16-24 GB.",
+        "model",
+        kohya="fp8_base",
+        kohya_gui="fp8_base",
+        metadata="ss_fp8_base",
+        families=FLUX_ONLY,
+    ),
+    Setting(
+        "model",
+        "nf4_base",
+        bool,
+        False,
+        "NF4 base weights",
+        "Hold the frozen transformer in 4-bit NF4 (bitsandbytes; a CUDA GPU): a quarter of bf16's memory, at a "
+        "larger loss of precision than fp8. Not with fp8_base.",
+        "model",
+        kohya=Absent("sd-scripts has no NF4 base"),
+        kohya_gui=Absent("the GUI has no NF4 base"),
+        metadata=Absent("sd-scripts has no NF4 base; loratui writes ss_nf4_base"),
+        families=FLUX_ONLY,
     ),
     # -- [dataset]
     Setting(
@@ -596,6 +737,7 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=0,
         maximum=1,
         range_fix="use 0 (off) or a small value such as 0.05",
+        families=UNET_FAMILIES,
     ),
     Setting(
         "training",
@@ -612,6 +754,7 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=0,
         maximum=1000,
         range_fix="use 0 (off) or 5 (the usual value)",
+        families=UNET_FAMILIES,
     ),
     Setting(
         "training",
@@ -625,6 +768,188 @@ SETTINGS: tuple[Setting, ...] = (
         kohya="zero_terminal_snr",
         kohya_gui=Absent("the GUI has no such field; add --zero_terminal_snr to its extra arguments"),
         metadata="ss_zero_terminal_snr",
+        families=UNET_FAMILIES,
+    ),
+    # -- [training], FLUX.1 only: the rectified flow's timesteps and target, as sd-scripts names them.
+    Setting(
+        "training",
+        "timestep_sampling",
+        str,
+        "sigma",
+        "Timestep sampling",
+        "How each step's noise level is drawn. sigma (sd-scripts' default): from the shifted schedule, by the "
+        "weighting scheme; uniform; sigmoid of a normal (ai-toolkit's); shift: sigmoid, then shifted by "
+        "discrete_flow_shift; flux_shift: shifted by the image size, as FLUX.1 samples. shift with 3.1582 is "
+        "sd-scripts' advice.",
+        "training",
+        kohya="timestep_sampling",
+        kohya_gui="timestep_sampling",
+        metadata="ss_timestep_sampling",
+        choices=TIMESTEP_SAMPLINGS,
+        families=FLUX_ONLY,
+    ),
+    Setting(
+        "training",
+        "sigmoid_scale",
+        float,
+        1.0,
+        "Sigmoid scale",
+        "The scale of the normal draw under the sigmoid (sigmoid, shift and flux_shift sampling); 1.0 is usual.",
+        "training",
+        kohya="sigmoid_scale",
+        kohya_gui="sigmoid_scale",
+        metadata="ss_sigmoid_scale",
+        minimum=0,
+        above_minimum=True,
+        maximum=100,
+        range_fix="use 1.0",
+        families=FLUX_ONLY,
+    ),
+    Setting(
+        "training",
+        "discrete_flow_shift",
+        float,
+        3.0,
+        "Flow shift",
+        "How far toward high noise shift and sigma sampling move the noise levels; 3.1582 matches FLUX.1 at 1024 px.",
+        "training",
+        kohya="discrete_flow_shift",
+        kohya_gui="discrete_flow_shift",
+        metadata="ss_discrete_flow_shift",
+        minimum=0,
+        above_minimum=True,
+        maximum=100,
+        range_fix="use 3.1582 (FLUX.1 at 1024 px) or 3.0",
+        families=FLUX_ONLY,
+    ),
+    Setting(
+        "training",
+        "model_prediction_type",
+        str,
+        "sigma_scaled",
+        "Prediction type",
+        "How the transformer's output is read against the target (noise - image): raw as it is (sd-scripts' "
+        "advice), additive plus the noisy input, sigma_scaled (sd-scripts' default) the noisy input minus sigma "
+        "times the output, with the weighting scheme's loss weights.",
+        "training",
+        kohya="model_prediction_type",
+        kohya_gui="model_prediction_type",
+        metadata="ss_model_prediction_type",
+        choices=MODEL_PREDICTION_TYPES,
+        families=FLUX_ONLY,
+    ),
+    Setting(
+        "training",
+        "guidance_scale",
+        float,
+        3.5,
+        "Guidance scale",
+        "The guidance FLUX.1 dev is given while it trains (schnell has none). 1.0 is sd-scripts' advice for LoRA; "
+        "3.5 its default.",
+        "training",
+        kohya="guidance_scale",
+        kohya_gui="guidance_scale",
+        metadata="ss_guidance_scale",
+        minimum=0,
+        maximum=100,
+        range_fix="use 1.0",
+        families=FLUX_ONLY,
+    ),
+    Setting(
+        "training",
+        "weighting_scheme",
+        str,
+        "uniform",
+        "Weighting scheme",
+        "With sigma sampling, the density the noise levels are drawn by (logit_normal, mode; else uniform); with "
+        "sigma_scaled prediction, the loss weights (sigma_sqrt, cosmap; else none).",
+        "training",
+        kohya="weighting_scheme",
+        kohya_gui="weighting_scheme",
+        metadata="ss_weighting_scheme",
+        choices=WEIGHTING_SCHEMES,
+        families=FLUX_ONLY,
+    ),
+    Setting(
+        "training",
+        "logit_mean",
+        float,
+        0.0,
+        "Logit mean",
+        "The mean of the logit_normal weighting scheme.",
+        "training",
+        kohya="logit_mean",
+        kohya_gui="logit_mean",
+        metadata="ss_logit_mean",
+        minimum=-10,
+        maximum=10,
+        range_fix="use 0.0",
+        families=FLUX_ONLY,
+    ),
+    Setting(
+        "training",
+        "logit_std",
+        float,
+        1.0,
+        "Logit std",
+        "The standard deviation of the logit_normal weighting scheme.",
+        "training",
+        kohya="logit_std",
+        kohya_gui="logit_std",
+        metadata="ss_logit_std",
+        minimum=0,
+        above_minimum=True,
+        maximum=10,
+        range_fix="use 1.0",
+        families=FLUX_ONLY,
+    ),
+    Setting(
+        "training",
+        "mode_scale",
+        float,
+        1.29,
+        "Mode scale",
+        "The scale of the mode weighting scheme.",
+        "training",
+        kohya="mode_scale",
+        kohya_gui="mode_scale",
+        metadata="ss_mode_scale",
+        minimum=-1,
+        maximum=1.75,
+        range_fix="use 1.29 (the mode scheme is a density only between -1 and 1.75)",
+        families=FLUX_ONLY,
+    ),
+    Setting(
+        "training",
+        "blocks_to_swap",
+        int,
+        0,
+        "Blocks to swap",
+        "Keep this many of the transformer's blocks in CPU memory and stream each to the GPU when it runs: less "
+        "VRAM, slower steps. 16 fits FLUX.1 on 12 GB with AdamW8bit; 0 = all on the GPU. Needs "
+        "gradient_checkpointing; not with nf4_base.",
+        "training",
+        kohya="blocks_to_swap",
+        kohya_gui="blocks_to_swap",
+        metadata=Absent("sd-scripts does not record it"),
+        minimum=0,
+        maximum=35,
+        range_fix="use 0 (none) up to 35; 16 for a 12 GB card",
+        families=FLUX_ONLY,
+    ),
+    Setting(
+        "training",
+        "cpu_offload_checkpointing",
+        bool,
+        False,
+        "Offload checkpoints",
+        "Only with gradient_checkpointing: keep the checkpointed activations in CPU memory, about 1 GB less VRAM, "
+        "about 15 % slower. Not with blocks_to_swap.",
+        "training",
+        kohya="cpu_offload_checkpointing",
+        kohya_gui="cpu_offload_checkpointing",
+        metadata=Absent("sd-scripts does not record it"),
+        families=FLUX_ONLY,
     ),
     Setting(
         "training",
@@ -704,6 +1029,7 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=0,
         maximum=1024,
         range_fix="use 0 (no conv layers) or 4 to 32 for LoCon",
+        families=UNET_FAMILIES,
     ),
     Setting(
         "network",
@@ -722,6 +1048,7 @@ SETTINGS: tuple[Setting, ...] = (
         maximum=1e6,
         when=_CONV_ON,
         range_fix="use 1.0, or half of conv_rank",
+        families=UNET_FAMILIES,
     ),
     Setting(
         "network",

@@ -26,7 +26,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from loratui import checkpoint_configs, families, model_detect, model_files, optimizer_signatures, resume_state
+from loratui import (
+    checkpoint_configs,
+    families,
+    flux_files,
+    model_detect,
+    model_files,
+    optimizer_signatures,
+    resume_state,
+)
 from loratui.errors import Problem, UserError, error, failed_settings
 from loratui.model_files import ModelFileError
 from loratui.optimizer_args import argument_value_problem, canonical_optimizer, parse_optimizer_args
@@ -280,9 +288,12 @@ def _folder_family(cfg: RunConfig) -> list[Problem]:
     if model_files.is_refiner(path):
         message = f"{path} is the SDXL refiner, which has no first text encoder: loratui trains LoRAs for base models"
         return [error("model.path", message, "point model.path at SDXL base 1.0 or a fine-tune of it")]
-    if found in ("flux", "sd3"):
-        message = f"{path} is a {found.upper()} model; loratui trains SD 1.x, SD 2.x and SDXL models for now"
-        return [error("model.path", message, "point model.path at an SD 1.x, SD 2.x or SDXL model")]
+    if found == "sd3":
+        message = f"{path} is an SD3 model; loratui trains SD 1.x, SD 2.x, SDXL and FLUX.1 models"
+        return [error("model.path", message, "point model.path at an SD 1.x, SD 2.x, SDXL or FLUX.1 model")]
+    if found == "flux" and wanted != "flux":
+        message = f"{path} is a FLUX.1 model, but model.family is {wanted!r}"
+        return [error("model.family", message, 'set model.family = "flux"')]
     sd = (*SD_FAMILIES, model_files.SD_EITHER)
     if found is None or found == wanted or (found in sd and wanted in SD_FAMILIES):
         return []  # SD 1.x against 2.x: the same parts, and a folder loads with its own configs
@@ -297,6 +308,8 @@ def _model_files(cfg: RunConfig) -> list[Problem]:
     path = _model_path(cfg)
     if path is None or not path.exists():
         return []  # validation reports a missing path
+    if cfg.model.family == "flux" and path.is_file():
+        return []  # loratui.flux_files judges a FLUX.1 transformer file and its three companions (_flux_files)
     return model_location_problems(path)
 
 
@@ -308,6 +321,8 @@ def model_location_problems(path: Path) -> list[Problem]:
 
 
 def _folder_problems(folder: Path) -> list[tuple[str, str]]:
+    if model_files.folder_family(folder) == "flux":
+        return _flux_folder_problems(folder)
     gaps = model_files.folder_gaps(folder, with_weights=True)
     if gaps and model_files.pickle_only_weights(folder):  # loratui never unpickles weights (it can run code)
         fix = (
@@ -329,6 +344,17 @@ def _folder_problems(folder: Path) -> list[tuple[str, str]]:
         except OSError as exc:
             return [(f"cannot read {weights}: {exc.strerror or exc}", "check the file's permissions")]
     return []
+
+
+def _flux_folder_problems(folder: Path) -> list[tuple[str, str]]:
+    gaps = flux_files.folder_gaps(folder)
+    if not gaps:
+        return []
+    fix = (
+        "point model.path at a complete diffusers FLUX.1 folder (transformer/, vae/, text_encoder/, "
+        "text_encoder_2/, tokenizer/, tokenizer_2/, scheduler/), or at flux1-dev.safetensors"
+    )
+    return [(f"{folder} is not a FLUX.1 folder the engine can load: {'; '.join(gaps)}", fix)]
 
 
 def _checkpoint_file_problems(path: Path) -> list[tuple[str, str]]:
@@ -353,8 +379,7 @@ def _safetensors_checkpoint_problems(path: Path, header: model_files.Safetensors
         return [(f"{path.name} is a LoRA, not a base model", fix)]
     kind = model_detect.detect(header.shapes)
     if kind.family == model_detect.FLUX:
-        message = f"{path.name} is a FLUX.1 checkpoint; loratui trains SD 1.x, SD 2.x and SDXL models for now"
-        return [(message, "point model.path at an SD 1.x, SD 2.x or SDXL checkpoint")]
+        return []  # checkpoint_family_problems and loratui.flux_files judge it
     if kind.family == model_detect.SDXL_REFINER:
         message = (
             f"{path.name} is the SDXL refiner (one text encoder, OpenCLIP ViT-bigG), which is not trainable as a "
@@ -457,6 +482,11 @@ def checkpoint_family_problems(path: Path, family: str) -> list[Problem]:
     except (ModelFileError, OSError):
         return []  # reported by the rules on the file itself
     found = kind.family
+    if found == model_detect.FLUX and family != "flux":
+        message = f'{path.name} is a FLUX.1 checkpoint, but model.family is "{family}"'
+        return [error("model.family", message, 'set model.family = "flux"')]
+    if family == "flux":
+        return []  # loratui.flux_files says what a file given for FLUX.1 is
     if family in SD_FAMILIES and found == model_detect.SDXL:
         message = f'{path.name} is an SDXL checkpoint, but model.family is "{family}"'
         return [error("model.family", message, 'set model.family = "sdxl"')]
@@ -877,6 +907,19 @@ _RULES: list[tuple[tuple[str, ...], Callable[[RunConfig], list[Problem]]]] = [
             "optimizer.text_encoder_2_lr",
         ),
         _ranks,
+    ),
+    (
+        (
+            "model.path",
+            "model.family",
+            "model.tokenizer",
+            "model.flux_variant",
+            "model.ae_path",
+            "model.clip_l_path",
+            "model.t5xxl_path",
+            "model.fp8_base",
+        ),
+        flux_files.flux_problems,
     ),
     (("optimizer.name",), _optimizer_package),
     (("optimizer.name", "optimizer.args"), _optimizer_args),

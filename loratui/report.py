@@ -9,7 +9,7 @@ from loratui.check import CheckResult
 from loratui.core.terminal_text import escape_controls
 from loratui.dataset import DatasetReport
 from loratui.errors import Problem
-from loratui.families import text_encoder_parts, trains
+from loratui.families import lora_parts, text_encoder_parts, trains
 from loratui.quantities import count, noun_for
 
 _LABEL = {"error": "error  ", "warning": "warning", "note": "note   "}
@@ -57,12 +57,14 @@ def print_check_report(config_path: Path, result: CheckResult, out: TextIO) -> N
     net = cfg.network
     conv = f", conv rank {net.conv_rank} alpha {net.conv_alpha:g}" if net.conv_rank else ""
     out.write(f"Network  LoRA rank {net.rank}, alpha {net.alpha:g} (scale {net.alpha / max(net.rank, 1):.3g}){conv}\n")
+    denoiser = lora_parts(cfg.model.family)[0]
     te = ", ".join(
         f"{part.label} LR {float(cfg.get(part.lr_setting)):g}" if trains(cfg, part) else f"{part.label} frozen"
         for part in text_encoder_parts(cfg.model.family)
     )
     out.write(
-        f"Optim    {cfg.optimizer.name}, UNet LR {cfg.optimizer.unet_lr:g}, {te}, {cfg.optimizer.scheduler} schedule\n"
+        f"Optim    {cfg.optimizer.name}, {denoiser.label} LR {cfg.optimizer.unet_lr:g}, {te}, "
+        f"{cfg.optimizer.scheduler} schedule\n"
     )
     dataset = result.dataset
     if dataset is not None:
@@ -91,6 +93,8 @@ def print_check_report(config_path: Path, result: CheckResult, out: TextIO) -> N
         + (f", every {_every(cfg.output.save_every_n_epochs, 'epoch')}" if cfg.output.save_every_n_epochs else "")
         + "\n"
     )
+    for line in result.memory:  # the VRAM estimate (loratui.memory_check)
+        out.write(line + "\n")
     if result.problems:
         out.write("\nProblems:\n")
         print_problems(result.problems, out)

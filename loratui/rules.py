@@ -15,11 +15,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from loratui import families, preflight
+from loratui import families, flux_blocks, flux_files, preflight
 from loratui.errors import Problem, UserError, error, note, warning
 from loratui.optimizer_args import canonical_optimizer, parse_optimizer_args
 from loratui.outputs import output_name_problems
-from loratui.params import ADAPTIVE_OPTIMIZERS, BUILTIN_MODELS, CHECKPOINT_SUFFIXES, MODEL_FAMILIES, SD_FAMILIES
+from loratui.params import (
+    ADAPTIVE_OPTIMIZERS,
+    BUILTIN_MODELS,
+    BY_NAME,
+    CHECKPOINT_SUFFIXES,
+    MODEL_FAMILIES,
+    SD_FAMILIES,
+)
 
 if TYPE_CHECKING:
     from loratui.config import RunConfig
@@ -71,7 +78,9 @@ def _model_path(cfg: RunConfig) -> list[Problem]:
 
 def _model_location_problems(cfg: RunConfig) -> list[Problem]:
     path = cfg.resolve(cfg.model.path)
-    is_checkpoint = path.suffix.lower() in CHECKPOINT_SUFFIXES
+    # BFL's own files are also published as .sft (safetensors under another name).
+    suffixes = CHECKPOINT_SUFFIXES + ((".sft",) if cfg.model.family == "flux" else ())
+    is_checkpoint = path.suffix.lower() in suffixes
     where_from = f"relative paths start at the config's folder ({cfg.base_dir})"
     if path.is_dir() or (path.is_file() and is_checkpoint):
         return []
@@ -162,9 +171,19 @@ def _caption_extension(cfg: RunConfig) -> list[Problem]:
 SDXL_SIDE_MULTIPLE = 32
 
 
+# FLUX.1 packs 2x2 patches of latents 8 times smaller than the image: image sides in multiples of 16.
+FLUX_SIDE_MULTIPLE = 16
+
+
 @rule("dataset.resolution", "model.family")
 def _resolution_of_the_base_models(cfg: RunConfig) -> list[Problem]:
     resolution = cfg.dataset.resolution
+    if cfg.model.family == "flux":
+        if resolution % FLUX_SIDE_MULTIPLE == 0:
+            return []
+        nearest = max(FLUX_SIDE_MULTIPLE, round(resolution / FLUX_SIDE_MULTIPLE) * FLUX_SIDE_MULTIPLE)
+        message = f"resolution {resolution} is not a multiple of 16, which FLUX.1 needs (it packs 2x2 latent patches)"
+        return [error("dataset.resolution", message, f"use {nearest}, or 1024 (512 trains faster)")]
     if cfg.model.family == "sdxl" and resolution % SDXL_SIDE_MULTIPLE:
         nearest = max(SDXL_SIDE_MULTIPLE, round(resolution / SDXL_SIDE_MULTIPLE) * SDXL_SIDE_MULTIPLE)
         message = f"resolution {resolution} is not a multiple of 32, which SDXL needs"
@@ -204,6 +223,33 @@ def _sdxl_bucket_steps(cfg: RunConfig) -> list[Problem]:
     return [error("dataset.bucket_reso_steps", message, f"use {nearest}; 32 and 64 are usual")]
 
 
+@rule("dataset.enable_buckets", "dataset.bucket_reso_steps", "dataset.min_bucket_reso", "dataset.max_bucket_reso")
+def _flux_bucket_sides(cfg: RunConfig) -> list[Problem]:
+    """Bucket sides are min_bucket_reso plus steps, or max_bucket_reso where a side is capped."""
+    dataset = cfg.dataset
+    if cfg.model.family != "flux" or not dataset.enable_buckets:
+        return []
+    problems = []
+    for key in ("bucket_reso_steps", "min_bucket_reso", "max_bucket_reso"):
+        value = getattr(dataset, key)
+        if value % FLUX_SIDE_MULTIPLE:
+            nearest = max(FLUX_SIDE_MULTIPLE, round(value / FLUX_SIDE_MULTIPLE) * FLUX_SIDE_MULTIPLE)
+            message = f"{key} {value} is not a multiple of 16: FLUX.1 needs image sides in multiples of 16"
+            problems.append(error(f"dataset.{key}", message, f"use {nearest}"))
+    return problems
+
+
+@rule("dataset.reg_dir", "model.family")
+def _flux_regularisation(cfg: RunConfig) -> list[Problem]:
+    if cfg.model.family != "flux" or not cfg.dataset.reg_dir.strip():
+        return []
+    message = (
+        "regularisation images with FLUX.1: the Flux guides train without them (repeats 1, many epochs), "
+        "and they double every epoch's steps"
+    )
+    return [warning("dataset.reg_dir", message, 'set reg_dir = "" to leave them out')]
+
+
 @rule(
     "dataset.cache_text_encoder_outputs",
     "network.train_unet_only",
@@ -215,6 +261,8 @@ def _text_cache_needs_frozen_encoders(cfg: RunConfig) -> list[Problem]:
     """Cached outputs are computed once: an encoder that trains would change them at every step."""
     mode = cfg.dataset.cache_text_encoder_outputs
     trained = families.trained_text_encoders(cfg)
+    if cfg.model.family == "flux" and mode != "off":
+        return _flux_text_cache(cfg, mode, trained)
     if mode == "off" or not trained:
         return []
     rates = ", ".join(f"{part.lr_setting} {cfg.get(part.lr_setting):g}" for part in trained)
@@ -224,6 +272,19 @@ def _text_cache_needs_frozen_encoders(cfg: RunConfig) -> list[Problem]:
     )
     fix = 'set network.train_unet_only = true so that only the U-Net trains, or cache_text_encoder_outputs = "off"'
     return [error("dataset.cache_text_encoder_outputs", message, fix)]
+
+
+def _flux_text_cache(cfg: RunConfig, mode: str, trained: tuple[families.LoraPart, ...]) -> list[Problem]:
+    """FLUX.1 caches per encoder, as sd-scripts does: T5-XXL never trains, so its outputs are always
+    cached; CLIP-L's only while it is frozen (a CLIP-L that trains runs at every step)."""
+    where = "on disk" if mode == "disk" else "in memory"
+    if trained:
+        message = f"T5-XXL outputs are cached {where}; CLIP-L trains, so it encodes the captions at every step"
+        fix = "set network.train_unet_only = true to cache CLIP-L too (faster, less memory)"
+    else:
+        message = f"T5-XXL and CLIP-L outputs are cached {where}: neither encoder runs while the transformer trains"
+        fix = ""
+    return [note("dataset.cache_text_encoder_outputs", message, fix)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -316,19 +377,25 @@ def _adaptive_optimizer_lrs(cfg: RunConfig) -> list[Problem]:
 )
 def _frozen_text_encoder(cfg: RunConfig) -> list[Problem]:
     if cfg.network.train_unet_only:
-        message = "text encoders frozen: train_unet_only is true, so only the U-Net is trained"
-        cached = cfg.dataset.cache_text_encoder_outputs != "off"
+        message = f"text encoders frozen: train_unet_only is true, so only the {_denoiser(cfg)} is trained"
+        # FLUX.1 keeps T5-XXL's outputs cached while CLIP-L trains; the SD families cache all or none.
+        cached = cfg.dataset.cache_text_encoder_outputs != "off" and cfg.model.family != "flux"
         fix = "set train_unet_only = false" + (' and cache_text_encoder_outputs = "off"' if cached else "")
         return [note("network.train_unet_only", message, f"{fix} to train them too")]
     parts = families.text_encoder_parts(cfg.model.family)
     frozen = [part for part in parts if float(cfg.get(part.lr_setting)) == 0]  # type: ignore[arg-type]
-    only_unet = ", so only the U-Net is trained" if len(frozen) == len(parts) else ""
+    only_unet = f", so only the {_denoiser(cfg)} is trained" if len(frozen) == len(parts) else ""
     problems = []
     for part in frozen:
         key = part.lr_setting.partition(".")[2]
         message = f"{part.label} frozen: {key} is 0{only_unet}"
         problems.append(note(part.lr_setting, message, f"set {key} (e.g. 5e-5) to train it too"))
     return problems
+
+
+def _denoiser(cfg: RunConfig) -> str:
+    """What messages call the model part trained at unet_lr."""
+    return "transformer" if cfg.model.family == "flux" else "U-Net"
 
 
 @rule("optimizer.name", "optimizer.args")
@@ -341,6 +408,146 @@ def _optimizer_args(cfg: RunConfig) -> list[Problem]:
         message = "Adafactor with relative_step=True sets its own step size; unet_lr and text_encoder_lr are ignored"
         return [note("optimizer.args", message, "remove relative_step=True to use the LR fields")]
     return []
+
+
+# ---------------------------------------------------------------------------------------------
+# FLUX.1: how the base weights are held, block swap, and what dev and schnell take. sd-scripts'
+# flux_train_network.py and train_network.py assert the same where they have the setting.
+
+
+@rule("model.fp8_base", "model.nf4_base", "model.family")
+def _fp8_and_nf4(cfg: RunConfig) -> list[Problem]:
+    if cfg.model.family != "flux" or not (cfg.model.fp8_base and cfg.model.nf4_base):
+        return []
+    message = "fp8_base and nf4_base are both on; the base weights can be held in only one of them"
+    fix = "set nf4_base = false (fp8 keeps more precision), or fp8_base = false (NF4 takes half fp8's memory)"
+    return [error("model.nf4_base", message, fix)]
+
+
+@rule("model.fp8_base", "model.nf4_base", "training.mixed_precision", "model.family")
+def _low_bit_base_without_mixed_precision(cfg: RunConfig) -> list[Problem]:
+    """fp8 and NF4 weights are computed in the training precision. sd-scripts refuses fp8_base with
+    mixed_precision "no"; loratui's engine upcasts the stored weights itself, so it runs, in float32:
+    on a GPU that is slower and takes twice the activation memory, so it is said; on a machine without
+    a CUDA GPU fp16/bf16 cannot run at all, and float32 is what a CPU test run needs."""
+    model = cfg.model
+    if model.family != "flux" or cfg.training.mixed_precision != "no" or not (model.fp8_base or model.nf4_base):
+        return []
+    machine = preflight.this_machine()
+    if machine.gpu is None:
+        return []
+    key = "fp8_base" if model.fp8_base else "nf4_base"
+    message = (
+        f'{key} with mixed_precision "no": the stored weights are computed in float32, slower and with twice the '
+        "activation memory of bf16 (sd-scripts refuses fp8_base without mixed precision)"
+    )
+    fix = f'set mixed_precision = "{preflight.precision_for(machine)}" (what {machine.gpu} computes in)'
+    return [warning("training.mixed_precision", message, fix)]
+
+
+@rule("model.nf4_base", "model.family")
+def _nf4_needs_bitsandbytes_on_cuda(cfg: RunConfig) -> list[Problem]:
+    if cfg.model.family != "flux" or not cfg.model.nf4_base:
+        return []
+    fix = "set nf4_base = false; fp8_base = true halves the memory of the base weights too"
+    if not preflight.installed("bitsandbytes"):
+        message = "nf4_base needs bitsandbytes, which is not installed"
+        return [error("model.nf4_base", message, f"pip install bitsandbytes, or {fix}")]
+    machine = preflight.this_machine()
+    if machine.gpu is None:
+        return [error("model.nf4_base", f"nf4_base needs a CUDA GPU (bitsandbytes' NF4), and {machine.no_gpu}", fix)]
+    return []
+
+
+@rule("training.cpu_offload_checkpointing", "training.gradient_checkpointing", "training.blocks_to_swap")
+def _checkpoint_offload(cfg: RunConfig) -> list[Problem]:
+    training = cfg.training
+    if cfg.model.family != "flux" or not training.cpu_offload_checkpointing:
+        return []
+    if training.blocks_to_swap:
+        message = f"cpu_offload_checkpointing cannot be used with blocks_to_swap {training.blocks_to_swap}"
+        fix = "set cpu_offload_checkpointing = false (block swap saves more), or blocks_to_swap = 0"
+        return [error("training.cpu_offload_checkpointing", message, fix)]
+    if not training.gradient_checkpointing:
+        message = "cpu_offload_checkpointing has no effect: gradient_checkpointing is off, so nothing is checkpointed"
+        fix = "set gradient_checkpointing = true, or cpu_offload_checkpointing = false"
+        return [warning("training.cpu_offload_checkpointing", message, fix)]
+    return []
+
+
+def _flux_shape(cfg: RunConfig) -> flux_blocks.FluxShape | None:
+    location = None if cfg.model.is_builtin else cfg.resolve(cfg.model.path)
+    return flux_blocks.flux_shape(cfg.model.path, location)
+
+
+@rule("training.blocks_to_swap", "training.gradient_checkpointing", "model.nf4_base")
+def _block_swap_needs(cfg: RunConfig) -> list[Problem]:
+    """What the engine's block swap refuses once the model is loaded (engine/block_swap.py), said first."""
+    wanted = cfg.training.blocks_to_swap
+    if cfg.model.family != "flux" or not wanted:
+        return []
+    if cfg.model.nf4_base:
+        message = f"blocks_to_swap {wanted} cannot move NF4 (4-bit) blocks"
+        fix = "set nf4_base = false and fp8_base = true with block swap, or blocks_to_swap = 0 (NF4 fits without it)"
+        return [error("training.blocks_to_swap", message, fix)]
+    if not cfg.training.gradient_checkpointing:
+        message = f"blocks_to_swap {wanted} needs gradient checkpointing, which is off"
+        fix = "set training.gradient_checkpointing = true, or blocks_to_swap = 0"
+        return [error("training.blocks_to_swap", message, fix)]
+    return []
+
+
+@rule("training.blocks_to_swap", "model.path", "model.family")
+def _blocks_to_swap_within_the_model(cfg: RunConfig) -> list[Problem]:
+    wanted = cfg.training.blocks_to_swap
+    if cfg.model.family != "flux" or not wanted or not cfg.model.path.strip():
+        return []
+    shape = _flux_shape(cfg)
+    if shape is None:
+        return []  # the model's own rules say what is wrong with it
+    enough = flux_blocks.blocks_to_swap_for_all(shape)
+    if wanted <= enough:
+        return []
+    message = (
+        f"blocks_to_swap {wanted} is more than this model has: {enough} already keeps all its "
+        f"{shape.double_blocks} double and {shape.single_blocks} single blocks in CPU memory"
+    )
+    return [warning("training.blocks_to_swap", message, f"set blocks_to_swap = {enough} or less")]
+
+
+def _flux_variant(cfg: RunConfig) -> str | None:
+    """dev or schnell: the setting, or (auto) what the weights say; None when unknown."""
+    if cfg.model.flux_variant != "auto":
+        return cfg.model.flux_variant
+    if not cfg.model.path.strip():
+        return None
+    return flux_files.flux_variant_of(cfg)
+
+
+@rule("training.guidance_scale", "model.flux_variant", "model.path", "model.family")
+def _schnell_guidance(cfg: RunConfig) -> list[Problem]:
+    scale = cfg.training.guidance_scale
+    if cfg.model.family != "flux" or scale == BY_NAME["training.guidance_scale"].default:
+        return []
+    if _flux_variant(cfg) != "schnell":
+        return []
+    message = f"guidance_scale {scale:g} is ignored: FLUX.1 schnell has no guidance input (only dev has)"
+    return [note("training.guidance_scale", message, "leave it at 3.5, or train on FLUX.1 dev")]
+
+
+SCHNELL_T5_TOKENS = 256  # BFL's flux loads T5 with 256 tokens for schnell, 512 for dev; so does sd-scripts
+
+
+@rule("model.t5xxl_max_token_length", "model.flux_variant", "model.path", "model.family")
+def _schnell_t5_tokens(cfg: RunConfig) -> list[Problem]:
+    tokens = cfg.model.t5xxl_max_token_length
+    if cfg.model.family != "flux" or tokens <= SCHNELL_T5_TOKENS or _flux_variant(cfg) != "schnell":
+        return []
+    message = (
+        f"t5xxl_max_token_length {tokens} is above schnell's {SCHNELL_T5_TOKENS}: schnell was made for "
+        f"{SCHNELL_T5_TOKENS} T5 tokens (BFL's own code gives it {SCHNELL_T5_TOKENS}, dev 512)"
+    )
+    return [warning("model.t5xxl_max_token_length", message, "set t5xxl_max_token_length = 0 (256 for schnell)")]
 
 
 # ---------------------------------------------------------------------------------------------

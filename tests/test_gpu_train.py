@@ -1,15 +1,18 @@
-"""The CUDA paths on a real GPU: training a full-size SD 1.5 and SDXL (random weights), and NVML.
+"""The CUDA paths on a real GPU: training a full-size SD 1.5, SDXL and FLUX.1 dev (random weights), and NVML.
 
-Run on a machine with an NVIDIA GPU (expected to take a few minutes on an H100, not timed yet;
-the first half-minute or so builds the 2 GB ``loratui:sd15-random`` model into the test session's
-private cache, and the SDXL entries first build the 6.9 GB ``loratui:sdxl-random``: minutes, with
-its 10 GB float32 UNet in RAM on the way; ``-k "not sdxl"`` leaves them out):
+Run on a machine with an NVIDIA GPU (not timed yet: expect a few minutes for SD 1.5 and SDXL on an
+H100 and several more for Flux; the first half-minute or so builds the 2 GB ``loratui:sd15-random``
+model into the test session's private cache, the SDXL entries first build the 6.9 GB
+``loratui:sdxl-random``: minutes, with its 10 GB float32 UNet in RAM on the way, and the Flux entries
+the ~17 GB ``loratui:flux-random``: minutes more, and each Flux entry loads it twice, for the run and
+for the reload check; ``-k "not sdxl and not flux"`` leaves them out):
 
     pytest -m gpu tests/test_gpu_train.py -v -rA
 
 Set ``LORATUI_GPU_MODEL_CACHE=/some/dir`` to build the models there once and reuse them in later
 runs. Without CUDA the whole module is skipped, with the reason. The harness these tests use is
-proven on the CPU by tests/test_gpu_harness.py (with the tiny SD and the tiny SDXL).
+proven on the CPU by tests/test_gpu_harness.py (with the tiny SD, the tiny SDXL and a tiny Flux of
+FLUX.1's width, the Flux recipe in small: bf16, fp8, block swap).
 
 1. Training matrix (``MATRIX``): ``loratui:sd15-random`` (the published SD 1.5 UNet, VAE and
    CLIP-L text encoder shapes) at 512 px, 5 steps per run, LoRA rank 8 / alpha 4. Each run is
@@ -54,7 +57,32 @@ proven on the CPU by tests/test_gpu_harness.py (with the tiny SD and the tiny SD
    text-encoder tensor. The rates (2e-3) are a guess not yet tried on a GPU: if a run fails
    because the LoRA's effect does not stand out of bf16's rounding noise, the message says so.
 
-3. NVML on the real driver: the engine runs as a child process (``python -m engine``) while
+3. FLUX.1 dev (``FLUX_MATRIX``): ``loratui:flux-random`` (FLUX.1 [dev]'s transformer, AE, CLIP-L and
+   T5-XXL shapes, random weights, its large matrices stored in float8) at 1024 px in bf16 with the
+   frozen weights stored in float8 (``model.fp8_base``), gradient checkpointing, text encoder outputs
+   and latents cached, the transformer alone (``network.train_unet_only``, CLIP-L's rate set and
+   ignored), AdamW8bit, batch 1, 5 steps, LoRA rank 8 / alpha 4, sd-scripts' advised sampling (shift
+   3.1582, raw prediction, guidance 1.0) and T5 captions of 64 tokens (dev's default is 512: the
+   captions fit in 64, and the shorter text keeps the steps quick). Once without block swap and once
+   with ``training.blocks_to_swap`` 16 (8 double and 16 single blocks kept in CPU memory):
+
+   | id                                                      | fp8 | blocks_to_swap | optimizer | trains      |
+   |---------------------------------------------------------|-----|----------------|-----------|-------------|
+   | flux-bf16-b1-adamw8bit-fp8-gc-textcache-unetonly        | on  | 0              | AdamW8bit | transformer |
+   | flux-bf16-b1-adamw8bit-fp8-swap16-gc-textcache-unetonly | on  | 16             | AdamW8bit | transformer |
+
+   Checked by ``run_entry`` as above, the reload into a ``FluxPipeline`` (its transformer stored in
+   float8 too); the file must hold no CLIP-L and no T5 tensor. The float32 half of that comparison
+   holds both transformers in float32 on the GPU (2 x 44 GiB): on a GPU of less than
+   ``FLUX_MIN_GPU_BYTES`` the entries are skipped, with the reason. Each entry also records torch's
+   peak allocated memory after loading (``tests.gpu_harness.PeakMemory``: the set-up window with the
+   latent and text caching, and the training loop), prints it with
+   ``engine.memory_estimate.estimate`` for the same config, and asserts the estimate within
+   ``ESTIMATE_TOLERANCE`` (15 %) of the measured peak: the estimate's total less its CUDA-context
+   constant, which torch's allocated figure never contains. The rate (2e-3, as SDXL's) is a guess not
+   yet tried on a GPU: the message of a failed comparison says whether it should be raised.
+
+4. NVML on the real driver: the engine runs as a child process (``python -m engine``) while
    ``loratui.gpu.Telemetry().read()`` samples the device: its used memory rises during the run and
    falls back after it, and ``process_memory(snapshot, engine_pid)`` attributes memory to the
    engine's pid (skipped, with the reason, where NVML cannot see that pid, e.g. in a container
@@ -78,10 +106,11 @@ pytestmark = pytest.mark.gpu
 if not torch.cuda.is_available():
     pytest.skip(
         "no CUDA GPU here (torch.cuda.is_available() is False): the GPU suite trains a full-size "
-        "SD 1.5 and SDXL on CUDA; tests/test_gpu_harness.py proves its harness on the CPU",
+        "SD 1.5, SDXL and FLUX.1 dev on CUDA; tests/test_gpu_harness.py proves its harness on the CPU",
         allow_module_level=True,
     )
 
+from engine.flux_random import FLUX_RANDOM_NAME, ensure_flux_random  # noqa: E402
 from engine.reference_models import (  # noqa: E402
     SD15_RANDOM_NAME,
     SDXL_RANDOM_NAME,
@@ -89,11 +118,23 @@ from engine.reference_models import (  # noqa: E402
     ensure_sdxl_random,
 )
 from tests.conftest import REPO, write_config  # noqa: E402
-from tests.gpu_harness import Entry, entry_config, make_dataset, run_entry  # noqa: E402
+from tests.gpu_harness import (  # noqa: E402
+    Entry,
+    EntryResult,
+    entry_config,
+    estimated_peak,
+    estimated_tensor_bytes,
+    make_dataset,
+    run_entry,
+)
 
 RESOLUTION = 512
 SDXL_RESOLUTION = 1024
+FLUX_RESOLUTION = 1024
 GIB = 1024**3
+# The Flux reload check's float32 comparison: FLUX.1's transformer (11.9 B parameters) twice in float32.
+FLUX_MIN_GPU_BYTES = 100 * GIB
+ESTIMATE_TOLERANCE = 0.15  # |estimate - measured peak| / measured peak (the issue's 15 %)
 
 MATRIX = [
     Entry("fp16-b1-adamw-te", "fp16", 1, "AdamW", 1e-3, train_text_encoder=True),
@@ -104,6 +145,28 @@ MATRIX = [
     Entry("bf16-b1-adafactor-nocache-te", "bf16", 1, "Adafactor", 1e-3, cache_latents="off", train_text_encoder=True),
     Entry("bf16-b4-prodigy", "bf16", 4, "Prodigy", 1.0, args=("d0=1e-4",)),
     Entry("fp16-b1-adamw-gc-nocache", "fp16", 1, "AdamW", 1e-3, gradient_checkpointing=True, cache_latents="off"),
+]
+
+# FLUX.1 dev's low-memory recipe; one entry without block swap and one with it (see the module docstring).
+FLUX_RECIPE = dict(
+    gradient_checkpointing=True,  # block swap needs it
+    family="flux",
+    train_unet_only=True,
+    cache_text_encoder_outputs="memory",
+    fp8_base=True,
+    t5_tokens=64,
+)
+FLUX_MATRIX = [
+    Entry("flux-bf16-b1-adamw8bit-fp8-gc-textcache-unetonly", "bf16", 1, "AdamW8bit", 2e-3, **FLUX_RECIPE),
+    Entry(
+        "flux-bf16-b1-adamw8bit-fp8-swap16-gc-textcache-unetonly",
+        "bf16",
+        1,
+        "AdamW8bit",
+        2e-3,
+        blocks_to_swap=16,
+        **FLUX_RECIPE,
+    ),
 ]
 
 SDXL_MATRIX = [
@@ -156,6 +219,17 @@ def sdxl_folder():
     yield from _built(SDXL_RANDOM_NAME, ensure_sdxl_random)
 
 
+@pytest.fixture(scope="module")
+def flux_folder():
+    total = torch.cuda.get_device_properties(0).total_memory
+    if total < FLUX_MIN_GPU_BYTES:
+        pytest.skip(
+            f"{torch.cuda.get_device_name(0)} has {total / GIB:.0f} GiB: the Flux reload check compares two FLUX.1 "
+            f"transformers in float32 on the GPU and needs {FLUX_MIN_GPU_BYTES / GIB:.0f} GiB or more"
+        )
+    yield from _built(FLUX_RANDOM_NAME, ensure_flux_random)
+
+
 @pytest.mark.parametrize("entry", MATRIX, ids=lambda e: e.id)
 def test_training_matrix_entry(entry, sd15_folder, tmp_path):
     _run_and_report(tmp_path, entry, SD15_RANDOM_NAME, sd15_folder, RESOLUTION)
@@ -166,18 +240,40 @@ def test_sdxl_training_matrix_entry(entry, sdxl_folder, tmp_path):
     _run_and_report(tmp_path, entry, SDXL_RANDOM_NAME, sdxl_folder, SDXL_RESOLUTION)
 
 
-def _run_and_report(tmp_path, entry: Entry, model: str, folder, resolution: int) -> None:
-    torch.cuda.reset_peak_memory_stats()
+@pytest.mark.parametrize("entry", FLUX_MATRIX, ids=lambda e: e.id)
+def test_flux_training_matrix_entry(entry, flux_folder, tmp_path):
+    result = _run_and_report(tmp_path, entry, FLUX_RANDOM_NAME, flux_folder, FLUX_RESOLUTION)
+    measured = result.memory.run_peak
+    assert measured, f"{entry.id}: no peak memory was recorded (windows opened: {result.memory.opened})"
+    memory_estimate = estimated_peak(result)
+    estimated = estimated_tensor_bytes(memory_estimate)
+    off_by = (estimated - measured) / measured
+    print(
+        f"  estimate {estimated / GIB:.2f} GiB of tensors ({memory_estimate.total / GIB:.2f} GiB with its CUDA "
+        f"context), peak at {memory_estimate.phase}, against {measured / GIB:.2f} GiB measured: {off_by:+.1%}; "
+        f"estimate in GiB: { {k: round(v / GIB, 2) for k, v in memory_estimate.breakdown.items()} }"
+    )
+    assert abs(off_by) <= ESTIMATE_TOLERANCE, (
+        f"{entry.id}: the memory estimate {estimated / GIB:.2f} GiB is {off_by:+.1%} off the measured peak "
+        f"{measured / GIB:.2f} GiB (torch's allocated bytes after loading; windows "
+        f"{ {k: round(v / GIB, 2) for k, v in result.memory.peaks.items() if v is not None} } GiB), more than "
+        f"{ESTIMATE_TOLERANCE:.0%}; the estimate's breakdown: {memory_estimate.breakdown}"
+    )
+
+
+def _run_and_report(tmp_path, entry: Entry, model: str, folder, resolution: int) -> EntryResult:
     started = time.perf_counter()
     result = run_entry(tmp_path, entry, model, folder, resolution)
     assert result.device == "cuda", f"the engine trained on {result.device}, not on the GPU"
+    # After loading, by window (tests.gpu_harness.PeakMemory); the reload check's own memory is not in it.
+    peaks = ", ".join(f"{name} {value / GIB:.2f} GiB" for name, value in result.memory.peaks.items() if value)
     print(
-        f"\n{entry.id}: {time.perf_counter() - started:.0f} s, peak allocated "
-        f"{torch.cuda.max_memory_allocated() / GIB:.1f} GiB, losses {[round(x, 4) for x in result.losses]}, "
-        f"lora_up weights {result.up_weights}"
+        f"\n{entry.id}: {time.perf_counter() - started:.0f} s with the checks, peak allocated after loading: "
+        f"{peaks or 'N/A'}, losses {[round(x, 4) for x in result.losses]}, lora_up weights {result.up_weights}"
     )
     for name, comparison in result.comparisons.items():
         print(f"  {name}: {comparison}")
+    return result
 
 
 # ------------------------------------------------------------------------------------------ NVML

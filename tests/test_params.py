@@ -135,6 +135,8 @@ def test_every_kohya_ss_key_imports_into_its_setting(setting: Setting):
         sample = {bool: True, int: 3, float: 0.5, list: "weight_decay=0.1", str: "something"}[setting.type]
         other_choices = [choice for choice in setting.choices if choice != setting.default]
         data = {setting.kohya_gui: other_choices[0] if other_choices else sample}
+    if setting.families == ("flux",):
+        data["flux1_checkbox"] = True  # a FLUX.1 setting is read from a FLUX.1 config
     imported = import_kohya(data)
     targets = {entry.target for entry in imported.report.mapped if entry.key == setting.kohya_gui}
     assert setting.name in targets, imported.report.text()
@@ -145,10 +147,11 @@ def test_every_kohya_ss_key_imports_into_its_setting(setting: Setting):
 def test_the_metadata_of_every_setting_is_written():
     from engine.metadata import declared_metadata  # torch-free: only loratui imports
 
-    cfg = RunConfig()
-    cfg.training.noise_offset, cfg.training.min_snr_gamma = 0.05, 5.0  # written only when on
-    written = declared_metadata(cfg)
     for setting in SETTINGS:
+        cfg = RunConfig()
+        cfg.model.family = setting.families[0]  # a family it applies to: others do not record it
+        cfg.training.noise_offset, cfg.training.min_snr_gamma = 0.05, 5.0  # written only when on
+        written = declared_metadata(cfg)
         for key in setting.metadata_keys:
             assert written.get(key) is not None, key
 

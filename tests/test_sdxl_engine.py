@@ -312,8 +312,8 @@ def test_the_engine_families_have_the_parts_the_check_knows():
     from loratui.families import FAMILY_PARTS
 
     assert set(FAMILIES) == set(FAMILY_PARTS)
-    for name, family in FAMILIES.items():
-        assert [spec.part for spec in family.parts] == list(FAMILY_PARTS[name]), name
+    for name, make in FAMILIES.items():
+        assert [spec.part for spec in make().parts] == list(FAMILY_PARTS[name]), name
 
 
 def test_the_disk_text_cache_is_keyed_by_the_tokenizer_too():

@@ -351,7 +351,7 @@ def _only_error(lines: list[str], needle: str) -> str:
 @pytest.mark.parametrize(
     ("names", "family", "where", "says", "fix"),
     [
-        (FLUX, "sdxl", "model.path", "is a FLUX.1 checkpoint", "SDXL checkpoint"),
+        (FLUX, "sdxl", "model.family", 'is a FLUX.1 checkpoint, but model.family is "sdxl"', 'model.family = "flux"'),
         (
             UNET + VAE + SD1_TE,
             "sdxl",

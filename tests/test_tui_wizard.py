@@ -489,7 +489,7 @@ def test_import_a_kohya_config_from_the_wizard_and_read_the_report(project: Path
     run(scenario())
 
 
-def test_import_of_a_flux_config_shows_not_supported_yet(project: Path):
+def test_import_of_a_flux_config_shows_the_flux_fields(project: Path):
     config_path = write_config(project, small_config())
     app = make_edit_app(config_path, kohya_json=FIXTURES / "flux1D - adamw8bit fp8.json")
 
@@ -497,18 +497,15 @@ def test_import_of_a_flux_config_shows_not_supported_yet(project: Path):
         async with app.run_test(size=SIZE) as pilot:
             await settle_scan(pilot)
             report = text_of(app.screen.query_one("#report-text", Static))
-            assert "NOT SUPPORTED YET: Flux" in report.splitlines()[1]
+            assert "NOT SUPPORTED YET" not in report
             await pilot.press("enter")
             await pilot.pause()
-            assert "not supported yet" in problem_under(app, "model.family")
-            select = app.screen.query_one("#f-model-family", Select)
-            assert select.value == "flux"
-            # Picking a family loratui trains clears the error.
-            select.focus()
-            await pilot.press("enter", "up", "up", "up", "enter")  # flux -> sdxl -> sd2 -> sd1
-            await pilot.pause()
-            assert wizard(app).cfg.model.family == "sd1"
+            assert app.screen.query_one("#f-model-family", Select).value == "flux"
             assert problem_under(app, "model.family") == ""
+            # The GUI's placeholders land in the FLUX.1 file fields, and the model path says what is wrong.
+            assert shown(app, "model.ae_path") and not shown(app, "model.clip_skip")
+            assert app.screen.query_one("#f-model-ae-path", Input).value == "put the full path to ae.sft here"
+            assert "not found" in problem_under(app, "model.path")
 
     run(scenario())
 

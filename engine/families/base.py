@@ -16,14 +16,18 @@ training method:
 - the denoiser's conditioning: the keyword arguments of its call besides the noisy latents and the
   timesteps, made from every encoder's rows (SD: ``encoder_hidden_states``; SDXL: the two encoders'
   states side by side, and ``added_cond_kwargs`` with the pooled text and the 6 size/crop time ids);
-- the name of each module in a kohya file (SDXL's UNet: the sgm names), and the names it writes
-  into the file's metadata (``ss_v2``, ``modelspec.architecture``, ...).
+- the training objective (:class:`Objective`: the noise levels drawn, the noisy input, the target and
+  the per-sample loss) and the denoiser's call: the UNet families share DDPM's (engine/diffusion.py),
+  Flux trains a rectified flow on packed latents (engine/families/flux.py);
+- the tensors of a kohya file (SDXL's UNet under its sgm names; Flux's transformer fused into BFL's
+  modules), and the names it writes into the file's metadata (``ss_v2``, ``modelspec.architecture``, ...).
 
-Noise, target and loss weighting are shared by the DDPM families (engine/diffusion.py).
+A family object is made per run (engine.families.family_for), so it may keep what ``load`` learnt.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,14 +92,39 @@ class Part:
     targets: list[LoraTarget] = field(default_factory=list)  # empty when not trained
 
 
-class Family(Protocol):
-    """What the training loop needs from a model family (engine/families/sd.py and sdxl.py implement it)."""
+class Objective(Protocol):
+    """What the denoiser learns: the noise levels drawn for a batch (DDPM: integer timesteps; a
+    rectified flow: sigmas in (0, 1]), the input they make and the target, and the loss of each sample."""
 
-    name: str  # model.family: "sd1", "sd2", "sdxl"
-    parts: tuple[PartSpec, ...]  # every part that can carry a LoRA, the denoiser first
+    def noise(self, latents: torch.Tensor) -> torch.Tensor: ...
+
+    def draw_timesteps(self, latents: torch.Tensor) -> torch.Tensor: ...
+
+    def eval_timesteps(self, fraction: float, device: torch.device) -> torch.Tensor:
+        """One sample's fixed noise level at ``fraction`` of the way to pure noise (the eval loss)."""
+
+    def noisy_and_target(
+        self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+
+    def loss(
+        self, prediction: torch.Tensor, target: torch.Tensor, noisy: torch.Tensor, timesteps: torch.Tensor
+    ) -> torch.Tensor:
+        """The loss of each sample, (B,), float32."""
+
+
+class Family(Protocol):
+    """What the training loop needs from a model family (engine/families/sd.py, sdxl.py and flux.py)."""
+
+    name: str  # model.family: "sd1", "sd2", "sdxl", "flux"
+    parts: tuple[PartSpec, ...]  # every part that can carry a LoRA (or encodes text), the denoiser first
 
     def load(self, cfg: RunConfig) -> BaseModel:
         """The base model from local files; UserError naming the setting when it does not fit."""
+
+    def configure(self, cfg: RunConfig, denoiser: torch.nn.Module) -> None:
+        """Learn what the loaded denoiser tells (Flux: dev or schnell); ``load`` calls it, and so does the
+        memory estimate (engine/memory_estimate.py) on a denoiser built from the configs alone."""
 
     def encode_text(
         self,
@@ -114,11 +143,24 @@ class Family(Protocol):
         the rows of every text encoder, its tensors in ``dtype`` (SDXL: ``added_cond_kwargs`` with
         the pooled text and the time ids of ``batch``'s images)."""
 
+    def objective(self, cfg: RunConfig, model: BaseModel) -> Objective: ...
+
+    def predict(
+        self, denoiser: torch.nn.Module, noisy: torch.Tensor, timesteps: torch.Tensor, conditioning: dict[str, object]
+    ) -> torch.Tensor:
+        """The denoiser's output for ``noisy`` latents, in their (B, C, H, W) layout."""
+
     def enable_gradient_checkpointing(self, part: PartSpec, module: torch.nn.Module) -> None: ...
 
     def kohya_module_name(self, part: PartSpec, module_path: str) -> str:
         """The name a module of ``part`` has in a kohya LoRA file (SD: its path as it is; SDXL's UNet: its
         sgm name), before the prefix is added and dots become underscores (engine/kohya_format.py)."""
+
+    def kohya_tensors(
+        self, part: PartSpec, weights: dict[str, torch.Tensor], targets: list[LoraTarget], dtype: torch.dtype
+    ) -> dict[str, torch.Tensor]:
+        """The kohya file's tensors of one trained part, from ``<module>.lora_down.weight``-style
+        ``weights`` (engine.lora.lora_state_dict)."""
 
     def metadata(self, cfg: RunConfig) -> dict[str, object]:
         """The family's own metadata values, by key (engine/metadata.py writes them in its order)."""
@@ -131,6 +173,23 @@ def enable_gradient_checkpointing(part: PartSpec, module: torch.nn.Module) -> No
         module.enable_gradient_checkpointing()
     else:
         module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def kohya_tensors_by_name(
+    family: Family, part: PartSpec, weights: dict[str, torch.Tensor], targets: list[LoraTarget], dtype: torch.dtype
+) -> dict[str, torch.Tensor]:
+    """A part whose every module is one module of the file, under the family's name for it."""
+    from engine.kohya_format import to_kohya_tensors
+
+    kohya_name = functools.partial(family.kohya_module_name, part)
+    return to_kohya_tensors(weights, targets, part.kohya_prefix, dtype, kohya_name)
+
+
+def unet_prediction(
+    denoiser: torch.nn.Module, noisy: torch.Tensor, timesteps: torch.Tensor, conditioning: dict[str, object]
+) -> torch.Tensor:
+    """A diffusers UNet's output: it takes the latents as they are."""
+    return denoiser(noisy, timesteps, **conditioning).sample
 
 
 def model_folder(cfg: RunConfig) -> tuple[Path, Path | None]:

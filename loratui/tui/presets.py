@@ -8,6 +8,15 @@ for 13 images at batch 2) and kohya_ss's SDXL presets (Adafactor at 1e-3, the U-
 text outputs cached, the VAE in float32, buckets in steps of 32 up to 2048). Paths are never part
 of a preset, except the built-in test models'.
 
+The FLUX.1 ones: the seed guide's recipe (13 images of 1024 px at 1 repeat, no regularisation
+images, rank 8, fp8 base weights, 200 epochs: 2600 steps; it fits a 16 GB card), with the learning
+rate and optimizer of sd-scripts' FLUX.1 example (AdamW8bit at 1e-4, constant), and the memory
+settings of sd-scripts' VRAM table for FLUX.1 (docs/flux_train_network.md, all with fp8 base
+weights): 24 GB batch 2; 16 GB batch 1 with block swap (the table gives no count: 8, half the
+12 GB one); 12 GB 16 blocks swapped with AdamW8bit. Every FLUX.1 preset trains the transformer
+alone with the text outputs cached, and uses sd-scripts' advice for the flow: shift sampling at
+3.1582, raw prediction, guidance 1.0.
+
 Every preset sets its family, and the settings that differ between families (the text encoder
 caching, U-Net only), so that a preset applied after another of another family leaves nothing of
 the first behind.
@@ -45,7 +54,33 @@ FAMILY_BASE: dict[str, dict[str, dict[str, object]]] = {
         "network": {"train_unet_only": True},
         "dataset": {"cache_text_encoder_outputs": "memory"},
     },
+    "flux": {
+        "model": {"clip_skip": 1},
+        "network": {"train_unet_only": True, "conv_rank": 0},
+        "dataset": {"cache_text_encoder_outputs": "disk"},
+        "training": {
+            "timestep_sampling": "shift",
+            "discrete_flow_shift": 3.1582,
+            "model_prediction_type": "raw",
+            "guidance_scale": 1.0,
+        },
+    },
 }
+
+# What every FLUX.1 memory preset sets (sd-scripts' VRAM table assumes fp8 base weights): the
+# presets for 24/16/12 GB add their batch size, block swap and optimizer.
+_FLUX_LOW_MEMORY = {
+    "model": {"family": "flux", "fp8_base": True, "nf4_base": False},
+    "dataset": {"cache_latents": "disk"},
+    "training": {"gradient_checkpointing": True, "cpu_offload_checkpointing": False, "mixed_precision": "bf16"},
+}
+
+
+def _flux_memory(batch_size: int, blocks_to_swap: int, optimizer: dict[str, object]) -> dict[str, dict[str, object]]:
+    values = {section: dict(settings) for section, settings in _FLUX_LOW_MEMORY.items()}
+    values["training"].update(batch_size=batch_size, blocks_to_swap=blocks_to_swap)
+    values["optimizer"] = optimizer
+    return values
 
 
 PRESETS: tuple[Preset, ...] = (
@@ -191,6 +226,53 @@ PRESETS: tuple[Preset, ...] = (
         },
     ),
     Preset(
+        "flux-person",
+        "FLUX.1 face / person (the seed guide's recipe)",
+        "1024 px, 1 repeat (img/1_ohwx woman), no reg images, rank 8, fp8 base, 200 epochs, AdamW8bit at 1e-4: "
+        "fits 16 GB",
+        {
+            "model": {"family": "flux", "fp8_base": True, "nf4_base": False, "t5xxl_max_token_length": 0},
+            "dataset": {"resolution": 1024, "enable_buckets": False, "cache_latents": "disk"},
+            "network": {"rank": 8, "alpha": 8.0},
+            "training": {
+                "batch_size": 1,
+                "epochs": 200,
+                "max_train_steps": 0,
+                "mixed_precision": "bf16",
+                "gradient_checkpointing": True,
+                "cpu_offload_checkpointing": False,
+                "blocks_to_swap": 0,
+            },
+            "optimizer": {
+                "name": "AdamW8bit",
+                "args": [],
+                "unet_lr": 1e-4,
+                "text_encoder_lr": 0.0,
+                "scheduler": "constant",
+                "warmup_steps": 0,
+            },
+            "output": {"save_every_n_epochs": 10, "save_precision": "bf16"},
+        },
+    ),
+    Preset(
+        "flux-24gb",
+        "FLUX.1 on 24 GB",
+        "fp8 base, batch 2, no block swap, gradient checkpointing, text outputs and latents cached on disk",
+        _flux_memory(2, 0, {"name": "AdamW8bit", "args": []}),
+    ),
+    Preset(
+        "flux-16gb",
+        "FLUX.1 on 16 GB",
+        "fp8 base, batch 1, 8 blocks swapped to the CPU, gradient checkpointing, text outputs and latents cached",
+        _flux_memory(1, 8, {"name": "AdamW8bit", "args": []}),
+    ),
+    Preset(
+        "flux-12gb",
+        "FLUX.1 on 12 GB",
+        "fp8 base, batch 1, 16 blocks swapped to the CPU, AdamW8bit, gradient checkpointing, caches on disk",
+        _flux_memory(1, 16, {"name": "AdamW8bit", "args": []}),
+    ),
+    Preset(
         "tiny-test",
         "Built-in tiny model (a one-minute test run)",
         "loratui:tiny-sd at 128 px, rank 8, batch 4, 2 epochs, AdamW: checks the whole setup on any machine",
@@ -245,6 +327,51 @@ PRESETS: tuple[Preset, ...] = (
                 "unet_lr": 1e-3,
                 "text_encoder_lr": 5e-4,
                 "text_encoder_2_lr": 5e-4,
+                "scheduler": "cosine",
+                "warmup_steps": 5,
+            },
+            "output": {"save_every_n_epochs": 1},
+        },
+    ),
+    Preset(
+        "tiny-flux-test",
+        "Built-in tiny FLUX.1 model (a test run)",
+        "loratui:tiny-flux at 128 px, rank 8, batch 4, 2 epochs, the transformer alone, AdamW, on any machine",
+        {
+            "model": {
+                "path": "loratui:tiny-flux",
+                "family": "flux",
+                "flux_variant": "auto",
+                "ae_path": "",
+                "clip_l_path": "",
+                "t5xxl_path": "",
+                "fp8_base": False,
+                "nf4_base": False,
+                "tokenizer": "",
+            },
+            "dataset": {
+                "resolution": 128,
+                "enable_buckets": True,
+                "min_bucket_reso": 64,
+                "max_bucket_reso": 256,
+                "bucket_reso_steps": 64,
+                "cache_latents": "memory",
+                "cache_text_encoder_outputs": "memory",
+            },
+            "network": {"rank": 8, "alpha": 4.0},
+            "training": {
+                "batch_size": 4,
+                "epochs": 2,
+                "max_train_steps": 0,
+                "mixed_precision": "no",
+                "blocks_to_swap": 0,
+                "cpu_offload_checkpointing": False,
+            },
+            "optimizer": {
+                "name": "AdamW",
+                "args": [],
+                "unet_lr": 1e-3,
+                "text_encoder_lr": 0.0,
                 "scheduler": "cosine",
                 "warmup_steps": 5,
             },

@@ -15,6 +15,8 @@ from loratui.check import CheckResult, check_run
 from loratui.config import RunConfig, to_toml
 from loratui.core.terminal_text import escape_controls
 from loratui.errors import Problem
+from loratui.families import lora_parts
+from loratui.memory_check import add_memory_check
 from loratui.quantities import count
 from loratui.tui.wizard.dataset_panel import shown_path, shown_problem
 from loratui.tui.wizard.field_row import SEVERITY_ORDER, problem_text
@@ -61,6 +63,9 @@ class ReviewPanel(Vertical):
     def _check(self, cfg: RunConfig, purpose: str) -> None:
         """Runs in a worker thread: check_run scans the dataset."""
         result = check_run(cfg)
+        if not get_current_worker().is_cancelled:
+            # The VRAM estimate runs in a helper process (seconds, the first time) when there is a GPU.
+            result = add_memory_check(result)
         if not get_current_worker().is_cancelled:
             self.post_message(self.CheckFinished(result, purpose))
 
@@ -123,12 +128,15 @@ class ReviewPanel(Vertical):
                 f"batch {cfg.training.batch_size}"
             )
         net = cfg.network
+        denoiser = lora_parts(cfg.model.family)[0]
         lines.append(
-            f"LoRA     rank {net.rank}, alpha {net.alpha:g}; {cfg.optimizer.name}, U-Net LR {cfg.optimizer.unet_lr:g}"
+            f"LoRA     rank {net.rank}, alpha {net.alpha:g}; {cfg.optimizer.name}, "
+            f"{denoiser.label} LR {cfg.optimizer.unet_lr:g}"
         )
         if cfg.output.output_dir.strip() and cfg.output.name.strip():
             out = shown_path(cfg.resolve(cfg.output.output_dir), base)
             lines.append(f"Writes   {out}/{cfg.output.name}.safetensors")
+        lines += [line.rstrip() for line in result.memory]
         return "\n".join(lines)
 
     def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:

@@ -173,8 +173,8 @@ class WizardScreen(Screen[None]):
             )
             widgets.append(
                 Static(
-                    "Sets the guides' numbers for the kind of LoRA (rank 128 for faces, 64 for "
-                    "styles), or the built-in tiny model for a one-minute test. Paths stay as they are.",
+                    "Sets the guides' numbers for the kind of LoRA (rank 128 for faces, 64 for styles; FLUX.1 "
+                    "by card memory), or a built-in tiny model for a quick test. Paths stay as they are.",
                     classes="field-help",
                     id="preset-help",
                     markup=False,
