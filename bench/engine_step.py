@@ -109,9 +109,10 @@ def engine_config(total_steps: int) -> dict:
     }
 
 
-def run_engine(total_steps: int, warmup: int) -> tuple[list[float], int]:
-    """Train with the real Trainer; return the post-warm-up ``s_per_step`` values and the
-    number of trainable LoRA parameters."""
+def run_engine(total_steps: int, warmup: int, config: dict | None = None) -> tuple[list[float], int]:
+    """Train with the real Trainer on ``config`` (default: engine_config's); return the post-warm-up
+    ``s_per_step`` values and the number of trainable LoRA parameters (bench/sdxl_step.py and
+    bench/flux_step.py pass their own configs)."""
     from accelerate.state import AcceleratorState
 
     from engine.events import EventWriter
@@ -124,14 +125,13 @@ def run_engine(total_steps: int, warmup: int) -> tuple[list[float], int]:
     with tempfile.TemporaryDirectory(prefix="loratui-bench-") as temp:
         project = Path(temp)
         shutil.copytree(SAMPLE_IMAGES, project / "img")
-        cfg = config_from_dict(engine_config(total_steps), base_dir=project)
+        cfg = config_from_dict(config or engine_config(total_steps), base_dir=project)
         stream = io.StringIO()
         torch.manual_seed(SEED)
         trainer = Trainer(cfg, EventWriter(stream), StopFlag())
         trainer.run()
-        params = lora_parameters(trainer.model.unet) + lora_parameters(trainer.model.text_encoder)
-        trainable = sum(p.numel() for p in params)
-        del trainer, params
+        trainable = sum(p.numel() for part in trainer.parts for p in lora_parameters(part.module))
+        del trainer
     events = [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
     seconds = [e["s_per_step"] for e in events if e["type"] == "step"]
     assert len(seconds) == total_steps, f"the engine ran {len(seconds)} steps, expected {total_steps}"

@@ -25,11 +25,7 @@ Results: docs/benchmarks.md. Exit status is always 0: this is a measurement, not
 from __future__ import annotations
 
 import argparse
-import io
-import json
-import shutil
 import sys
-import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -38,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/engine_step.py, however this is started
+import engine_step  # noqa: E402
 from engine_step import (  # noqa: E402
     ALPHA,
     BATCH_SIZE,
@@ -71,27 +68,7 @@ def sdxl_config(total_steps: int) -> dict:
 
 
 def run_engine(total_steps: int, warmup: int) -> tuple[list[float], int]:
-    from accelerate.state import AcceleratorState
-
-    from engine.events import EventWriter
-    from engine.train import StopFlag, Trainer
-    from loratui.config import config_from_dict
-
-    AcceleratorState._reset_state(reset_partial_state=True)  # one training per process, as the engine
-    with tempfile.TemporaryDirectory(prefix="loratui-bench-") as temp:
-        project = Path(temp)
-        shutil.copytree(SAMPLE_IMAGES, project / "img")
-        cfg = config_from_dict(sdxl_config(total_steps), base_dir=project)
-        stream = io.StringIO()
-        torch.manual_seed(SEED)
-        trainer = Trainer(cfg, EventWriter(stream), StopFlag())
-        trainer.run()
-        trainable = sum(p.numel() for p in lora_parameters(trainer.model.unet))
-        del trainer
-    events = [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
-    seconds = [e["s_per_step"] for e in events if e["type"] == "step"]
-    assert len(seconds) == total_steps, f"the engine ran {len(seconds)} steps, expected {total_steps}"
-    return seconds[warmup:], trainable
+    return engine_step.run_engine(total_steps, warmup, sdxl_config(total_steps))
 
 
 def load_sdxl():

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from engine import data as data_mod
-from engine import diffusion, low_precision
+from engine import low_precision
 from engine.block_swap import checkpoint_offload, place_with_block_swap
 from engine.commands import CommandHandling
 from engine.control import ControlChannel
@@ -174,8 +174,6 @@ class Trainer(CommandHandling, Saving):
 
     def _load_model(self) -> BaseModel:
         model = self.family.load(self.cfg)
-        if self.cfg.training.zero_terminal_snr:
-            model.noise_scheduler = diffusion.with_zero_terminal_snr(model.noise_scheduler)
         # The base weights are frozen and held in the training precision (half the memory);
         # the LoRA weights added next stay in float32 so small updates are not rounded away.
         # The VAE stays in float32 unless model.no_half_vae is off: SDXL's overflows in fp16.

@@ -745,6 +745,8 @@ def test_two_gpus_each_get_a_gauge(tmp_path, monkeypatch):
     async def scenario():
         async with make_app(record, log).run_test(size=(120, 40)) as pilot:
             await loaded(pilot)
+            # Drawn at the next refresh after the reading: waited for, not assumed 0.3 s later (a loaded CI).
+            await wait_for(pilot, lambda: "GPU 1 GPU B" in screen_text(pilot.app), what="the second GPU's gauge")
             text = screen_text(pilot.app)
             assert "GPU 0 GPU A" in text and "GPU 1 GPU B" in text
             assert "4.0/24.0 GiB  17%" in text and "12.0/24.0 GiB  50%" in text

@@ -166,6 +166,36 @@ class Family(Protocol):
         """The family's own metadata values, by key (engine/metadata.py writes them in its order)."""
 
 
+class UNetFamily:
+    """What the UNet families (SD 1.x/2.x and SDXL) share: nothing to learn from the loaded weights,
+    DDPM's objective (engine/diffusion.py), the UNet's call, diffusers' and transformers' gradient
+    checkpointing, and a kohya file naming each trained module once (``kohya_module_name``)."""
+
+    def configure(self, cfg: RunConfig, denoiser: torch.nn.Module) -> None:
+        pass
+
+    def objective(self, cfg: RunConfig, model: BaseModel) -> Objective:
+        from engine.diffusion import DenoisingObjective, with_zero_terminal_snr
+
+        training = cfg.training
+        if training.zero_terminal_snr:  # the model's own schedule, rescaled: its last timestep pure noise
+            model.noise_scheduler = with_zero_terminal_snr(model.noise_scheduler)
+        return DenoisingObjective(model.noise_scheduler, training.noise_offset, training.min_snr_gamma)
+
+    def predict(
+        self, denoiser: torch.nn.Module, noisy: torch.Tensor, timesteps: torch.Tensor, conditioning: dict[str, object]
+    ) -> torch.Tensor:
+        return denoiser(noisy, timesteps, **conditioning).sample  # a diffusers UNet takes the latents as they are
+
+    def enable_gradient_checkpointing(self, part: PartSpec, module: torch.nn.Module) -> None:
+        enable_gradient_checkpointing(part, module)
+
+    def kohya_tensors(
+        self, part: PartSpec, weights: dict[str, torch.Tensor], targets: list[LoraTarget], dtype: torch.dtype
+    ) -> dict[str, torch.Tensor]:
+        return kohya_tensors_by_name(self, part, weights, targets, dtype)  # type: ignore[arg-type]
+
+
 def enable_gradient_checkpointing(part: PartSpec, module: torch.nn.Module) -> None:
     """Gradient checkpointing on a part of a UNet family: diffusers' switch on the denoiser,
     transformers' (non-reentrant) on a CLIP text encoder."""
@@ -183,13 +213,6 @@ def kohya_tensors_by_name(
 
     kohya_name = functools.partial(family.kohya_module_name, part)
     return to_kohya_tensors(weights, targets, part.kohya_prefix, dtype, kohya_name)
-
-
-def unet_prediction(
-    denoiser: torch.nn.Module, noisy: torch.Tensor, timesteps: torch.Tensor, conditioning: dict[str, object]
-) -> torch.Tensor:
-    """A diffusers UNet's output: it takes the latents as they are."""
-    return denoiser(noisy, timesteps, **conditioning).sample
 
 
 def model_folder(cfg: RunConfig) -> tuple[Path, Path | None]:

@@ -11,17 +11,14 @@ from collections.abc import Callable
 import torch
 
 from engine import data as data_mod
-from engine import diffusion
 from engine.families.base import (
     PartSpec,
     TextRows,
-    enable_gradient_checkpointing,
-    kohya_tensors_by_name,
+    UNetFamily,
     model_folder,
-    unet_prediction,
 )
 from engine.kohya_format import TEXT_ENCODER_PREFIX, UNET_PREFIX
-from engine.lora import TEXT_ENCODER_BLOCKS, UNET_ATTENTION_BLOCKS, UNET_CONV_BLOCKS, LoraTarget
+from engine.lora import TEXT_ENCODER_BLOCKS, UNET_ATTENTION_BLOCKS, UNET_CONV_BLOCKS
 from engine.model_loading import BaseModel, load_base_model
 from loratui import families, preflight
 from loratui.config import RunConfig
@@ -47,7 +44,7 @@ TEXT_ENCODER = PartSpec(
 ARCHITECTURE = {"sd1": "stable-diffusion-v1/lora", "sd2": "stable-diffusion-v2-512/lora"}
 
 
-class StableDiffusion:
+class StableDiffusion(UNetFamily):
     """SD 1.x (``sd1``) or 2.x (``sd2``): the same parts, other layer sizes and metadata."""
 
     parts = (UNET, TEXT_ENCODER)
@@ -63,9 +60,6 @@ class StableDiffusion:
         for problem in preflight.clip_skip_problems(settings.clip_skip, layers, settings.path):
             raise preflight.user_error(problem)
         return model
-
-    def configure(self, cfg: RunConfig, denoiser: torch.nn.Module) -> None:
-        pass  # nothing in the weights changes how an SD or SDXL run is set up
 
     def encode_text(
         self,
@@ -90,25 +84,8 @@ class StableDiffusion:
     def conditioning(self, text: TextRows, batch: list[ImageEntry], dtype: torch.dtype) -> dict[str, object]:
         return {"encoder_hidden_states": text["encoder_hidden_states"].to(dtype)}
 
-    def objective(self, cfg: RunConfig, model: BaseModel) -> diffusion.DenoisingObjective:
-        training = cfg.training
-        return diffusion.DenoisingObjective(model.noise_scheduler, training.noise_offset, training.min_snr_gamma)
-
-    def predict(
-        self, denoiser: torch.nn.Module, noisy: torch.Tensor, timesteps: torch.Tensor, conditioning: dict[str, object]
-    ) -> torch.Tensor:
-        return unet_prediction(denoiser, noisy, timesteps, conditioning)
-
-    def enable_gradient_checkpointing(self, part: PartSpec, module: torch.nn.Module) -> None:
-        enable_gradient_checkpointing(part, module)
-
     def kohya_module_name(self, part: PartSpec, module_path: str) -> str:
         return module_path  # sd-scripts trains SD 1.x/2.x on diffusers' modules: their paths are the names
-
-    def kohya_tensors(
-        self, part: PartSpec, weights: dict[str, torch.Tensor], targets: list[LoraTarget], dtype: torch.dtype
-    ) -> dict[str, torch.Tensor]:
-        return kohya_tensors_by_name(self, part, weights, targets, dtype)
 
     def metadata(self, cfg: RunConfig) -> dict[str, object]:
         return {

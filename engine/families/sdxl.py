@@ -26,18 +26,15 @@ from collections.abc import Callable
 import torch
 
 from engine import data as data_mod
-from engine import diffusion
 from engine.families.base import (
     PartSpec,
     TextRows,
-    enable_gradient_checkpointing,
-    kohya_tensors_by_name,
+    UNetFamily,
     model_folder,
-    unet_prediction,
 )
 from engine.families.sd import UNET
 from engine.kohya_format import TEXT_ENCODER_1_PREFIX, TEXT_ENCODER_2_PREFIX
-from engine.lora import TEXT_ENCODER_BLOCKS, LoraTarget
+from engine.lora import TEXT_ENCODER_BLOCKS
 from engine.model_loading import BaseModel, load_base_model
 from engine.sdxl_names import unet_module_to_sgm
 from loratui import families
@@ -86,7 +83,7 @@ def _pooled(encoder: torch.nn.Module, last: torch.Tensor, ids: torch.Tensor, end
     return projection(pooled.to(projection.weight.dtype)).to(last.dtype)
 
 
-class StableDiffusionXL:
+class StableDiffusionXL(UNetFamily):
     """SDXL base 1.0 and its fine-tunes (Pony, Illustrious, NoobAI, Juggernaut...)."""
 
     name = "sdxl"
@@ -96,9 +93,6 @@ class StableDiffusionXL:
         settings = cfg.model
         resolved, tokenizer = model_folder(cfg)
         return load_base_model(settings.path, resolved, self.name, settings.v_prediction, tokenizer)
-
-    def configure(self, cfg: RunConfig, denoiser: torch.nn.Module) -> None:
-        pass  # nothing in the weights changes how an SD or SDXL run is set up
 
     def encode_text(
         self,
@@ -130,26 +124,9 @@ class StableDiffusionXL:
             "added_cond_kwargs": {"text_embeds": text[POOLED].to(dtype), "time_ids": sizes},
         }
 
-    def objective(self, cfg: RunConfig, model: BaseModel) -> diffusion.DenoisingObjective:
-        training = cfg.training
-        return diffusion.DenoisingObjective(model.noise_scheduler, training.noise_offset, training.min_snr_gamma)
-
-    def predict(
-        self, denoiser: torch.nn.Module, noisy: torch.Tensor, timesteps: torch.Tensor, conditioning: dict[str, object]
-    ) -> torch.Tensor:
-        return unet_prediction(denoiser, noisy, timesteps, conditioning)
-
-    def enable_gradient_checkpointing(self, part: PartSpec, module: torch.nn.Module) -> None:
-        enable_gradient_checkpointing(part, module)
-
     def kohya_module_name(self, part: PartSpec, module_path: str) -> str:
         # sd-scripts trains sgm's UNet and transformers' text encoders: their module paths are the names.
         return unet_module_to_sgm(module_path) if part.denoiser else module_path
-
-    def kohya_tensors(
-        self, part: PartSpec, weights: dict[str, torch.Tensor], targets: list[LoraTarget], dtype: torch.dtype
-    ) -> dict[str, torch.Tensor]:
-        return kohya_tensors_by_name(self, part, weights, targets, dtype)
 
     def metadata(self, cfg: RunConfig) -> dict[str, object]:
         return {
