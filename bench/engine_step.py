@@ -400,8 +400,10 @@ def report(seconds: dict[str, list[float]], per_run: dict[str, list[float]], tra
     print_load("at end")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def step_arguments(description: str, argv: list[str] | None) -> argparse.Namespace:
+    """The options of every engine-against-bare benchmark (this one, sdxl_step.py, flux_step.py), with
+    ``--quick`` and ``--threads`` applied and the libraries quietened; ``total``: steps per run."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--steps", type=int, default=50, help="measured steps per run, after warm-up (default 50)")
     parser.add_argument("--warmup", type=int, default=10, help="steps dropped at the start of each run (default 10)")
     parser.add_argument("--rounds", type=int, default=3, help="engine/baseline pairs, alternated (default 3)")
@@ -417,22 +419,32 @@ def main(argv: list[str] | None = None) -> int:
         args.steps, args.warmup, args.rounds = 5, 3, 2
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    args.rounds, args.warmup = max(1, args.rounds), max(0, args.warmup)
+    args.total = args.warmup + max(1, args.steps)
     quiet_libraries()
-    total = max(0, args.warmup) + max(1, args.steps)
+    return args
 
+
+def run_measurement(main: Callable[[], object]) -> None:
+    """Run a benchmark's ``main`` as a measurement: report what went wrong, never fail a pipeline."""
+    try:
+        main()
+    except Exception:
+        traceback.print_exc()
+        print("benchmark failed (see above); no figures", file=sys.stderr)
+    sys.exit(0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = step_arguments(__doc__.splitlines()[0], argv)
     print_environment()
     print(
         f"tiny SD1.5-shaped model, {RESOLUTION} px, batch {BATCH_SIZE}, LoRA rank {RANK} on UNet + text encoder, "
-        f"fp32; {max(1, args.rounds)} rounds x {total} steps, the first {args.warmup} of each dropped"
+        f"fp32; {args.rounds} rounds x {args.total} steps, the first {args.warmup} of each dropped"
     )
-    report(*measure(max(1, args.rounds), total, max(0, args.warmup)))
+    report(*measure(args.rounds, args.total, args.warmup))
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Exception:  # a measurement: report what went wrong, never fail a pipeline
-        traceback.print_exc()
-        print("benchmark failed (see above); no figures", file=sys.stderr)
-    sys.exit(0)
+    run_measurement(main)

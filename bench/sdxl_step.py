@@ -24,10 +24,8 @@ Results: docs/benchmarks.md. Exit status is always 0: this is a measurement, not
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
-import traceback
 from pathlib import Path
 
 import torch
@@ -48,7 +46,6 @@ from engine_step import (  # noqa: E402
     engine_config,
     measure,
     print_environment,
-    quiet_libraries,
     repeats_of,
     report,
     sample_images,
@@ -159,33 +156,16 @@ def run_baseline(total_steps: int, warmup: int) -> tuple[list[float], int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=50, help="measured steps per run, after warm-up (default 50)")
-    parser.add_argument("--warmup", type=int, default=10, help="steps dropped at the start of each run (default 10)")
-    parser.add_argument("--rounds", type=int, default=3, help="engine/baseline pairs, alternated (default 3)")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads for both sides (default: torch's)")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 2 rounds of 3 warm-up + 5 measured steps")
-    args = parser.parse_args(argv)
-    if args.quick:
-        args.steps, args.warmup, args.rounds = 5, 3, 2
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    quiet_libraries()
-    total = max(0, args.warmup) + max(1, args.steps)
+    args = engine_step.step_arguments(__doc__.splitlines()[0], argv)
     print_environment()
     print(
         f"tiny SDXL-shaped model, {RESOLUTION} px, batch {BATCH_SIZE}, LoRA rank {RANK} on the UNet only, "
-        f"text outputs cached, fp32; {max(1, args.rounds)} rounds x {total} steps, the first {args.warmup} dropped"
+        f"text outputs cached, fp32; {args.rounds} rounds x {args.total} steps, the first {args.warmup} dropped"
     )
     runs = {"engine": run_engine, "baseline": run_baseline}
-    report(*measure(max(1, args.rounds), total, max(0, args.warmup), runs))
+    report(*measure(args.rounds, args.total, args.warmup, runs))
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except Exception:  # a measurement: report what went wrong, never fail a pipeline
-        traceback.print_exc()
-        print("benchmark failed (see above); no figures", file=sys.stderr)
-    sys.exit(0)
+    engine_step.run_measurement(main)
