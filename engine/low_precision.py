@@ -13,8 +13,9 @@ in bf16. peft wraps both kinds of layer with its LoRA: Fp8Linear is an ``nn.Line
 goes through peft's bitsandbytes LoRA layer. The LoRA factors themselves are never stored in low
 precision: the training loop keeps them float32.
 
-Order in a run: cast the model to the training dtype first (``module.to(dtype)`` would turn float8
-weights back into bf16), then store in fp8/NF4, then attach the LoRA.
+Order in a run: cast the model to the training dtype first, with :func:`cast_keeping_fp8` (a plain
+``module.to(dtype)`` would turn float8 weights back into bf16: both those loaded from an fp8 file and
+those stored here), then store in fp8/NF4, then attach the LoRA.
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ class Fp8Linear(nn.Linear):
         with torch.device("meta"):  # no throwaway allocation: the parameters are replaced just below
             layer = cls(linear.in_features, linear.out_features, bias=linear.bias is not None)
         layer.compute_dtype = compute_dtype
-        weight = linear.weight.detach().clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)
+        weight = linear.weight.detach()
+        if weight.dtype != FP8_DTYPE:  # a weight loaded as float8 is kept as it is
+            weight = weight.clamp(-FP8_MAX, FP8_MAX).to(FP8_DTYPE)
         layer.weight = nn.Parameter(weight, requires_grad=False)
         if linear.bias is not None:
             # The bias is tiny; it stays in the training dtype, so only the weight is rounded.
@@ -75,6 +78,15 @@ class _Fp8Matmul(torch.autograd.Function):
     def backward(ctx, grad_output: torch.Tensor):
         (weight,) = ctx.saved_tensors
         return grad_output.to(ctx.dtype) @ weight.to(ctx.dtype), None, None, None
+
+
+def cast_keeping_fp8(module: nn.Module, dtype: torch.dtype) -> None:
+    """``module.to(dtype=dtype)``, except for float8 tensors, which keep their storage: weights loaded as
+    float8 from an fp8 file (flux1-dev-fp8, t5xxl_fp8_e4m3fn) for model.fp8_base, which a plain cast
+    would expand to bf16 and store_in_fp8 would then round back."""
+    for tensor in [*module.parameters(), *module.buffers()]:
+        if tensor.is_floating_point() and tensor.dtype not in (dtype, FP8_DTYPE):
+            tensor.data = tensor.data.to(dtype)
 
 
 def store_in_fp8(module: nn.Module, compute_dtype: torch.dtype) -> int:

@@ -181,9 +181,12 @@ class Trainer(CommandHandling, Saving):
         model.vae.requires_grad_(False).to(self.device, dtype=self.vae_dtype).eval()
         for spec in self.family.parts:
             module = getattr(model, spec.attribute).requires_grad_(False)
-            # The denoiser stays in CPU memory until the text encoders are done with (_place_denoiser).
-            module.to(dtype=self.weight_dtype) if spec.denoiser else module.to(self.device, dtype=self.weight_dtype)
-            self._store_in_low_precision(spec, module)  # after the cast: a cast would undo it
+            # In the training dtype and in fp8/NF4 while still in CPU memory, so that the accelerator never
+            # holds a full-precision copy; float8 weights loaded as such (fp8_base) stay float8.
+            low_precision.cast_keeping_fp8(module, self.weight_dtype)
+            self._store_in_low_precision(spec, module)
+            if not spec.denoiser:  # the denoiser waits until the text encoders are done with (_place_denoiser)
+                module.to(self.device)
         if self.cfg.training.attention == "xformers":
             denoiser = next(getattr(model, spec.attribute) for spec in self.family.parts if spec.denoiser)
             try:

@@ -662,7 +662,30 @@ def layer_widths(unet: dict, text_encoder: dict, text_encoder_2: dict | None = N
     return LayerWidths(max(attention, default=0), max(channels), hidden, hidden_2)
 
 
+# FLUX.1's: every Linear of a double or single block reads or writes the transformer's width (heads x
+# head width), so that is its widest side; CLIP-L's is its hidden size (tests/test_flux_check.py holds
+# these equal to what the engine measures).
+BUILTIN_FLUX_LAYER_WIDTHS = {
+    "loratui:tiny-flux": LayerWidths(attention=64, resnet=0, text_encoder=32),
+    "loratui:flux-random": LayerWidths(attention=3072, resnet=0, text_encoder=768),
+}
+
+
+def flux_layer_widths(transformer: dict, text_encoder: dict) -> LayerWidths | None:
+    """The widths from a FLUX.1 transformer's and CLIP-L's config.json; None when they do not say."""
+    heads, head_width = transformer.get("num_attention_heads"), transformer.get("attention_head_dim")
+    hidden = text_encoder.get("hidden_size")
+    if not all(type(value) is int and value > 0 for value in (heads, head_width, hidden)):
+        return None
+    return LayerWidths(attention=heads * head_width, resnet=0, text_encoder=hidden)
+
+
 def model_layer_widths(cfg: RunConfig) -> LayerWidths | None:
+    if cfg.model.family == "flux":
+        if cfg.model.is_builtin:
+            return BUILTIN_FLUX_LAYER_WIDTHS.get(cfg.model.path)
+        transformer, text_encoder = _component_config(cfg, "transformer"), _component_config(cfg, "text_encoder")
+        return flux_layer_widths(transformer, text_encoder) if transformer and text_encoder else None
     if cfg.model.is_builtin:
         return BUILTIN_LAYER_WIDTHS.get(cfg.model.path)
     unet, text_encoder = _component_config(cfg, "unet"), _component_config(cfg, "text_encoder")

@@ -279,3 +279,48 @@ def test_the_flux_files_on_the_model_step_at_80x24(snap_compare, tmp_path: Path)
         await pilot.pause(0.2)
 
     assert snap_compare(make_edit_app(config_path), terminal_size=(80, 24), run_before=settle_on_the_ae_file)
+
+
+# --------------------------------------------------------------------------- rank against the layers' widths
+def test_a_rank_above_the_transformers_width_is_refused_before_anything_loads(project: Path):
+    """tiny-flux's blocks are 64 wide (the engine refuses a higher rank once it has measured them: the check
+    says so first, as for the other families)."""
+    refused = problems_at(flux_config(project, network={"rank": 96}), "network.rank")
+    assert [p.severity for p in refused] == ["error"]
+    assert "the widest is 64" in refused[0].message
+    assert not problems_at(flux_config(project, network={"rank": 64}), "network.rank")
+
+
+@pytest.mark.slow
+def test_the_flux_built_ins_widths_are_what_the_engine_measures():
+    import torch
+    from diffusers import FluxTransformer2DModel
+    from transformers import CLIPTextModel
+
+    from engine import flux_random
+    from engine.flux_names import FLUX_BLOCKS
+    from engine.lora import TEXT_ENCODER_BLOCKS, find_targets, widest_targets
+    from engine.tiny_flux import ensure_tiny_flux
+    from engine.tiny_model import byte_level_vocab
+
+    folder = ensure_tiny_flux()
+    components = flux_random._components(byte_level_vocab()[0])
+    with torch.device("meta"):  # FLUX.1's shapes without its 24 GB
+        big = (components["transformer"](), components["text_encoder"]())
+    models = {
+        "loratui:tiny-flux": (
+            FluxTransformer2DModel.from_pretrained(folder / "transformer"),
+            CLIPTextModel.from_pretrained(folder / "text_encoder"),
+        ),
+        "loratui:flux-random": big,
+    }
+    assert set(models) == set(preflight.BUILTIN_FLUX_LAYER_WIDTHS)
+    for name, (transformer, clip) in models.items():
+        widths = preflight.BUILTIN_FLUX_LAYER_WIDTHS[name]
+        assert preflight.flux_layer_widths(dict(transformer.config), clip.config.to_dict()) == widths, name
+        alone = widest_targets(find_targets(transformer, FLUX_BLOCKS, 8, 4.0))
+        assert alone == preflight.widest_trained(widths, 0, False), name
+        both = widest_targets(
+            find_targets(transformer, FLUX_BLOCKS, 8, 4.0) + find_targets(clip, TEXT_ENCODER_BLOCKS, 8, 4.0)
+        )
+        assert both == preflight.widest_trained(widths, 0, True), name

@@ -523,3 +523,44 @@ def test_flux_variant_of_a_folder_a_file_and_the_built_in(project, files, tiny):
     assert variant(str(files["flux1-dev"])) == "dev"
     assert variant(str(files["flux1-schnell"])) == "schnell"
     assert variant("loratui:tiny-flux") == "dev"
+
+
+@pytest.mark.slow
+def test_fp8_files_with_fp8_base_keep_their_float8_weights_and_train(project, files, tiny, tmp_path, monkeypatch):
+    """flux1-dev-fp8 and t5xxl_fp8_e4m3fn with fp8_base: the file's float8 tensors are the weights the run
+    computes with, never expanded to bf16 on the way (what keeps a 12 GB transformer 12 GB in RAM)."""
+    from engine.families.flux import Flux
+    from engine.low_precision import FP8_DTYPE, Fp8Linear, cast_keeping_fp8, store_in_fp8
+    from loratui.config import save_config
+    from tests.conftest import SAMPLE, train_in_process
+
+    monkeypatch.setattr(preflight, "precision_problems", lambda precision, machine: [])  # bf16 on the CPU
+    dev = load_file(files["flux1-dev"])
+    stored = {k: v.to(FP8_DTYPE) if v.ndim == 2 and "_blocks." in k else v.half() for k, v in dev.items()}
+    fp8_file = tmp_path / "flux1-dev-fp8.safetensors"
+    save_file(stored, fp8_file)
+    shutil.copytree(SAMPLE / "img", project / "img", dirs_exist_ok=True)
+    config = flux_config(project, files, tiny, path=str(fp8_file), t5xxl_path=str(files["t5xxl_fp8_e4m3fn"]))
+    cfg = load_config(config)
+    cfg.model.fp8_base, cfg.training.mixed_precision, cfg.training.max_train_steps = True, "bf16", 2
+    save_config(cfg, config)
+
+    # Loading, the cast to the training dtype and the fp8 storage keep the very tensors of the file.
+    model = Flux().load(cfg)
+    weight = model.transformer.transformer_blocks[0].attn.to_q.weight
+    assert weight.dtype == FP8_DTYPE
+    address = weight.data_ptr()
+    cast_keeping_fp8(model.transformer, torch.bfloat16)
+    store_in_fp8(model.transformer, torch.bfloat16)
+    layer = model.transformer.transformer_blocks[0].attn.to_q
+    assert isinstance(layer, Fp8Linear) and layer.weight.data_ptr() == address
+    assert model.transformer.transformer_blocks[0].attn.norm_q.weight.dtype == torch.bfloat16
+    assert model.text_encoder_2.encoder.block[0].layer[0].SelfAttention.q.weight.dtype == FP8_DTYPE
+
+    recorder, trainer = train_in_process(config)
+    assert len(recorder.of("step")) == 2
+    base = trainer.accelerator.unwrap_model(trainer.model.transformer).transformer_blocks[0].attn.to_q.base_layer
+    # to_q is the first third of BFL's fused qkv rows: the file's float8 values, bit for bit
+    qkv = stored["double_blocks.0.img_attn.qkv.weight"]
+    assert base.weight.dtype == FP8_DTYPE
+    assert torch.equal(base.weight.view(torch.uint8), qkv[: qkv.shape[0] // 3].view(torch.uint8))

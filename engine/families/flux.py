@@ -174,7 +174,8 @@ class Flux:
         else:
             from engine.flux_files import load_flux_files
 
-            model = load_flux_files(cfg, dtype)
+            # With fp8_base, an fp8 file's weights stay float8 (a 12 GB transformer is never 24 GB in RAM).
+            model = load_flux_files(cfg, dtype, keep_fp8=cfg.model.fp8_base)
         variant = variant_of(model.transformer)
         if settings.flux_variant not in ("auto", variant):
             raise UserError(
