@@ -30,6 +30,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from loratui.flux_blocks import split_blocks
+
 DOUBLE_BLOCKS = "transformer_blocks"  # diffusers' FluxTransformer2DModel (BFL: double_blocks)
 SINGLE_BLOCKS = "single_transformer_blocks"  # BFL: single_blocks
 
@@ -50,9 +52,7 @@ def swap_split(blocks_to_swap: int, double_blocks: int, single_blocks: int) -> S
     so a small model may swap every block it has (loratui:tiny-flux has one of each)."""
     if blocks_to_swap < 0:
         raise ValueError(f"blocks_to_swap must be 0 or more, not {blocks_to_swap}")
-    double = blocks_to_swap // 2
-    single = (blocks_to_swap - double) * 2
-    return SwapSplit(min(double, double_blocks), min(single, single_blocks))
+    return SwapSplit(*split_blocks(blocks_to_swap, double_blocks, single_blocks))
 
 
 class BlockSwap:

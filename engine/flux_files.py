@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from engine import flux_names
-from engine.model_loading import BaseModel
+from engine.model_loading import BaseModel, first_line, weight_dtype
 from loratui import flux_files, preflight
 from loratui.config import RunConfig
 from loratui.errors import UserError
@@ -64,7 +64,6 @@ _BLOCK_NORMS = {
     "norm.key_norm": "attn.norm_k",
 }
 _BLOCK_LISTS = {"double_blocks": flux_names.DOUBLE_BLOCKS, "single_blocks": flux_names.SINGLE_BLOCKS}
-_TRAINING_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def load_flux_files(cfg: RunConfig, dtype: torch.dtype | None = None, keep_fp8: bool = False) -> BaseModel:
@@ -77,7 +76,7 @@ def load_flux_files(cfg: RunConfig, dtype: torch.dtype | None = None, keep_fp8: 
     for problem in flux_files.flux_problems(cfg):
         if problem.severity == "error":
             raise preflight.user_error(problem, "model")
-    dtype = dtype or _TRAINING_DTYPES.get(cfg.training.mixed_precision, torch.float32)
+    dtype = dtype or weight_dtype(cfg.training.mixed_precision)
     path = cfg.resolve(cfg.model.path)
     found = flux_files.flux_file(path)
     variant = str(found.variant)
@@ -131,7 +130,7 @@ def _tokenizer(kind: str, folder: Path):
         return getattr(transformers, kind).from_pretrained(folder, local_files_only=True)
     except (OSError, ValueError) as exc:
         raise UserError(
-            f"cannot load the tokenizer in {folder}: {_first_line(exc)}",
+            f"cannot load the tokenizer in {folder}: {first_line(exc)}",
             "model.tokenizer",
             f"point model.tokenizer at a FLUX.1 folder with tokenizer/ and tokenizer_2/, or fetch them once with "
             f"network: {flux_files.tokenizer_download_command()}",
@@ -157,7 +156,7 @@ def _tensors(path: Path, setting: str) -> Iterator[tuple[str, torch.Tensor]]:
                 yield name, handle.get_tensor(name)
     except Exception as exc:  # safetensors raises its own error types for a damaged file
         raise UserError(
-            f"{path.name} is not a readable safetensors file ({_first_line(exc)})",
+            f"{path.name} is not a readable safetensors file ({first_line(exc)})",
             setting,
             "the file is damaged or incomplete: download or copy it again",
             "model",
@@ -328,7 +327,7 @@ def load_ae(path: Path, config_root: Path) -> torch.nn.Module:
         )
     except Exception as exc:  # diffusers raises many kinds here; all mean "this file does not load"
         raise UserError(
-            f"cannot load {path.name} as the FLUX.1 AE: {_first_line(exc)}",
+            f"cannot load {path.name} as the FLUX.1 AE: {first_line(exc)}",
             "model.ae_path",
             "use ae.safetensors as Black Forest Labs publish it (FLUX.1-dev or FLUX.1-schnell)",
             "model",
@@ -440,8 +439,3 @@ def _heads_error(path: Path, setting: str, hidden: int, heads: int) -> UserError
         "set model.tokenizer to the model's diffusers folder, whose text_encoder/config.json has its head count",
         "model",
     )
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:300]

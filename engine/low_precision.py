@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.model_loading import first_line
+
 FP8_DTYPE = torch.float8_e4m3fn
 FP8_MAX = torch.finfo(FP8_DTYPE).max  # 448: e4m3fn has no infinity, so larger values are clamped, not NaN
 
@@ -150,21 +152,16 @@ def nf4_available(device: torch.device | str = "cpu") -> str | None:
     try:
         import bitsandbytes as bnb
     except Exception as exc:  # ImportError, or a library that fails while loading its native part
-        return f"bitsandbytes cannot be imported ({_first_line(exc)})"
+        return f"bitsandbytes cannot be imported ({first_line(exc)})"
     try:
         layer = _nf4_layer(bnb, nn.Linear(64, 64), torch.bfloat16, torch.device(device))
         probe = torch.ones(1, 64, dtype=torch.bfloat16, device=device, requires_grad=True)
         layer(probe).float().sum().backward()
     except Exception as exc:
-        return f"bitsandbytes {bnb.__version__} cannot run NF4 on {device} ({_first_line(exc)})"
+        return f"bitsandbytes {bnb.__version__} cannot run NF4 on {device} ({first_line(exc)})"
     if probe.grad is None or not torch.isfinite(probe.grad).all():
         return f"bitsandbytes {bnb.__version__} gives no usable NF4 gradients on {device}"
     return None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def store_in_nf4(module: nn.Module, compute_dtype: torch.dtype, device: torch.device | str) -> int:

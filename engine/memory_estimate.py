@@ -66,6 +66,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from engine import model_loading
 from engine.families import family_for
 from engine.families.base import PartSpec
 from engine.lora import attach_lora, find_targets
@@ -284,7 +285,7 @@ class Prepared:
 
 def precision_dtypes(cfg: RunConfig) -> tuple[torch.dtype, torch.dtype]:
     """(the base weights' dtype, the VAE's), as engine/train.py picks them."""
-    weight = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.training.mixed_precision, torch.float32)
+    weight = model_loading.weight_dtype(cfg.training.mixed_precision)
     return weight, torch.float32 if cfg.model.no_half_vae else weight
 
 

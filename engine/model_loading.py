@@ -50,6 +50,11 @@ class BaseModel:
     transformer: torch.nn.Module | None = None
 
 
+def weight_dtype(mixed_precision: str) -> torch.dtype:
+    """The dtype a run holds (and loads) its frozen base weights in: its mixed precision's, else float32."""
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed_precision, torch.float32)
+
+
 # The built-in models by name: the function that builds one (once) and returns its diffusers folder.
 BUILTIN_MODELS = {
     BUILTIN_NAME: ensure_tiny_model,
@@ -126,7 +131,7 @@ def _load_folder(folder: Path, family: str) -> BaseModel:
         return model
     except (OSError, ValueError, KeyError) as exc:
         raise UserError(
-            f"cannot load the model in {folder}: {_first_line(exc)}",
+            f"cannot load the model in {folder}: {first_line(exc)}",
             "model.path",
             f"check that the folder is a complete {family_name(family)} diffusers model",
             "model",
@@ -155,7 +160,7 @@ def _load_single_file(path: Path, family: str, tokenizer_dir: Path | None) -> Ba
         pipe = _pipeline_from_single_file(path, family, config_dir)
     except Exception as exc:  # diffusers raises many kinds here; all mean "this file does not load"
         raise UserError(
-            f"cannot load {path.name} as an {family_name(family)} checkpoint: {_first_line(exc)}",
+            f"cannot load {path.name} as an {family_name(family)} checkpoint: {first_line(exc)}",
             "model.path",
             "check model.family (sd1, sd2 or sdxl) and that the file is a complete checkpoint",
             "model",
@@ -224,7 +229,7 @@ def _check_safetensors(path: Path) -> None:
                 raise ValueError("it holds no tensors")
     except Exception as exc:
         raise UserError(
-            f"{path.name} is not a readable safetensors file ({_first_line(exc)})",
+            f"{path.name} is not a readable safetensors file ({first_line(exc)})",
             "model.path",
             "the file is damaged or incomplete: download or copy it again",
             "model",
@@ -261,6 +266,7 @@ def _single_file_config(family: str, tokenizer_dir: Path | None) -> Path:
     raise preflight.user_error(found, "model")
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """An exception's first line (its type's name when it says nothing), for a one-line message."""
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0][:300]

@@ -34,7 +34,7 @@ from engine.families import family_for
 from engine.families.base import Part, PartSpec, TextRows
 from engine.lora import LoraMismatch, attach_lora, find_targets, lora_parameters, widest_targets
 from engine.metadata import RunFacts, new_session_id
-from engine.model_loading import BaseModel
+from engine.model_loading import BaseModel, weight_dtype
 from engine.optim import current_lrs, make_optimizer, make_scheduler
 from engine.saving import Saving, load_state_weights
 from engine.spill_watch import SpillWatch
@@ -169,7 +169,7 @@ class Trainer(CommandHandling, Saving):
         # group of batches still makes an update, as the step count shown to the user assumes.
         self.accelerator = Accelerator(mixed_precision=precision, cpu=device.type == "cpu")
         self.device = self.accelerator.device
-        self.weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
+        self.weight_dtype = weight_dtype(precision)
         set_seed(self.cfg.training.seed)
 
     def _load_model(self) -> BaseModel:

@@ -28,14 +28,18 @@ FLUX1 = FluxShape(19, 38)
 BUILTIN_FLUX_SHAPES = {"loratui:tiny-flux": FluxShape(1, 1)}
 
 
-def swapped_blocks(blocks_to_swap: int, shape: FluxShape) -> tuple[int, int]:
-    """(double, single) blocks that ``blocks_to_swap`` keeps in CPU memory, as the engine splits it
-    (engine/block_swap.py ``swap_split``, held equal by tests/test_flux_check.py): sd-scripts' split,
-    N // 2 double and 2 x (N - N // 2) single blocks (a single block is about half a double one),
-    capped at the blocks the model has."""
+def split_blocks(blocks_to_swap: int, double_blocks: int, single_blocks: int) -> tuple[int, int]:
+    """(double, single) blocks that ``blocks_to_swap`` keeps in CPU memory, the engine's block swap
+    included (engine/block_swap.py ``swap_split`` calls this): sd-scripts' split, N // 2 double and
+    2 x (N - N // 2) single blocks (a single block is about half a double one), capped at the blocks
+    the model has."""
     double = blocks_to_swap // 2
     single = 2 * (blocks_to_swap - double)
-    return min(double, shape.double_blocks), min(single, shape.single_blocks)
+    return min(double, double_blocks), min(single, single_blocks)
+
+
+def swapped_blocks(blocks_to_swap: int, shape: FluxShape) -> tuple[int, int]:
+    return split_blocks(blocks_to_swap, shape.double_blocks, shape.single_blocks)
 
 
 def blocks_to_swap_for_all(shape: FluxShape) -> int:

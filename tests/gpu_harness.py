@@ -407,7 +407,9 @@ def _unread_layer(entry: Entry, trainer, name: str) -> str | None:
 
 
 def _training_dtype(entry: Entry) -> torch.dtype:
-    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(entry.precision, torch.float32)
+    from engine.model_loading import weight_dtype
+
+    return weight_dtype(entry.precision)
 
 
 def _autocast(device: torch.device, compute_dtype: torch.dtype):

@@ -43,7 +43,7 @@ from engine.flux_names import FLUX_BLOCKS, bfl_module, to_kohya_flux_tensors
 from engine.flux_random import FLUX_RANDOM_NAME, ensure_flux_random
 from engine.kohya_format import TEXT_ENCODER_1_PREFIX, UNET_PREFIX
 from engine.lora import TEXT_ENCODER_BLOCKS, LoraTarget
-from engine.model_loading import BaseModel
+from engine.model_loading import BaseModel, first_line, weight_dtype
 from engine.tiny_flux import TINY_FLUX_NAME, ensure_tiny_flux
 from loratui import families
 from loratui.config import RunConfig
@@ -103,7 +103,7 @@ def _load_folder(folder: Path, dtype: torch.dtype) -> BaseModel:
         )
     except (OSError, ValueError, KeyError) as exc:
         raise UserError(
-            f"cannot load the model in {folder}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+            f"cannot load the model in {folder}: {first_line(exc)}",
             "model.path",
             "check that the folder is a complete FLUX.1 diffusers model (transformer/, vae/, text_encoder/, "
             "text_encoder_2/, tokenizer/, tokenizer_2/, scheduler/)",
@@ -127,9 +127,8 @@ class FlowObjective:
         return torch.randn_like(latents)  # no offset noise: sd-scripts' Flux training has none
 
     def draw_timesteps(self, latents: torch.Tensor) -> torch.Tensor:
-        batch, _, height, width = latents.shape
-        image_seq_len = (height // 2) * (width // 2)  # the packed 2x2 patches
-        return flow_matching.sample_sigmas(self.settings, batch, image_seq_len, latents.device)
+        image_seq_len = flow_matching.packed_seq_len(latents)
+        return flow_matching.sample_sigmas(self.settings, latents.shape[0], image_seq_len, latents.device)
 
     def eval_timesteps(self, fraction: float, device: torch.device) -> torch.Tensor:
         return torch.tensor([fraction], dtype=torch.float32, device=device)
@@ -165,7 +164,7 @@ class Flux:
         settings = cfg.model
         resolved, _ = model_folder(cfg)
         # Loaded in the training precision: FLUX.1's transformer is 48 GB in float32.
-        dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.training.mixed_precision, torch.float32)
+        dtype = weight_dtype(cfg.training.mixed_precision)
         if settings.path in BUILTIN_MODELS:
             model = _load_folder(BUILTIN_MODELS[settings.path](), dtype)
             model.name = settings.path
