@@ -244,6 +244,8 @@ class PtyRun:
             now = time.monotonic() - self.started
             self.chunks.append((now, len(chunk)))
             self.data += chunk
+            if b"\x1b[c" in chunk:  # "which features" (DA1), asked before the app starts: answer as xterm does
+                os.write(self.master, b"\x1b[?64;1;2;6;9;15;18;21;22c")
             for name, pattern in (until or {}).items():
                 if name not in self.found and re.search(pattern, self.data[-70000:]):
                     self.found[name] = now

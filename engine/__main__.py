@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         from loratui.config import load_config
 
         cfg = load_config(args.config)
+        _log_to_tensorboard(events, cfg, args.run_id)
         if args.resume:  # typed on the command line: from the current folder, not the config's
             cfg.training.resume_from = os.path.abspath(os.path.expanduser(args.resume))
         from engine.control import ControlChannel
@@ -138,7 +139,16 @@ def _keep_summary_snapshots(events, path: str | None) -> None:
 
     fd = events_fd(events)
     if path and fd is not None:
-        events.after_emit = SnapshotWriter(Path(path), fd).observe
+        events.add_observer(SnapshotWriter(Path(path), fd).observe, "the summary snapshot")
+
+
+def _log_to_tensorboard(events, cfg, job_id: str | None) -> None:
+    """TensorBoard logs of this run, written from its events (output.log_with = "tensorboard")."""
+    from engine.tensorboard_log import tensorboard_log
+
+    observer = tensorboard_log(cfg, events, job_id)
+    if observer is not None:
+        events.add_observer(observer.observe, "TensorBoard logging")
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ class CommandHandling:
         def _status(self, phase: str, message: str, current: int | None = None, total: int | None = None) -> None: ...
         def _save(self, stem: str, kind: str, with_state: bool, asked_by: dict | None = None) -> Path: ...
         def _use_output_dir(self, value: str | None) -> str | None: ...
+        def _sample_now(self) -> tuple[bool, str]: ...  # engine/sample_runs.py: renders, then answers
 
     def _between_steps(self, epoch: int) -> bool:
         """Act on the commands that arrived during the step; block here while paused.
@@ -100,7 +101,3 @@ class CommandHandling:
         self._paused_by_save = False
         self.events.emit("resumed", step=self.progress.step, paused_s=paused_s)
         self._status("training", "training")
-
-    def _sample_now(self) -> tuple[bool, str]:
-        """The hook for "sample now"; sample rendering is a later feature, so refuse plainly."""
-        return False, "sampling is not available in this version of loratui"

@@ -20,6 +20,9 @@ from loratui.core.protocol import END_FILE_BYTES, FINAL_EVENTS, encode, make_eve
 
 log = logging.getLogger("engine.events")
 
+# Told about each event the writer has written (see EventWriter.add_observer).
+Observer = Callable[[dict[str, Any]], None]
+
 
 class EventWriter:
     """Writes validated events, one per line, flushed at once so a follower sees them live.
@@ -36,8 +39,16 @@ class EventWriter:
         self.broken: OSError | None = None
         self.on_broken: Callable[[], None] | None = None
         self.end_file = end_file
-        # Called with each event once it is flushed (the summary snapshot keeps its offset exact).
-        self.after_emit: Callable[[dict[str, Any]], None] | None = None
+        # Called in turn with each event once it is flushed, still under the lock (the summary
+        # snapshot keeps its offset exact; TensorBoard logs): see add_observer.
+        self._observers: list[tuple[str, Observer]] = []
+
+    def add_observer(self, observer: Observer, name: str) -> None:
+        """Call ``observer(event)`` with every event written from now on. ``name`` says what it
+        does, for people ("TensorBoard logging"). An observer that raises is switched off alone, its
+        error logged once and told in a ``warning`` event: a helper never stops training. It must not
+        emit events itself (it runs under the writer's lock)."""
+        self._observers.append((name, observer))
 
     def emit(self, event_type: str, **fields: Any) -> dict[str, Any]:
         event = make_event(event_type, **fields)
@@ -56,13 +67,28 @@ class EventWriter:
                 if self.on_broken is not None:
                     self.on_broken()
                 return event
-            if self.after_emit is not None:
-                try:
-                    self.after_emit(event)
-                except Exception:  # noqa: BLE001 - a helper's failure must never stop training
-                    log.exception("event observer failed; it is switched off")
-                    self.after_emit = None
+            failed = self._notify(event)
+        if failed and event_type not in FINAL_EVENTS:  # nothing may follow the final event
+            for name, message in failed:
+                self.emit(
+                    "warning",
+                    code="observer_failed",
+                    message=f"{name} stopped: {message}",
+                    hint="training goes on without it; the traceback is in the engine log",
+                )
         return event
+
+    def _notify(self, event: dict[str, Any]) -> list[tuple[str, str]]:
+        """Give ``event`` to each observer; those that fail are switched off. Returns (name, error) of each."""
+        failed = []
+        for name, observer in list(self._observers):
+            try:
+                observer(event)
+            except Exception as exc:  # noqa: BLE001 - a helper's failure must never stop training
+                log.exception("%s failed on a %s event; it is switched off", name, event["type"])
+                self._observers.remove((name, observer))
+                failed.append((name, f"{type(exc).__name__}: {exc}".splitlines()[0][:300]))
+        return failed
 
 
 class EndFile:

@@ -36,6 +36,7 @@ from engine.lora import LoraMismatch, attach_lora, find_targets, lora_parameters
 from engine.metadata import RunFacts, new_session_id
 from engine.model_loading import BaseModel, weight_dtype
 from engine.optim import current_lrs, make_optimizer, make_scheduler
+from engine.sample_runs import Sampling
 from engine.saving import Saving, load_state_weights
 from engine.spill_watch import SpillWatch
 from engine.state import Progress, load_training_state, read_lora_weights, read_progress
@@ -88,7 +89,7 @@ def device_name(device: torch.device) -> str:
     return {"mps": "Apple GPU (MPS)", "cpu": "CPU"}.get(device.type, device.type)
 
 
-class Trainer(CommandHandling, Saving):
+class Trainer(CommandHandling, Saving, Sampling):
     def __init__(
         self,
         cfg: RunConfig,
@@ -134,6 +135,7 @@ class Trainer(CommandHandling, Saving):
         self._place_denoiser()
         self._make_optimizer()
         self.progress = self._fresh_or_resumed_progress()
+        self._prepare_sampling()
         self._train()
 
     def _check(self) -> CheckResult:
@@ -372,7 +374,9 @@ class Trainer(CommandHandling, Saving):
 
     # ------------------------------------------------------- text and latents
     def _prepare_text_and_latents(self) -> None:
-        self.all_entries = self._entries_in_plan()
+        trained = self._entries_in_plan()
+        # The held-out images' latents and captions are cached with the training ones: the validation loss reads them.
+        self.all_entries = trained + list(self.dataset.held_out)
         mode = self.cfg.dataset.cache_latents
         self.latents: data_mod.LatentCache | None = None
         if mode != "off":
@@ -387,7 +391,13 @@ class Trainer(CommandHandling, Saving):
                 lambda done, total: self._status("caching_latents", f"caching latents {done}/{total}", done, total),
             )
         self._prepare_text()
-        self._eval_set = EvalSet(self.all_entries, self._posterior, self._scaled, self.objective.eval_timesteps)
+        self._eval_set = EvalSet(trained, self._posterior, self._scaled, self.objective.eval_timesteps)
+        held_out = list(self.dataset.held_out)
+        self._validation_set = (
+            EvalSet.validation(held_out, self._posterior, self._scaled, self.objective.eval_timesteps)
+            if held_out
+            else None
+        )
 
     def _text_identity(self, spec: PartSpec, settings: str) -> str:
         """What a text encoder's cached rows on disk depend on besides the caption: the encoder's
@@ -472,6 +482,18 @@ class Trainer(CommandHandling, Saving):
     def _eval_loss(self) -> float:
         return self._eval_set.loss(self._loss, self.device)
 
+    def _validate(self, epochs_done: int) -> None:
+        """A ``validation`` event: the loss on the held-out images (nothing without any). Measuring
+        draws no random number, and the fork of the random state makes sure: a run with validation
+        trains exactly as one without it."""
+        if self._validation_set is None:
+            return
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            loss = self._validation_set.loss(self._loss, self.device)
+        images = self._validation_set.images
+        self.events.emit("validation", step=self.progress.step, epoch=epochs_done, loss=loss, images=images)
+
     # --------------------------------------------------------------- the loop
     def _train(self) -> None:
         progress = self.progress
@@ -487,6 +509,8 @@ class Trainer(CommandHandling, Saving):
         self._emit_memory()
         if progress.step == 0:
             self.events.emit("eval", step=0, epoch=0, loss=self._eval_loss())
+            self._validate(0)
+        self._sample_on_schedule("start")  # before the first step of this session (fresh or resumed)
         self._status("training", "training")
         spill_watch = SpillWatch(self.events, self.device)
         try:
@@ -556,8 +580,14 @@ class Trainer(CommandHandling, Saving):
                 spill_watch.after_step(progress.step, seconds)
                 if progress.step % MEMORY_EVERY_STEPS == 0:
                     self._emit_memory()
+                if self._sample_on_schedule("steps"):
+                    last_tick = time.perf_counter()  # rendering samples is not part of any step's time
                 if progress.step >= schedule.total_steps:
                     break
+                every = cfg.training.validate_every_n_steps
+                if every and progress.step % every == 0 and not last_of_epoch:  # an epoch's end validates anyway
+                    self._validate(epoch)
+                    last_tick = time.perf_counter()  # measuring is not part of any step's time
                 if self._between_steps(epoch + 1):
                     last_tick = time.perf_counter()  # a save or a pause is not part of any step's time
                 if self.stop.reason:
@@ -573,10 +603,12 @@ class Trainer(CommandHandling, Saving):
                 elapsed_s=progress.elapsed_s,
             )
             self.events.emit("eval", step=progress.step, epoch=epoch + 1, loss=self._eval_loss())
+            self._validate(epoch + 1)
             done = progress.step >= schedule.total_steps or epoch + 1 == schedule.epochs
             every = cfg.output.save_every_n_epochs
             if not done and every and (epoch + 1) % every == 0:
                 self._save(epoch_stem(cfg.output.name, epoch + 1), "epoch", with_state=cfg.output.save_state)
+            self._sample_on_schedule("epoch")  # after the epoch's file: the samples show what it holds
             if self.stop.reason and not done:
                 self._stop(epoch + 1)
                 return

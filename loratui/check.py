@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from loratui.config import RunConfig
-from loratui.dataset import DatasetReport, scan_dataset
+from loratui.dataset import DatasetReport
 from loratui.errors import Problem, failed_settings
+from loratui.held_out import scan_run_dataset
 from loratui.outputs import output_problems
 from loratui.preflight import resume_position_problems
 from loratui.quantities import count
@@ -54,17 +55,8 @@ def check_run(cfg: RunConfig, overwrite: bool = False) -> CheckResult:
         message = "the images were not scanned: fix the dataset settings first"
         result.problems.append(Problem(dataset_errors[0], message, "then run the check again", "note"))
         return result
-    data = cfg.dataset
-    result.dataset = scan_dataset(
-        cfg.resolve(data.image_dir),
-        cfg.resolve(data.reg_dir) if data.reg_dir.strip() else None,
-        caption_extension=data.caption_extension,
-        resolution=data.resolution,
-        enable_buckets=data.enable_buckets,
-        min_bucket_reso=data.min_bucket_reso,
-        max_bucket_reso=data.max_bucket_reso,
-        bucket_reso_steps=data.bucket_reso_steps,
-    )
+    # Held-out images (dataset.validation_split, validation_dir) are out of the report's training folders.
+    result.dataset = scan_run_dataset(cfg)
     result.problems += list(result.dataset.problems)
     _check_schedule(result)
     return result

@@ -19,7 +19,9 @@ from loratui.errors import UserError
 from loratui.quantities import count
 from loratui.streams import OutputLost, fill_missing_descriptors, guarded_stdout
 
-CONTROL_COMMANDS = ("stop", "pause", "resume", "save")
+CONTROL_COMMANDS = ("stop", "pause", "resume", "save", "sample")
+# The engine answers `sample` once every image is rendered: on a GPU a second or more per image.
+SAMPLE_TIMEOUT_S = 600.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,10 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
         ("pause", "pause a job after the current step (it keeps its GPU memory)"),
         ("resume", "go on with a paused job"),
         ("save", "save a LoRA and a resumable state now, and go on training"),
+        ("sample", "render the run's sample prompts now with the LoRA as trained so far, and go on training"),
     ):
         command = commands.add_parser(name, help=text)
         command.add_argument("job", nargs="?", help="job id or unique prefix (default: the one running job)")
-        command.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the engine's answer")
+        timeout = SAMPLE_TIMEOUT_S if name == "sample" else 60.0
+        command.add_argument("--timeout", type=float, default=timeout, help="seconds to wait for the engine's answer")
         if name == "stop":
             command.add_argument("--wait", action="store_true", help="return only when the job has saved and exited")
         if name == "save":
@@ -108,7 +112,34 @@ def build_parser() -> argparse.ArgumentParser:
             )
 
     commands.add_parser("gpu", help="show the NVIDIA GPUs: memory, utilisation, temperature, power, processes")
+    _add_grid_parsers(commands)
     return parser
+
+
+def _add_grid_parsers(commands) -> None:
+    """``loratui grid`` (the checkpoint x weight grid, as a job) and ``loratui pick`` (its rows only)."""
+    grid = commands.add_parser(
+        "grid", help="render a checkpoint x LoRA weight grid of a run (or of LoRA files) as one PNG, as a job"
+    )
+    grid.add_argument(
+        "inputs", nargs="+", metavar="RUN_OR_FILES", help="a run folder or job id, or LoRA .safetensors files"
+    )
+    grid.add_argument(
+        "--weights", default="0.4,0.6,0.8,1.0", help="the columns: LoRA weights (default 0.4,0.6,0.8,1.0)"
+    )
+    grid.add_argument(
+        "--prompt",
+        help="the prompt; kohya options such as --s 20 --w 768 may end it (default: the run's first sample prompt)",
+    )
+    grid.add_argument(
+        "--seed", type=int, help="the seed of every cell (default: --d in the prompt, else training.seed)"
+    )
+    grid.add_argument("--output", metavar="FILE.png", help="where to write the grid (default: beside the LoRA files)")
+    grid.add_argument("--model", metavar="PATH", help="the base model of LoRA files (a file does not name it)")
+    grid.add_argument("--config", metavar="TOML", help="the run config of LoRA files (its model, precision, clip skip)")
+    grid.add_argument("--detach", action="store_true", help="start the job, print its id and return at once")
+    pick = commands.add_parser("pick", help="list a run's checkpoints with their validation loss, the best marked")
+    pick.add_argument("inputs", nargs=1, metavar="RUN", help="a run folder or job id")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,6 +179,8 @@ def _run_command(argv: list[str] | None) -> int:
             "attach": cmd_attach,
             "logs": cmd_logs,
             "gpu": cmd_gpu,
+            "grid": cmd_grid,
+            "pick": cmd_pick,
         }.get(args.command, cmd_control)
         return handler(args)
     except UserError as exc:
@@ -352,6 +385,7 @@ def cmd_jobs(args) -> int:
                         "config": record.config,
                         "run_folder": record.run_folder,
                         "started_at": record.started_at,
+                        "kind": record.kind,  # train, or grid (loratui grid)
                     }
                 )
             )
@@ -374,6 +408,10 @@ def cmd_attach(args) -> int:
 
     record = find_job(args.job, running_only_default=False)
     require_event_log(record)  # a removed run folder or event log: say so, never wait on "starting"
+    if record.kind == "grid":  # its progress and its PNG; the training dashboard has nothing to show of it
+        from loratui.grid_job import follow_grid
+
+        return follow_grid(record)
     if not args.no_tui and _interactive():
         return _open_dashboard(record, args)
     return _follow_plain(record, rebuild_first=True)
@@ -425,6 +463,10 @@ def cmd_logs(args) -> int:
                 shutil.copyfileobj(handle, sys.stdout.buffer)  # in pieces: a long run's log is 100s of MB
         return ExitCode.OK
     progress = PlainProgress(sys.stdout, interactive=False, job_id=record.job_id, config=record.config)
+    if record.kind == "grid":
+        from loratui.grid_job import GridProgress
+
+        progress = GridProgress(sys.stdout, interactive=False)
     try:
         if args.follow:
             for event in follow(record.events_path, lambda: _still_writing(record)):
@@ -484,7 +526,7 @@ def _wait_for_end(record, sent_at: float) -> int:
     for event in follow(record.events_path, lambda: _still_writing(record)):
         if event.get("type") in FINAL_EVENTS:
             final = event
-    if final and final["type"] == "stopped":
+    if final and final["type"] == "stopped" and final.get("state"):  # (a grid job has no state to resume)
         print(f"Stopped at step {final['step']}; resume with: {resume_command(record.config, final['state'])}")
     return _exit_code(final, record)
 
@@ -512,6 +554,40 @@ def _wait_without_events(record, sent_at: float) -> int:
     if state is not None:
         print(f"Resume with: {resume_command(record.config, state)}")
     return ExitCode.STOPPED
+
+
+# --------------------------------------------------------------------------------- grid
+def cmd_grid(args) -> int:
+    from loratui.grid_job import follow_grid, grid_job_name, grid_line, grid_log_dir, pick_lines
+    from loratui.grid_spec import GridRequest, resolve_grid
+    from loratui.jobs.launch import start_grid_job
+    from loratui.shell import attach_command, quote
+
+    request = GridRequest(args.inputs, args.weights, args.prompt, args.seed, args.output, args.model, args.config)
+    spec, run = resolve_grid(request)
+    for line in [*pick_lines(spec.rows, spec.validation_losses, spec.best_row), grid_line(spec)]:
+        print(line, file=sys.stderr if args.detach else sys.stdout)  # --detach: the job id alone on stdout
+    job = start_grid_job(spec.to_json(), grid_log_dir(run, args.config), grid_job_name(spec))
+    if args.detach:
+        print(job.job_id)
+        print(
+            f"Started grid job {job.job_id} ({spec.cells} images); it runs on when you log out.\n"
+            f"  follow it:  {attach_command(job.job_id)}     the grid: {quote(spec.output)}",
+            file=sys.stderr,
+        )
+        return ExitCode.OK
+    print(escape_controls(f"Grid job {job.job_id}: {spec.cells} images, log {job.log_path}"))
+    return follow_grid(job.record)
+
+
+def cmd_pick(args) -> int:
+    from loratui.grid_job import pick_lines
+    from loratui.grid_spec import best_row, row_losses, run_checkpoints, run_folder_of
+
+    run = run_checkpoints(run_folder_of(args.inputs[0]))
+    for line in pick_lines(run.rows, row_losses(run), best_row(run)):
+        print(line)
+    return ExitCode.OK
 
 
 def cmd_gpu(args) -> int:

@@ -60,6 +60,7 @@ NetworkSettings = _section_class("network", "NetworkSettings")
 TrainingSettings = _section_class("training", "TrainingSettings")
 OptimizerSettings = _section_class("optimizer", "OptimizerSettings")
 OutputSettings = _section_class("output", "OutputSettings")
+SampleSettings = _section_class("sample", "SampleSettings")
 
 # The TOML section names, in file order, and the dataclass each one is read into.
 SECTION_CLASSES: dict[str, type] = {
@@ -69,6 +70,7 @@ SECTION_CLASSES: dict[str, type] = {
     "training": TrainingSettings,
     "optimizer": OptimizerSettings,
     "output": OutputSettings,
+    "sample": SampleSettings,
 }
 assert tuple(SECTION_CLASSES) == tuple(SECTIONS)
 
@@ -83,6 +85,7 @@ class RunConfig:
     training: TrainingSettings = field(default_factory=TrainingSettings)  # type: ignore[valid-type]
     optimizer: OptimizerSettings = field(default_factory=OptimizerSettings)  # type: ignore[valid-type]
     output: OutputSettings = field(default_factory=OutputSettings)  # type: ignore[valid-type]
+    sample: SampleSettings = field(default_factory=SampleSettings)  # type: ignore[valid-type]
     # Folder of the TOML file; relative paths resolve against it. It is not saved, and equality
     # ignores it: two configs with the same settings are equal wherever their files live.
     base_dir: Path = field(default_factory=Path.cwd, compare=False)

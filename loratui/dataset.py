@@ -115,6 +115,12 @@ class DatasetReport:
     concepts: tuple[ConceptReport, ...]
     reg_concepts: tuple[ConceptReport, ...]
     problems: tuple[Problem, ...]
+    # Images measured for the validation loss and never trained (dataset.validation_split and
+    # validation_dir, loratui/held_out.py): not in ``concepts``, so no count or batch below has them.
+    held_out: tuple[ImageEntry, ...] = ()
+    # The concept folders of dataset.validation_dir as scanned; held_out.hold_out moves their images
+    # into ``held_out``.
+    validation_concepts: tuple[ConceptReport, ...] = ()
 
     @property
     def num_images(self) -> int:
@@ -237,8 +243,11 @@ def scan_dataset(
     min_bucket_reso: int = 256,
     max_bucket_reso: int = 1024,
     bucket_reso_steps: int = 64,
+    validation_dir: Path | None = None,
 ) -> DatasetReport:
-    """Scan ``image_dir`` (and ``reg_dir`` when given) and report images, problems and buckets.
+    """Scan ``image_dir`` (and ``reg_dir`` and ``validation_dir`` when given) and report images,
+    problems and buckets. The validation folder's images are in ``validation_concepts``, apart
+    from the training ones (:func:`loratui.held_out.hold_out` makes them held-out images).
 
     Nothing the user can get wrong raises: bad files and folders, and settings the scan cannot use
     (impossible bucket sizes, an empty caption extension), are all reported in ``problems``.
@@ -253,6 +262,11 @@ def scan_dataset(
 
     concepts = _scan_root(image_dir, False, settings, problems)
     reg_concepts = _scan_root(reg_dir, True, settings, problems) if reg_dir is not None else ()
+    validation_concepts = (
+        _scan_root(Path(validation_dir), False, settings, problems, label="validation_dir")
+        if validation_dir is not None
+        else ()
+    )
     # None means the folder itself was unusable, which is already reported in its own words.
     if concepts is not None and not any(concept.images for concept in concepts):
         problems.append(
@@ -271,6 +285,7 @@ def scan_dataset(
         concepts=concepts or (),
         reg_concepts=reg_concepts or (),
         problems=tuple(problems),
+        validation_concepts=validation_concepts or (),
     )
 
 
@@ -314,10 +329,11 @@ def _caption_extension(extension: str, problems: list[Problem]) -> str:
 
 
 def _scan_root(
-    root: Path, is_reg: bool, settings: _ScanSettings, problems: list[Problem]
+    root: Path, is_reg: bool, settings: _ScanSettings, problems: list[Problem], label: str = ""
 ) -> tuple[ConceptReport, ...] | None:
-    """The concept folders under ``img/`` (or ``reg/``); None when the folder itself is unusable."""
-    label = "reg_dir" if is_reg else "image_dir"
+    """The concept folders under ``img/`` (or ``reg/``, or the validation folder, whose ``label``
+    names it in the problems); None when the folder itself is unusable."""
+    label = label or ("reg_dir" if is_reg else "image_dir")
     example_repeats, example_name = (1, "woman") if is_reg else (10, "ohwx woman")
     example = root / f"{example_repeats}_{example_name}"
     if not root.exists():
@@ -483,7 +499,7 @@ def _scan_concept(
         unreadable=tuple(found.unreadable),
         small_images=tuple(entry.path for entry in found.small),
         bucket_counts=dict(sorted(Counter(entry.bucket for entry in found.images).items())),
-        tag_frequency=_count_tags(entry.caption for entry in found.images),
+        tag_frequency=count_tags(entry.caption for entry in found.images),
     )
     problems.extend(_concept_problems(concept, unsupported, image_names, found, settings))
     return concept
@@ -777,7 +793,7 @@ def _bucket_for(width: int, height: int, buckets: tuple[Bucket, ...]) -> Bucket:
     return assign_bucket(width, height, buckets)
 
 
-def _count_tags(captions: Iterable[str]) -> dict[str, int]:
+def count_tags(captions: Iterable[str]) -> dict[str, int]:
     """How many images carry each comma-separated tag (a tag repeated in one caption counts once)."""
     counts: Counter[str] = Counter()
     for caption in captions:

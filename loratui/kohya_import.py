@@ -42,6 +42,7 @@ from loratui.errors import UserError
 from loratui.families import family_name, setting_applies
 from loratui.optimizer_args import canonical_optimizer
 from loratui.params import BY_NAME, FLUX_ONLY, SETTINGS, Setting
+from loratui.quantities import count
 
 SECRET_KEYS = frozenset({"huggingface_token", "wandb_api_key"})
 _SECRET_MASK = "(hidden)"
@@ -398,15 +399,11 @@ _NEUTRAL: dict[str, tuple[tuple[object, ...], str]] = {
         (False,),
         "saving the state only at the end; output.save_state saves it with every checkpoint",
     ),
-    "sample_every_n_steps": ((0,), "sample images during training"),
-    "sample_every_n_epochs": ((0,), "sample images during training"),
-    "sample_prompts": (("",), "sample images during training"),
     "metadata_title": (("",), "LoRA metadata other than the comment (output.comment)"),
     "metadata_author": (("",), "LoRA metadata other than the comment (output.comment)"),
     "metadata_description": (("",), "LoRA metadata other than the comment (output.comment)"),
     "metadata_license": (("",), "LoRA metadata other than the comment (output.comment)"),
     "metadata_tags": (("",), "LoRA metadata other than the comment (output.comment)"),
-    "log_with": (("",), "logging to TensorBoard or W&B; loratui's dashboard shows the run"),
     "log_tracker_name": (("",), "a tracker name"),
     "log_tracker_config": (("",), "a tracker config"),
     "log_config": ((False,), "logging the config to a tracker"),
@@ -446,7 +443,6 @@ _GUI_ONLY: dict[str, str] = {
     "dynamo_use_fullgraph": "only used with dynamo_backend",
     "LyCORIS_preset": "only used by LyCORIS network types",
     "train_on_input": "only used by LyCORIS/iA3",
-    "sample_sampler": "only used when sample images are on",
     "huber_c": "only used with loss_type huber/smooth_l1",
     "huber_schedule": "only used with loss_type huber/smooth_l1",
     "huber_scale": "only used with loss_type huber/smooth_l1",
@@ -582,6 +578,7 @@ class _Importer:
         self._sdxl_settings()
         self._text_cache()
         self._flux_settings()
+        self._sample_prompts()
         for key in self.data:
             if key in self.done:
                 continue
@@ -871,6 +868,22 @@ class _Importer:
                 mode = "disk" if disk else ("memory" if memory else "off")
                 for key in ("cache_latents", "cache_latents_to_disk"):
                     self.mapped(key, "dataset.cache_latents", mode)
+
+    def _sample_prompts(self) -> None:
+        """The GUI's sample_prompts is the prompt file's text (it writes it to sample/prompt.txt):
+        one prompt per line, ``#`` lines are comments, kohya's options at the end of each."""
+        if "sample_prompts" not in self.data:
+            return
+        ok, text = self.convert("sample_prompts", _text)
+        if not ok:
+            return
+        lines = [line.strip() for line in (text or "").splitlines()]
+        prompts = [line for line in lines if line and not line.startswith("#")]
+        comments = sum(1 for line in lines if line.startswith("#"))
+        reason = "empty" if not prompts else "one prompt per line"
+        if comments:
+            reason += f"; {count(comments, 'comment line')} left out"
+        self.mapped("sample_prompts", "sample.prompts", prompts or None, reason)
 
     def _resolution(self, value: object) -> None:
         text = str(value).strip() if not isinstance(value, bool) else ""

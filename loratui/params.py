@@ -58,6 +58,27 @@ OPTIMIZERS = ("AdamW", "AdamW8bit", "Adafactor", "DAdaptAdam", "Prodigy", "Lion"
 ADAPTIVE_OPTIMIZERS = ("DAdaptAdam", "Prodigy")
 SCHEDULERS = ("constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial")
 SAVE_PRECISIONS = ("fp16", "bf16", "float")
+# sd-scripts' --sample_sampler names (k_* are its aliases of the same diffusers schedulers). FLUX.1
+# samples with its own flow-matching Euler whatever is chosen, as sd-scripts does.
+SAMPLERS = (
+    "euler_a",
+    "euler",
+    "ddim",
+    "pndm",
+    "lms",
+    "heun",
+    "dpm_2",
+    "dpm_2_a",
+    "dpmsolver",
+    "dpmsolver++",
+    "dpmsingle",
+    "k_lms",
+    "k_euler",
+    "k_euler_a",
+    "k_dpm_2",
+    "k_dpm_2_a",
+)
+LOG_WITH_CHOICES = ("tensorboard", "none")
 
 # Widgets the wizard has: text and path (an Input; path completes from the file system), dir
 # (completes folders only), int and float (an Input restricted to numbers), bool (a Switch),
@@ -65,7 +86,7 @@ SAVE_PRECISIONS = ("fp16", "bf16", "float")
 WIDGETS = ("text", "path", "dir", "int", "float", "bool", "choice", "args")
 
 # The wizard's steps that show settings, in order (Review comes last and shows none).
-WIZARD_STEPS = ("model", "dataset", "training", "network", "optimizer", "output")
+WIZARD_STEPS = ("model", "dataset", "training", "network", "optimizer", "output", "sample")
 
 # The TOML sections, in file order, with the one line that heads each in docs/config.md.
 SECTIONS: dict[str, str] = {
@@ -75,6 +96,7 @@ SECTIONS: dict[str, str] = {
     "training": "how long the run is and how each step is computed",
     "optimizer": "the optimizer, its learning rates and the LR schedule",
     "output": "the files a run writes and where they go",
+    "sample": "the sample images rendered during training, to see what the LoRA learns",
 }
 
 
@@ -204,6 +226,7 @@ _BUCKETS_ON = Condition("when enable_buckets is true", lambda cfg: cfg.dataset.e
 _EPOCHS_COUNT = Condition("when max_train_steps is 0", lambda cfg: cfg.training.max_train_steps == 0)
 _CONV_ON = Condition("when conv_rank is above 0", lambda cfg: cfg.network.conv_rank > 0)
 _PATH_ONLY = Absent("a path on this machine, not a training fact")
+_NO_SAMPLE_METADATA = Absent("samples are rendered from the LoRA; they do not change it")
 _SCAN = Absent("the dataset scan writes ss_dataset_dirs, ss_reg_dataset_dirs and ss_tag_frequency instead")
 
 # ---------------------------------------------------------------------------------------------
@@ -596,6 +619,41 @@ SETTINGS: tuple[Setting, ...] = (
         metadata=Absent("sd-scripts does not record it"),
         choices=CACHE_TEXT_CHOICES,
     ),
+    Setting(
+        "dataset",
+        "validation_split",
+        float,
+        0.0,
+        "Validation split",
+        "Fraction of the training images held out to measure a validation loss on (0.1 = every tenth image): "
+        "images the LoRA never trains on, so the loss tells when it starts to overfit. 0 = none. Taken from each "
+        "concept folder (round(images x fraction), chosen by training.seed as kohya's validation_seed defaults to "
+        "seed), never from reg images; each folder keeps one image to train on, and a split above 0 holds out at "
+        "least one (kohya may hold out none). Held-out images count in no step (images x repeats).",
+        "dataset",
+        kohya="validation_split",
+        kohya_gui="validation_split",
+        metadata=Absent("sd-scripts does not record it"),
+        minimum=0,
+        maximum=0.9,
+        range_fix="use 0 (no validation) or a fraction such as 0.1",
+    ),
+    Setting(
+        "dataset",
+        "validation_dir",
+        str,
+        "",
+        "Validation images",
+        "Optional folder of held-out images laid out as image_dir (val/1_ohwx woman/), measured for the validation "
+        "loss and never trained on. Empty = none (or validation_split). With validation_split as well, both sets "
+        "are measured together; the repeats in its folder names are ignored (each image is measured once).",
+        "dataset",
+        kohya=Absent("sd-scripts holds images out of the training set with validation_split only"),
+        kohya_gui=Absent("the kohya_ss GUI has no validation folder"),
+        metadata=_PATH_ONLY,
+        widget="dir",
+        placeholder="(none)",
+    ),
     # -- [training]
     Setting(
         "training",
@@ -968,6 +1026,25 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "training",
+        "validate_every_n_steps",
+        int,
+        0,
+        "Validate every n",
+        "Measure the validation loss every n steps as well as at each epoch end (needs validation_split or "
+        "validation_dir). 0 = at epoch ends only. Every held-out image is measured at the noise levels 0.1, 0.3, "
+        "0.5, 0.7 and 0.9 with noise fixed for the run (kohya also fixes them), and before training on a fresh run; "
+        "kohya's validate_every_n_epochs has no counterpart here: every epoch end measures.",
+        "training",
+        kohya="validate_every_n_steps",
+        kohya_gui="validate_every_n_steps",
+        metadata=Absent("sd-scripts does not record it"),
+        minimum=0,
+        maximum=1_000_000,
+        unit="steps",
+        range_fix="use 0 (epoch ends only) or a number of steps",
+    ),
+    Setting(
+        "training",
         "resume_from",
         str,
         "",
@@ -1245,6 +1322,21 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting(
         "output",
+        "log_with",
+        str,
+        "tensorboard",
+        "Log with",
+        "tensorboard: write the losses, learning rates, validation loss, samples/s, sample images and the config "
+        "under the log folder; see them with `tensorboard --logdir <log_dir>`. none: only loratui's own logs.",
+        "output",
+        kohya="log_with",
+        kohya_gui="log_with",
+        metadata=Absent("a logging choice, not a training fact"),
+        choices=LOG_WITH_CHOICES,
+        not_yet=("wandb", "all"),
+    ),
+    Setting(
+        "output",
         "save_every_n_epochs",
         int,
         1,
@@ -1299,6 +1391,98 @@ SETTINGS: tuple[Setting, ...] = (
         metadata="ss_training_comment",
         placeholder="(optional)",
         free_text=True,
+    ),
+    # -- [sample]
+    Setting(
+        "sample",
+        "prompts",
+        list,
+        [],
+        "Prompts",
+        "Sample prompts, each in quotes, with kohya's options at the end: \"ohwx woman, portrait --n blurry --w 512 "
+        '--h 768 --d 42 --l 7 --s 28" (--n negative, --w/--h size in 8s, FLUX.1 16s, --d seed, --l CFG scale, --s '
+        "steps, FLUX.1 --g guidance). Without --d each prompt keeps one seed (training.seed + its number), so samples "
+        "compare.",
+        "sample",
+        kohya=Absent("sd-scripts reads sample prompts from a file only (sample_prompts = prompt_file here)"),
+        kohya_gui="sample_prompts",
+        kohya_gui_special=True,
+        metadata=_NO_SAMPLE_METADATA,
+        placeholder='(none) e.g. "ohwx woman, portrait" "a cat --d 7"',
+    ),
+    Setting(
+        "sample",
+        "prompt_file",
+        str,
+        "",
+        "Prompt file",
+        "A kohya prompt file instead: .txt with one prompt per line (# starts a comment) and the same options. "
+        "Used as well as the prompts above.",
+        "sample",
+        kohya="sample_prompts",
+        kohya_gui=Absent("the kohya_ss GUI keeps its prompts in the config (imported as prompts)"),
+        metadata=_PATH_ONLY,
+        widget="path",
+        placeholder="(none) e.g. prompts.txt",
+    ),
+    Setting(
+        "sample",
+        "every_n_epochs",
+        int,
+        0,
+        "Every n epochs",
+        "Render the prompts at the end of every n epochs (with the LoRA as trained so far). 0 = not by epochs. "
+        "When both this and every_n_steps are set, both apply.",
+        "sample",
+        kohya="sample_every_n_epochs",
+        kohya_gui="sample_every_n_epochs",
+        metadata=_NO_SAMPLE_METADATA,
+        minimum=0,
+        maximum=1_000_000,
+        unit="epochs",
+        range_fix="use 0 (not by epochs) or 1 or more",
+    ),
+    Setting(
+        "sample",
+        "every_n_steps",
+        int,
+        0,
+        "Every n steps",
+        "Render the prompts every n steps. 0 = not by steps.",
+        "sample",
+        kohya="sample_every_n_steps",
+        kohya_gui="sample_every_n_steps",
+        metadata=_NO_SAMPLE_METADATA,
+        minimum=0,
+        maximum=1_000_000,
+        unit="steps",
+        range_fix="use 0 (not by steps) or 1 or more",
+    ),
+    Setting(
+        "sample",
+        "at_start",
+        bool,
+        False,
+        "Sample at start",
+        "Also render the prompts before the first step: the base model's images, to compare the LoRA's against.",
+        "sample",
+        kohya="sample_at_first",
+        kohya_gui=Absent("the kohya_ss GUI has no such field"),
+        metadata=_NO_SAMPLE_METADATA,
+    ),
+    Setting(
+        "sample",
+        "sampler",
+        str,
+        "euler_a",
+        "Sampler",
+        "The scheduler that renders SD and SDXL samples (kohya's names; k_ ones are aliases). A prompt's --ss "
+        "option picks another for that prompt. FLUX.1 always samples with its flow-matching Euler.",
+        "sample",
+        kohya="sample_sampler",
+        kohya_gui="sample_sampler",
+        metadata=_NO_SAMPLE_METADATA,
+        choices=SAMPLERS,
     ),
 )
 

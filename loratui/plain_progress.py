@@ -50,6 +50,7 @@ class PlainProgress:
         self._last_printed_step = 0
         self.last_eval: float | None = None
         self.first_eval: float | None = None
+        self.best_validation: tuple[int, float] | None = None  # (step, loss) of the lowest validation loss
         self.eta = EtaEstimator()
 
     def prime(self, summary) -> None:
@@ -60,6 +61,7 @@ class PlainProgress:
         self._last_printed_step = summary.step
         if summary.evals:
             self.first_eval, self.last_eval = summary.evals[0][1], summary.evals[-1][1]
+        self.best_validation = summary.best_validation
 
     def handle(self, event: dict) -> None:
         handler = getattr(self, f"_on_{event.get('type')}", None)
@@ -136,9 +138,22 @@ class PlainProgress:
         else:
             self._print(f"eval loss: {e['loss']:.4f} (started at {self.first_eval:.4f})")
 
+    def _on_validation(self, e: dict) -> None:
+        best = self.best_validation
+        when = "before training" if e["step"] == 0 else f"at step {e['step']}"
+        line = f"validation loss {when}: {e['loss']:.4f} on {_count(e['images'], 'held-out image')}"
+        if best is not None:
+            line += " (the lowest so far)" if e["loss"] < best[1] else f" (lowest {best[1]:.4f} at step {best[0]})"
+        if best is None or e["loss"] < best[1]:
+            self.best_validation = (e["step"], e["loss"])
+        self._print(line)
+
     def _on_checkpoint(self, e: dict) -> None:
         what = "state" if e["kind"] == "state" else "LoRA"
         self._print(f"saved {what} {e['path']} ({format_bytes(e['bytes'])})")
+
+    def _on_sample(self, e: dict) -> None:
+        self._print(f"sample {e['index']} at step {e['step']}: {e['path']} ({e['seconds']:.1f} s)")
 
     def _on_memory(self, e: dict) -> None:
         if e.get("total"):

@@ -10,6 +10,7 @@ from loratui.core.terminal_text import escape_controls
 from loratui.dataset import DatasetReport
 from loratui.errors import Problem
 from loratui.families import lora_parts, text_encoder_parts, trains
+from loratui.held_out import held_out_summary
 from loratui.quantities import count, noun_for
 
 _LABEL = {"error": "error  ", "warning": "warning", "note": "note   "}
@@ -71,6 +72,8 @@ def print_check_report(config_path: Path, result: CheckResult, out: TextIO) -> N
         out.write(f"Dataset  {dataset.image_dir}" + (f" (reg: {dataset.reg_dir})" if dataset.reg_dir else "") + "\n")
         for line in _concept_lines(dataset, cfg.training.batch_size):
             out.write(line + "\n")
+        if dataset.held_out:  # out of the folders above: counted in no step
+            out.write(f"  {held_out_summary(dataset)}\n")
     if result.schedule is not None:
         s = result.schedule
         reg = (

@@ -334,6 +334,16 @@ def _zero_terminal_snr_without_v_prediction(cfg: RunConfig) -> list[Problem]:
     return [warning("training.zero_terminal_snr", message, fix)]
 
 
+@rule("training.validate_every_n_steps", "dataset.validation_split", "dataset.validation_dir")
+def _validation_without_held_out_images(cfg: RunConfig) -> list[Problem]:
+    every = cfg.training.validate_every_n_steps
+    if every <= 0 or cfg.dataset.validation_split > 0 or cfg.dataset.validation_dir.strip():
+        return []
+    message = f"validate_every_n_steps = {every} but no image is held out, so no validation loss is measured"
+    fix = "set dataset.validation_split (e.g. 0.1) or dataset.validation_dir, or validate_every_n_steps = 0"
+    return [warning("training.validate_every_n_steps", message, fix)]
+
+
 # ---------------------------------------------------------------------------------------------
 # [optimizer]
 
@@ -616,3 +626,8 @@ def _writable_folder_problems(cfg: RunConfig, where: str, value: str) -> list[Pr
             )
         ]
     return []
+
+
+# The [sample] section's rules and log_with's live in their own module, registered on import. Last:
+# that module imports rule() from here.
+from loratui import sample_rules  # noqa: E402, F401

@@ -60,7 +60,7 @@ def probe(config: Path) -> dict:
             stepped.append(event["step"])
             stop.request("probe")
 
-    events.after_emit = on_event
+    events.add_observer(on_event, "the probe")
     outcome = {"stepped": False, "refused": None, "message": "", "crash": None}
     try:
         # A save the disk refuses pauses a real run until someone says "save again"; here nobody

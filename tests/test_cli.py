@@ -44,7 +44,8 @@ def test_terminal_side_never_imports_torch():
 def test_check_of_the_sample_project_passes():
     result = loratui("check", str(REPO / "sample_project" / "loratui.toml"))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "10_ohwx shape" in result.stdout and "80 steps" in result.stdout and "OK: ready to train" in result.stdout
+    assert "10_ohwx shape" in result.stdout and "60 steps" in result.stdout and "OK: ready to train" in result.stdout
+    assert "2 images held out for the validation loss" in result.stdout
 
 
 def test_check_without_torch_in_the_process(project):

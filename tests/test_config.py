@@ -19,6 +19,7 @@ from loratui.config import (
     OptimizerSettings,
     OutputSettings,
     RunConfig,
+    SampleSettings,
     TrainingSettings,
     config_from_dict,
     config_to_dict,
@@ -70,6 +71,8 @@ def non_default_config(base_dir: Path) -> RunConfig:
             bucket_reso_steps=32,
             cache_latents="disk",
             cache_text_encoder_outputs="memory",
+            validation_split=0.1,
+            validation_dir="images/val",
         ),
         network=NetworkSettings(rank=64, alpha=31.5, conv_rank=8, conv_alpha=4.0, train_unet_only=True),
         training=TrainingSettings(
@@ -81,6 +84,7 @@ def non_default_config(base_dir: Path) -> RunConfig:
             gradient_checkpointing=True,
             attention="xformers",
             seed=7,
+            validate_every_n_steps=50,
             noise_offset=0.0357,
             min_snr_gamma=5.0,
             zero_terminal_snr=True,
@@ -117,6 +121,15 @@ def non_default_config(base_dir: Path) -> RunConfig:
             save_precision="bf16",
             save_state=False,
             comment='a "quoted" comment with ünïcode',
+            log_with="none",
+        ),
+        sample=SampleSettings(
+            prompts=["ohwx woman, portrait --n blurry --w 512 --h 768 --d 42", 'a "quoted" ünïcode cat'],
+            prompt_file="prompts/samples.txt",
+            every_n_epochs=2,
+            every_n_steps=100,
+            at_start=True,
+            sampler="dpmsolver++",
         ),
         base_dir=base_dir,
     )
@@ -168,7 +181,7 @@ def test_save_and_load_round_trip(tmp_path):
 def test_toml_has_the_documented_sections_in_order(tmp_path):
     text = to_toml(RunConfig())
     headers = [line for line in text.splitlines() if line.startswith("[")]
-    assert headers == ["[model]", "[dataset]", "[network]", "[training]", "[optimizer]", "[output]"]
+    assert headers == ["[model]", "[dataset]", "[network]", "[training]", "[optimizer]", "[output]", "[sample]"]
     assert "base_dir" not in text
 
 

@@ -97,7 +97,6 @@ def test_standard_adamw_learning_rate_and_multires_noise():
     # Features the user turned on that loratui lacks are listed with their values.
     unsupported = {entry.key: entry for entry in report.unsupported}
     assert unsupported["caption_dropout_rate"].value == 0.05
-    assert unsupported["sample_every_n_steps"].value == 20
     # Features at their neutral value are "ignored (no effect)", and still listed.
     assert report.group_of("flip_aug") == "ignored"
     assert "off at this value" in report.entry("flip_aug").reason
@@ -270,3 +269,64 @@ def test_odd_values_never_crash_the_import(odd):
         result = import_kohya(changed)
         assert sorted(result.report.keys) == sorted(changed)
         result.to_config()  # every value that was imported has the config's type
+
+
+@pytest.mark.parametrize(
+    "name,prompts,every_n_steps,sampler",
+    [
+        ("Standard-AdamW.json", ["a painting of man wearing a gas mask , by darius kawasaki"], 20, "euler_a"),
+        ("Standard-AdamW8bit.json", ["a painting of man wearing a gas mask , by darius kawasaki"], 20, "euler_a"),
+        (
+            "flux1D - adamw8bit fp8.json",
+            ["saruman posing under a stormy lightning sky, photorealistic --w 832 --h 1216 --s 20 --l 4 --d 42"],
+            0,
+            "euler",
+        ),
+        ("SDXL-Standard-Adafactor.json", [], 0, "euler_a"),
+    ],
+)
+def test_the_sample_settings_of_the_fixtures_carry_over(name, prompts, every_n_steps, sampler):
+    from loratui.sample_prompts import run_prompts
+
+    result = _load(name)
+    cfg = result.to_config()
+    assert (cfg.sample.prompts, cfg.sample.every_n_steps, cfg.sample.every_n_epochs) == (prompts, every_n_steps, 0)
+    assert cfg.sample.sampler == sampler
+    for key, target in [
+        ("sample_prompts", "sample.prompts"),
+        ("sample_every_n_steps", "sample.every_n_steps"),
+        ("sample_every_n_epochs", "sample.every_n_epochs"),
+        ("sample_sampler", "sample.sampler"),
+        ("log_with", "output.log_with"),
+    ]:
+        assert result.report.entry(key).target == target, key
+    # kohya logs to TensorBoard when log_with is empty and logging_dir set: so does loratui.
+    assert cfg.output.log_with == "tensorboard"
+    # The options at the end of the prompt are read as kohya reads them.
+    rendered = run_prompts(cfg)
+    assert [p.prompt for p in rendered] == [line.split(" --")[0] for line in prompts]
+    if cfg.model.family == "flux":
+        (prompt,) = rendered
+        assert (prompt.width, prompt.height, prompt.steps, prompt.cfg_scale, prompt.seed) == (832, 1216, 20, 4.0, 42)
+
+
+def test_gui_sample_prompts_are_split_into_lines_without_comments():
+    result = import_kohya(
+        {
+            "sample_prompts": "# my prompts\nohwx woman --w 512 --h 768\n\n  a cat, sitting --d 3  \n",
+            "sample_every_n_epochs": 1,
+            "validation_split": 0.1,
+            "validate_every_n_steps": 50,
+            "log_with": "tensorboard",
+        }
+    )
+    cfg = result.to_config()
+    assert cfg.sample.prompts == ["ohwx woman --w 512 --h 768", "a cat, sitting --d 3"]
+    assert "1 comment line left out" in result.report.entry("sample_prompts").reason
+    assert (cfg.sample.every_n_epochs, cfg.dataset.validation_split, cfg.training.validate_every_n_steps) == (
+        1,
+        0.1,
+        50,
+    )
+    assert cfg.output.log_with == "tensorboard"
+    assert not result.report.unsupported and not result.report.unknown

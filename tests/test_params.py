@@ -124,6 +124,7 @@ SPECIAL_GUI_SAMPLES: dict[str, dict[str, object]] = {
     "optimizer.unet_lr": {"unet_lr": 2e-4, "text_encoder_lr": 1e-4},
     "optimizer.text_encoder_lr": {"unet_lr": 2e-4, "text_encoder_lr": 1e-4},
     "optimizer.warmup_steps": {"lr_warmup_steps": 30},
+    "sample.prompts": {"sample_prompts": "ohwx woman --w 512 --h 768\n# a comment\n\na cat --d 3"},
 }
 
 

@@ -77,6 +77,19 @@ def test_plain_progress_counts_in_the_right_number():
     assert "1 epochs" not in text and "1 images" not in text
 
 
+def test_plain_progress_prints_the_validation_loss_and_the_lowest_so_far():
+    text = progress_of(
+        make_event("validation", step=0, epoch=0, loss=0.4, images=2),
+        make_event("validation", step=5, epoch=0, loss=0.3, images=2),
+        make_event("validation", step=10, epoch=1, loss=0.35, images=1),
+    )
+    assert text.splitlines() == [
+        "validation loss before training: 0.4000 on 2 held-out images",
+        "validation loss at step 5: 0.3000 on 2 held-out images (the lowest so far)",
+        "validation loss at step 10: 0.3500 on 1 held-out image (lowest 0.3000 at step 5)",
+    ]
+
+
 def test_plain_progress_sizes_are_binary_units():
     text = progress_of(
         make_event("checkpoint", path="/p/x.safetensors", bytes=151_000_000, epoch=1, step=10, kind="epoch"),

@@ -707,6 +707,7 @@ def test_the_wizard_shows_a_machine_problem_at_its_field_and_review_refuses(proj
     from textual.widgets import Static
 
     from loratui.tui import make_edit_app
+    from loratui.tui.wizard.steps import STEP_IDS
     from tests.conftest import workers_done
 
     app = make_edit_app(write_config(project, small_config(training={"mixed_precision": "fp16"})))
@@ -725,7 +726,7 @@ def test_the_wizard_shows_a_machine_problem_at_its_field_and_review_refuses(proj
             shown = str(box.content.plain if hasattr(box.content, "plain") else box.content)
             assert box.display and "fp16 mixed precision needs a CUDA GPU" in shown
             assert 'mixed_precision = "no"' in shown
-            for _ in range(4):
+            for _ in range(STEP_IDS.index("review") - STEP_IDS.index("training")):
                 await pilot.press("pagedown")  # on to Review, whose check runs what the engine runs
             await settle(pilot)
             status = app.screen.query_one("#review-status", Static)

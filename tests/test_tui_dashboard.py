@@ -364,7 +364,8 @@ def test_finished_job_shows_where_the_lora_is_and_quitting_prints_it(tmp_path):
             assert "Finished at step 80/80, epoch 2/2, after 0:40 of training." in text
             assert "LoRA: /home/me/ohwx/model/ohwx.safetensors" in text
             assert "ETA done" in text
-            assert footer_keys(pilot.app) == {"detach"}  # nothing left to control
+            # nothing left to control; its 3 LoRA files make a checkpoint x weight grid (g)
+            assert footer_keys(pilot.app) == {"detach", "grid"}
             await pilot.press("q")
         return left_from(app)
 

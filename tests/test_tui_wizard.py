@@ -115,7 +115,7 @@ def test_whole_flow_from_a_new_folder_to_a_config_check_run_accepts(new_project:
             await pilot.pause()
             assert problem_under(app, "model.path") == ""
             # Step through every step with PageDown.
-            for expected in ("dataset", "training", "network", "optimizer", "output", "review"):
+            for expected in ("dataset", "training", "network", "optimizer", "output", "sample", "review"):
                 await pilot.press("pagedown")
                 await pilot.pause()
                 assert screen.step.id == expected
@@ -781,7 +781,7 @@ def test_dataset_tab_is_marked_when_the_scan_finds_an_error(project: Path):
         async with app.run_test(size=SIZE) as pilot:
             await settle_scan(pilot)
             assert wizard(app).query_one(DatasetPanel).error_count > 0
-            assert "2 Dataset ✗" in step_bar(app)  # seen from the Model step
+            assert "2 Data ✗" in step_bar(app)  # seen from the Model step (short titles at 80 columns)
             assert "1 Model ✗" not in step_bar(app)
             await pilot.press("pagedown")
             await settle_scan(pilot)

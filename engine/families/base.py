@@ -21,6 +21,9 @@ training method:
   Flux trains a rectified flow on packed latents (engine/families/flux.py);
 - the tensors of a kohya file (SDXL's UNet under its sgm names; Flux's transformer fused into BFL's
   modules), and the names it writes into the file's metadata (``ss_v2``, ``modelspec.architecture``, ...).
+- sample images: its diffusers pipeline built around the loaded modules (the LoRA in them), the
+  pipeline call's arguments for a prompt, and the VAE decode of the latents it renders
+  (engine/sampling.py picks the scheduler and runs it).
 
 A family object is made per run (engine.families.family_for), so it may keep what ``load`` learnt.
 """
@@ -38,10 +41,13 @@ import torch
 from loratui.families import LoraPart
 
 if TYPE_CHECKING:
+    from diffusers import DiffusionPipeline
+
     from engine.lora import LoraTarget
     from engine.model_loading import BaseModel
     from loratui.config import RunConfig
     from loratui.dataset import ImageEntry
+    from loratui.sample_prompts import SamplePrompt
 
 # The captions' embeddings by name, one row per caption: SD {"encoder_hidden_states": (B, 77, C)}.
 # The names are unique across a family's text encoders: the rows of all of them make one TextRows.
@@ -165,6 +171,27 @@ class Family(Protocol):
     def metadata(self, cfg: RunConfig) -> dict[str, object]:
         """The family's own metadata values, by key (engine/metadata.py writes them in its order)."""
 
+    # -- sample images (engine/sampling.py renders them; these say how for this family)
+    def sample_pipeline(self, model: BaseModel, scheduler: object) -> DiffusionPipeline:
+        """The family's diffusers pipeline over the model's own loaded modules (the LoRA in them, nothing
+        copied), with ``scheduler``; no safety checker, no watermark."""
+
+    def sample_arguments(self, prompt: SamplePrompt) -> dict[str, object]:
+        """The pipeline call's arguments for ``prompt`` besides its size, steps, generator and output type
+        (the prompt and negative prompt, the CFG scale; FLUX.1 dev: its embedded guidance)."""
+
+    def decode_sample(self, pipeline: DiffusionPipeline, latents: torch.Tensor, prompt: SamplePrompt) -> torch.Tensor:
+        """The image batch (values in -1..1) of the pipeline's ``output_type="latent"`` output, decoded by
+        the VAE in its own dtype."""
+
+
+def own_module(module: torch.nn.Module) -> torch.nn.Module:
+    """A part as the model has it, without a wrapper accelerate may have put around it (the forward's
+    autocast and float32 outputs stay: the model is shared with training)."""
+    from accelerate.utils import extract_model_from_parallel
+
+    return extract_model_from_parallel(module)
+
 
 class UNetFamily:
     """What the UNet families (SD 1.x/2.x and SDXL) share: nothing to learn from the loaded weights,
@@ -194,6 +221,17 @@ class UNetFamily:
         self, part: PartSpec, weights: dict[str, torch.Tensor], targets: list[LoraTarget], dtype: torch.dtype
     ) -> dict[str, torch.Tensor]:
         return kohya_tensors_by_name(self, part, weights, targets, dtype)  # type: ignore[arg-type]
+
+    def sample_arguments(self, prompt: SamplePrompt) -> dict[str, object]:
+        return {
+            "prompt": prompt.prompt,
+            "negative_prompt": prompt.negative_prompt or None,
+            "guidance_scale": prompt.cfg_scale,
+        }
+
+    def decode_sample(self, pipeline: DiffusionPipeline, latents: torch.Tensor, prompt: SamplePrompt) -> torch.Tensor:
+        vae = pipeline.vae
+        return vae.decode(latents / vae.config.scaling_factor).sample
 
 
 def enable_gradient_checkpointing(part: PartSpec, module: torch.nn.Module) -> None:

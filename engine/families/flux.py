@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +39,7 @@ from engine.families.base import (
     enable_gradient_checkpointing,
     kohya_tensors_by_name,
     model_folder,
+    own_module,
 )
 from engine.flux_names import FLUX_BLOCKS, bfl_module, to_kohya_flux_tensors
 from engine.flux_random import FLUX_RANDOM_NAME, ensure_flux_random
@@ -49,6 +51,12 @@ from loratui import families
 from loratui.config import RunConfig
 from loratui.dataset import ImageEntry
 from loratui.errors import UserError
+from loratui.sample_prompts import FLUX_GUIDANCE
+
+if TYPE_CHECKING:
+    from diffusers import FluxPipeline
+
+    from loratui.sample_prompts import SamplePrompt
 
 TRANSFORMER = PartSpec(
     families.TRANSFORMER,
@@ -261,6 +269,37 @@ class Flux:
         if part.denoiser:
             return to_kohya_flux_tensors(weights, targets, dtype, part.kohya_prefix)
         return kohya_tensors_by_name(self, part, weights, targets, dtype)
+
+    def sample_pipeline(self, model: BaseModel, scheduler: object) -> FluxPipeline:
+        from diffusers import FluxPipeline
+
+        return FluxPipeline(
+            scheduler=scheduler,
+            vae=model.vae,
+            text_encoder=own_module(model.text_encoder),
+            tokenizer=model.tokenizer,
+            text_encoder_2=own_module(model.text_encoder_2),
+            tokenizer_2=model.tokenizer_2,
+            transformer=own_module(model.transformer),
+        )
+
+    def sample_arguments(self, prompt: SamplePrompt) -> dict[str, object]:
+        # The pipeline reads T5's states unmasked (model.apply_t5_attn_mask is not applied to samples).
+        return {
+            "prompt": prompt.prompt,
+            "negative_prompt": prompt.negative_prompt or None,
+            "true_cfg_scale": prompt.cfg_scale,  # real CFG (two passes) only above 1 with a negative prompt
+            # dev's embedded guidance; schnell's transformer has no guidance input and ignores it
+            "guidance_scale": FLUX_GUIDANCE if prompt.guidance is None else prompt.guidance,
+            "max_sequence_length": self.t5_tokens,  # T5 tokens as trained: 512 for dev, 256 for schnell
+        }
+
+    def decode_sample(self, pipeline: FluxPipeline, latents: torch.Tensor, prompt: SamplePrompt) -> torch.Tensor:
+        from diffusers import FluxPipeline
+
+        vae = pipeline.vae
+        unpacked = FluxPipeline._unpack_latents(latents, prompt.height, prompt.width, pipeline.vae_scale_factor)
+        return vae.decode(unpacked / vae.config.scaling_factor + vae.config.shift_factor).sample
 
     def metadata(self, cfg: RunConfig) -> dict[str, object]:
         return {

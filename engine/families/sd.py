@@ -7,6 +7,7 @@ and ``lora_te`` (engine/kohya_format.py), so a file trained here loads wherever 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -16,6 +17,7 @@ from engine.families.base import (
     TextRows,
     UNetFamily,
     model_folder,
+    own_module,
 )
 from engine.kohya_format import TEXT_ENCODER_PREFIX, UNET_PREFIX
 from engine.lora import TEXT_ENCODER_BLOCKS, UNET_ATTENTION_BLOCKS, UNET_CONV_BLOCKS
@@ -23,6 +25,11 @@ from engine.model_loading import BaseModel, load_base_model
 from loratui import families, preflight
 from loratui.config import RunConfig
 from loratui.dataset import ImageEntry
+
+if TYPE_CHECKING:
+    from diffusers import StableDiffusionPipeline
+
+    from loratui.sample_prompts import SamplePrompt
 
 UNET = PartSpec(
     families.UNET,
@@ -51,6 +58,7 @@ class StableDiffusion(UNetFamily):
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.clip_skip = 1  # set by load(): the samples read the text encoder's layer the training reads
 
     def load(self, cfg: RunConfig) -> BaseModel:
         settings = cfg.model
@@ -59,6 +67,7 @@ class StableDiffusion(UNetFamily):
         layers = model.text_encoder.config.num_hidden_layers
         for problem in preflight.clip_skip_problems(settings.clip_skip, layers, settings.path):
             raise preflight.user_error(problem)
+        self.clip_skip = settings.clip_skip
         return model
 
     def encode_text(
@@ -86,6 +95,27 @@ class StableDiffusion(UNetFamily):
 
     def kohya_module_name(self, part: PartSpec, module_path: str) -> str:
         return module_path  # sd-scripts trains SD 1.x/2.x on diffusers' modules: their paths are the names
+
+    def sample_pipeline(self, model: BaseModel, scheduler: object) -> StableDiffusionPipeline:
+        from diffusers import StableDiffusionPipeline
+
+        return StableDiffusionPipeline(
+            vae=model.vae,
+            text_encoder=own_module(model.text_encoder),
+            tokenizer=model.tokenizer,
+            unet=own_module(model.unet),
+            scheduler=scheduler,
+            safety_checker=None,  # a training preview: no safety checker (it would be a second model to load)
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+
+    def sample_arguments(self, prompt: SamplePrompt) -> dict[str, object]:
+        arguments = super().sample_arguments(prompt)
+        if self.clip_skip > 1:
+            # diffusers counts the layers skipped after the last one; model.clip_skip counts the last one too
+            arguments["clip_skip"] = self.clip_skip - 1
+        return arguments
 
     def metadata(self, cfg: RunConfig) -> dict[str, object]:
         return {

@@ -22,6 +22,7 @@ file by their sgm names (engine/sdxl_names.py), as sd-scripts, which trains an s
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -31,6 +32,7 @@ from engine.families.base import (
     TextRows,
     UNetFamily,
     model_folder,
+    own_module,
 )
 from engine.families.sd import UNET
 from engine.kohya_format import TEXT_ENCODER_1_PREFIX, TEXT_ENCODER_2_PREFIX
@@ -41,6 +43,9 @@ from loratui import families
 from loratui.buckets import sdxl_crop_top_left
 from loratui.config import RunConfig
 from loratui.dataset import ImageEntry
+
+if TYPE_CHECKING:
+    from diffusers import StableDiffusionXLPipeline
 
 TEXT_ENCODER_1 = PartSpec(
     families.TEXT_ENCODER_1,
@@ -123,6 +128,22 @@ class StableDiffusionXL(UNetFamily):
             "encoder_hidden_states": states,
             "added_cond_kwargs": {"text_embeds": text[POOLED].to(dtype), "time_ids": sizes},
         }
+
+    def sample_pipeline(self, model: BaseModel, scheduler: object) -> StableDiffusionXLPipeline:
+        # The pipeline's pooled text is transformers' (the highest token id's state), which is the first
+        # end token's, as trained (_pooled), while no token was added to the vocabulary above it.
+        from diffusers import StableDiffusionXLPipeline
+
+        return StableDiffusionXLPipeline(
+            vae=model.vae,
+            text_encoder=own_module(model.text_encoder),
+            text_encoder_2=own_module(model.text_encoder_2),
+            tokenizer=model.tokenizer,
+            tokenizer_2=model.tokenizer_2,
+            unet=own_module(model.unet),
+            scheduler=scheduler,
+            add_watermarker=False,  # the invisible watermark is for published images, not training previews
+        )
 
     def kohya_module_name(self, part: PartSpec, module_path: str) -> str:
         # sd-scripts trains sgm's UNet and transformers' text encoders: their module paths are the names.

@@ -65,7 +65,10 @@ EVENTS: dict[str, dict[str, Field]] = {
         "loss_history": Field(List, "per-step losses of the steps already done (resume), else []"),
     },
     "status": {
-        "phase": Field(Str, "loading_model | caching_latents | caching_text | training | saving | paused"),
+        "phase": Field(
+            Str,
+            "loading_model | caching_latents | caching_text | training | saving | sampling | paused | rendering (grid)",
+        ),
         "message": Field(Str, "what the engine is doing, for people"),
         "current": Field(OptInt, "progress within the phase, when known", required=False),
         "total": Field(OptInt, "size of the phase, when known", required=False),
@@ -94,6 +97,33 @@ EVENTS: dict[str, dict[str, Field]] = {
             "loss on a fixed set of training images, timesteps and noise; "
             "unlike the training loss it is comparable from one measurement to the next",
         ),
+    },
+    "validation": {
+        "step": Field(Int, "optimizer steps done when measured (0 = before training)"),
+        "epoch": Field(Int, "epochs completed when measured"),
+        "loss": Field(
+            Float,
+            "loss on the held-out images (dataset.validation_split or validation_dir), never trained on, at "
+            "fixed timesteps and noise: it rises when the LoRA starts to overfit",
+        ),
+        "images": Field(Int, "held-out images measured"),
+    },
+    "sample": {
+        "step": Field(Int, "optimizer steps done when rendered (0 = before training: the base model)"),
+        "epoch": Field(Int, "epochs completed when rendered"),
+        "path": Field(Str, "absolute path of the PNG written (its text chunks hold the same facts)"),
+        "index": Field(Int, "the prompt's number in the run's prompt list, counting from 0"),
+        "prompt": Field(Str, "the prompt, without its options"),
+        "negative_prompt": Field(Str, "the negative prompt (--n), or an empty string"),
+        "seed": Field(Int, "the seed the image was rendered with (--d, else training.seed + index)"),
+        "width": Field(Int, "pixels"),
+        "height": Field(Int, "pixels"),
+        "steps": Field(Int, "sampling steps (--s)"),
+        "cfg_scale": Field(Float, "classifier-free guidance scale (--l)"),
+        "guidance": Field(OptFloat, "FLUX.1 dev's embedded guidance (--g), null for other models", required=False),
+        "sampler": Field(Str, "the scheduler it was rendered with (flow_euler for FLUX.1)"),
+        "trigger": Field(Str, "why it was rendered: start | steps | epoch | request (sample now)"),
+        "seconds": Field(Float, "wall seconds the rendering took (not counted in elapsed_s)"),
     },
     "checkpoint": {
         "path": Field(Str, "absolute path of the file (or state folder) written"),
@@ -125,7 +155,10 @@ EVENTS: dict[str, dict[str, Field]] = {
         "paused_s": Field(Float, "wall seconds the pause lasted (not counted in elapsed_s or the ETA)"),
     },
     "warning": {
-        "code": Field(Str, "stable short name: check | vram_spill | save_failed"),
+        "code": Field(
+            Str,
+            "stable short name: check | vram_spill | save_failed | sample_failed | tensorboard_missing | observer_failed",
+        ),
         "message": Field(Str, "what is wrong"),
         "hint": Field(Str, "what to do about it"),
     },
@@ -279,7 +312,8 @@ COMMANDS = {
     "that save again (in `output_dir` when given), then go on",
     "pause": "stop training after the current step until `resume` (the process stays, memory stays allocated)",
     "resume": "go on after a pause; in a run paused by a failed save: that save again first",
-    "sample": "render sample images now (not available in this version: the engine refuses it)",
+    "sample": "render the run's sample prompts now, between two steps, with the LoRA as trained so far "
+    "(refused when the run has no prompts); one `sample` event per image",
 }
 
 # A FIFO write of at most PIPE_BUF bytes (4096 on Linux, 512 by POSIX) is atomic, so commands from

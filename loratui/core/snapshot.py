@@ -25,14 +25,25 @@ from loratui.core.history import RECENT, LossHistory
 from loratui.core.protocol import FINAL_EVENTS
 from loratui.core.run_files import open_run_file, read_run_file
 from loratui.core.snapshot_check import snapshot_problem
-from loratui.core.summary import MAX_WARNINGS, Checkpoint, RunSummary
+from loratui.core.summary import MAX_WARNINGS, Checkpoint, RunSummary, SampleImage
 
 SNAPSHOT_FILE = "summary.json"
 SNAPSHOT_FORMAT = 1
 SNAPSHOT_BYTES = 64 * 1024 * 1024  # a snapshot is a few hundred KB (its history is bounded); never read more
 EVERY_S = 10.0
 WRITE_AT = FINAL_EVENTS | {"run_started", "checkpoint", "epoch_end", "paused", "resumed", "warning"}
-_SPECIAL = ("history", "eta", "checkpoints", "warnings", "control_answers", "evals", "epoch_losses", "phase_progress")
+_SPECIAL = (
+    "history",
+    "eta",
+    "checkpoints",
+    "warnings",
+    "control_answers",
+    "evals",
+    "epoch_losses",
+    "phase_progress",
+    "validations",
+    "samples",
+)
 
 log = logging.getLogger("loratui.snapshot")
 
@@ -47,6 +58,8 @@ def summary_to_dict(summary: RunSummary) -> dict:
     data["control_answers"] = list(summary.control_answers)
     data["evals"] = [list(pair) for pair in summary.evals]
     data["epoch_losses"] = [list(pair) for pair in summary.epoch_losses]
+    data["validations"] = [list(pair) for pair in summary.validations]
+    data["samples"] = [asdict(sample) for sample in summary.samples]
     data["phase_progress"] = list(summary.phase_progress) if summary.phase_progress else None
     return data
 
@@ -72,6 +85,8 @@ def summary_from_dict(data: dict) -> RunSummary:
     summary.control_answers = deque(data["control_answers"], maxlen=10)
     summary.evals = [tuple(pair) for pair in data["evals"]]
     summary.epoch_losses = [tuple(pair) for pair in data["epoch_losses"]]
+    summary.validations = [tuple(pair) for pair in data["validations"]]
+    summary.samples = [SampleImage(**sample) for sample in data["samples"]]
     summary.phase_progress = tuple(data["phase_progress"]) if data["phase_progress"] else None
     return summary
 

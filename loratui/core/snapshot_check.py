@@ -75,6 +75,18 @@ def _rates(value: object) -> bool:
 
 
 CHECKPOINT = {"path": _text, "bytes": _count, "epoch": _count, "step": _count, "kind": _text, "t": _number}
+SAMPLE = {
+    "path": _text,
+    "step": _count,
+    "epoch": _count,
+    "index": _count,
+    "prompt": _text,
+    "seed": _whole,
+    "width": _count,
+    "height": _count,
+    "trigger": _text,
+    "t": _number,
+}
 
 SUMMARY = {
     "state": lambda value: value in SUMMARY_STATES,
@@ -105,6 +117,8 @@ SUMMARY = {
     "history": _object,  # checked field by field below
     "evals": _list_of(_pair(_whole, _number)),
     "epoch_losses": _list_of(_pair(_whole, _number)),
+    "validations": _list_of(_pair(_whole, _number)),
+    "samples": _list_of(lambda value: isinstance(value, dict) and _fields_hold(value, SAMPLE)),
     "eta": _object,
     "checkpoints": _list_of(lambda value: isinstance(value, dict) and _fields_hold(value, CHECKPOINT)),
     "memory": _maybe(_event("memory")),

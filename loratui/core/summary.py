@@ -30,6 +30,22 @@ class Checkpoint:
     t: float
 
 
+@dataclass
+class SampleImage:
+    """One rendered sample (a ``sample`` event)."""
+
+    path: str
+    step: int
+    epoch: int
+    index: int  # the prompt's number
+    prompt: str
+    seed: int
+    width: int
+    height: int
+    trigger: str
+    t: float
+
+
 class RunSummary:
     def __init__(self, history_points: int = 1024) -> None:
         self.state = "starting"  # starting, running, paused, finished, stopped, failed
@@ -59,10 +75,13 @@ class RunSummary:
         self.last_step_t: float | None = None
         self.history = LossHistory(history_points)
         self.evals: list[tuple[int, float]] = []
+        self.validations: list[tuple[int, float]] = []  # (step, held-out loss), in order
         self.epoch_losses: list[tuple[int, float]] = []
         self.eta = EtaEstimator()
         # everything else
         self.checkpoints: list[Checkpoint] = []
+        # Every sample rendered; a run renders a few prompts a few dozen times, so they are all kept.
+        self.samples: list[SampleImage] = []
         self.memory: dict | None = None
         self.warnings: deque[dict] = deque(maxlen=MAX_WARNINGS)
         self.warning_count = 0
@@ -134,6 +153,13 @@ class RunSummary:
     def _on_eval(self, e: dict) -> None:
         self.evals.append((e["step"], e["loss"]))
 
+    def _on_validation(self, e: dict) -> None:
+        self.validations.append((e["step"], e["loss"]))
+
+    def _on_sample(self, e: dict) -> None:
+        fields = ("path", "step", "epoch", "index", "prompt", "seed", "width", "height", "trigger", "t")
+        self.samples.append(SampleImage(*(e[name] for name in fields)))
+
     def _on_checkpoint(self, e: dict) -> None:
         self.checkpoints.append(Checkpoint(e["path"], e["bytes"], e["epoch"], e["step"], e["kind"], e["t"]))
 
@@ -182,6 +208,11 @@ class RunSummary:
     @property
     def loss_last(self) -> float | None:
         return self.history.last
+
+    @property
+    def best_validation(self) -> tuple[int, float] | None:
+        """The (step, loss) of the lowest validation loss so far, or None without any."""
+        return min(self.validations, key=lambda item: item[1]) if self.validations else None
 
     @property
     def loss_min(self) -> float | None:

@@ -38,6 +38,7 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
+from loratui.atomic import write_text_atomic
 from loratui.config import RunConfig
 from loratui.core.run_files import make_private_dir, make_private_dirs
 from loratui.core.snapshot import SNAPSHOT_FILE
@@ -50,6 +51,7 @@ from loratui.outputs import OVERWRITE_FLAG
 from loratui.shell import attach_command, stop_command
 
 FORCE_FLAG = "--force"
+GRID_SPEC_FILE = "grid.json"  # a grid job's spec, in its run folder (loratui.grid_spec)
 ID_STEM_MAX = 64  # characters of the name kept in a job id
 
 
@@ -86,12 +88,16 @@ def _timestamp() -> str:
 def new_run_folder(cfg: RunConfig) -> Path:
     """A new run folder whose name, the job id, is claimed in the registry: unique among this
     user's jobs even when two start in the same second from different projects."""
-    log_dir = cfg.resolve(cfg.output.log_dir)
+    return new_run_folder_in(cfg.resolve(cfg.output.log_dir), cfg.output.name)
+
+
+def new_run_folder_in(log_dir: Path, name: str) -> Path:
+    """A new run folder in ``log_dir`` for a job called ``name`` (see :func:`new_run_folder`)."""
     try:
         make_private_dirs(log_dir)
     except OSError as exc:
         raise _folder_error(log_dir, exc) from exc
-    stem = f"{job_id_stem(cfg.output.name)}-{_timestamp()}"
+    stem = f"{job_id_stem(name)}-{_timestamp()}"
     for suffix in ["", *(f"-{n}" for n in range(2, 1000))]:
         job_id = f"{stem}{suffix}"
         if not _claim(job_id):
@@ -194,6 +200,40 @@ def _start(config_path: Path, cfg: RunConfig, resume: str | None, overwrite: boo
     if overwrite:
         command.append(OVERWRITE_FLAG)
     command += ["--", str(config_path.resolve())]
+    fields = {"config": str(config_path.resolve()), "resume_from": resume, **_output_fields(cfg)}
+    return _spawn(folder, command, cfg.base_dir, fields)
+
+
+def start_grid_job(spec_json: str, log_dir: Path, name: str) -> Job:
+    """Start ``python -m engine.grid`` on a grid spec (loratui.grid_spec) as a job of kind "grid":
+    the same run folder, events, control FIFO, record and registry as a training job, so that
+    ``loratui attach``, ``jobs``, ``logs`` and ``stop`` work on it as they do on training."""
+    with registry.launch_lock():
+        folder = new_run_folder_in(log_dir, f"{name}-grid")
+        spec_path = folder / GRID_SPEC_FILE
+        try:
+            write_text_atomic(spec_path, spec_json, mode=0o600)
+        except OSError as exc:
+            _remove_quietly(folder)
+            registry.forget(folder.name)
+            raise _folder_error(folder.parent, exc) from exc
+        command = [
+            sys.executable,
+            "-m",
+            "engine.grid",
+            f"--run-id={folder.name}",
+            f"--control={folder / CONTROL_FILE}",
+            f"--end-file={folder / END_FILE}",
+            "--",
+            str(spec_path),
+        ]
+        return _spawn(folder, command, folder, {"config": str(spec_path), "kind": "grid"})
+
+
+def _spawn(folder: Path, command: list[str], cwd: Path, fields: dict) -> Job:
+    """Run ``command`` as the job of ``folder``: its own session, its events and log in the folder,
+    its record written and registered (``fields``: the record's config, kind, output...)."""
+    control = folder / CONTROL_FILE
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     # The engine package sits beside this one; make sure the child finds it from any directory.
     # An installed wheel puts both in site-packages, which the child has anyway (and which must
@@ -217,21 +257,19 @@ def _start(config_path: Path, cfg: RunConfig, resume: str | None, overwrite: boo
             stdout=events,
             stderr=log,
             start_new_session=True,  # its own session and process group: no SIGHUP or Ctrl+C from us
-            cwd=str(cfg.base_dir),
+            cwd=str(cwd),
             env=env,
         )
     record = JobRecord(
         job_id=folder.name,
         run_folder=str(folder.resolve()),
-        config=str(config_path.resolve()),
         pid=process.pid,
         start_time=start_time(process.pid),
         boot_id=boot_id(),
         host=host_name(),
         started_at=time.time(),
         command=command,
-        resume_from=resume,
-        **_output_fields(cfg),
+        **fields,
     )
     try:
         write_record(record, folder / RECORD_FILE)

@@ -26,6 +26,7 @@ CONTROL_FILE = "control"
 # when events.jsonl could not take that last line (a full disk). See read_end_file.
 END_FILE = "end.json"
 RECORD_FORMAT = 1
+JOB_KINDS = ("train", "grid")
 PID_MAX = 2**31 - 1  # the largest pid_t: a larger number is no pid (and os.kill would overflow)
 LATEST_TIME = 95_617_584_000  # the year 5000, in seconds since 1970
 RECORD_BYTES = 1024 * 1024  # a record is about 1 KB: a larger job.json is none
@@ -47,6 +48,9 @@ class JobRecord:
     # refused while this job runs (None in records of older versions).
     output_dir: str | None = None  # absolute
     output_name: str | None = None
+    # What the job runs: "train" (``python -m engine``) or "grid" (``python -m engine.grid``, whose
+    # ``config`` is the grid's spec, loratui.grid_spec). Records of older versions are train jobs.
+    kind: str = "train"
     format: int = RECORD_FORMAT
 
     @property
@@ -126,6 +130,7 @@ FIELD_RULES: dict[str, tuple[str, Callable[[object], bool]]] = {
     "resume_from": ("a path, or null", lambda v: v is None or _is_text(v)),
     "output_dir": ("a path, or null", lambda v: v is None or _is_text(v)),
     "output_name": ("a name, or null", lambda v: v is None or isinstance(v, str)),
+    "kind": ("a job kind (" + " or ".join(JOB_KINDS) + ")", lambda v: v in JOB_KINDS),
 }
 
 

@@ -161,6 +161,9 @@ def run_dashboard(record: JobRecord, *, theme: str | None = None) -> int:
 def run_app(app: LoratuiApp) -> int:
     """Run the app, then print its farewell (where to re-attach, how a job ended, the config
     saved) once the full-screen view is gone; return the exit code."""
+    from loratui.tui.images import prepare_graphics
+
+    prepare_graphics()  # asks the terminal which graphics it draws: only possible before the app runs
     result = app.run()
     if result is None:  # closed another way (an error Textual reported): say what leaving says
         result = app.result_now()

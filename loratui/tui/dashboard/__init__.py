@@ -9,9 +9,10 @@ of :mod:`.result`).
 Modules, one concept each: :mod:`.screen` (the screen, its workers and keys), :mod:`.view` (what
 panels draw from, repaint on change), a module per panel (:mod:`.status_line`, :mod:`.banner`, :mod:`.outcome`, :mod:`.progress_panel`,
 :mod:`.loss_panel` with :mod:`.chart`, :mod:`.gpu_panel`, :mod:`.checkpoints_panel`,
-:mod:`.params_panel`), :mod:`.log_reader` (the engine log's tail), :mod:`.messages` (what
+:mod:`.params_panel`, :mod:`.samples_panel`), :mod:`.gallery` (every sample image, by prompt and step;
+pictures drawn by :mod:`loratui.tui.images`), :mod:`.log_reader` (the engine log's tail), :mod:`.messages` (what
 workers post), :mod:`.confirm` (the stop dialog), :mod:`.format` (numbers) and :mod:`.result`
-(what closing prints and returns). Styles: ``dashboard.tcss``.
+(what closing prints and returns). Styles: ``dashboard.tcss``, ``samples.tcss``.
 
 Nothing here imports torch (a test checks it). Importing this package imports Textual: the
 command line imports it only in the commands that show the dashboard.

@@ -11,8 +11,11 @@ a cliff. The range is printed on the axis, so the scale is never a secret.
 
 Cells are drawn with the eighth blocks "▁▂▃▄▅▆▇█" (8 levels a row); the smoothed line is "─" in the
 row it falls in, across the bar or above it; where it falls in the bar's top cell, that cell keeps
-the bar's height and takes the line's colour, so no bar loses its height to the line. Everything
-here is plain data; the widget (:mod:`.loss_panel`) adds the colours.
+the bar's height and takes the line's colour, so no bar loses its height to the line. The
+validation losses (held-out images, measured every few steps and at each epoch end) are marks
+"●" in the column of their step and the row of their value, over whatever is drawn there; the
+y-range takes them in, so none falls off the chart. Everything here is plain data; the widget
+(:mod:`.loss_panel`) adds the colours.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from dataclasses import dataclass
 
 BLOCKS = " ▁▂▃▄▅▆▇█"
 LINE = "─"
+MARK = "●"  # a validation loss
 MIN_RELATIVE_SPAN = 0.10  # the y-range spans at least 10% of the mean loss
 SMOOTH_STEPS = 20  # the smoothed line averages about this many steps (the summary's EMA weighs ~20)
 
@@ -38,7 +42,7 @@ class Series:
 @dataclass(frozen=True)
 class Cell:
     char: str
-    kind: str  # "raw" (a bar), "smooth" (the line; raw_below: a bar fills the cell behind it), "empty"
+    kind: str  # "raw" (a bar), "smooth" (the line; raw_below: a bar fills the cell behind it), "validation", "empty"
     raw_below: bool = False
 
 
@@ -78,9 +82,10 @@ def smooth(values: list[float], steps_per_column: float) -> list[float]:
     return out
 
 
-def y_range(series: Series) -> tuple[float, float]:
-    """(low, high) of the chart: what is drawn, widened to at least MIN_RELATIVE_SPAN of the mean."""
-    values = series.raw + series.smooth
+def y_range(series: Series, marks: list[float] | None = None) -> tuple[float, float]:
+    """(low, high) of the chart: what is drawn (``marks``: the validation losses shown), widened to
+    at least MIN_RELATIVE_SPAN of the mean."""
+    values = series.raw + series.smooth + list(marks or [])
     low, high = min(values), max(values)
     mean = sum(series.raw) / len(series.raw)
     least = MIN_RELATIVE_SPAN * abs(mean) if mean else 1e-6
@@ -115,3 +120,21 @@ def cells(series: Series, low: float, high: float, rows: int) -> list[list[Cell]
                 cell = Cell(BLOCKS[fill], "smooth")
             grid[rows - 1 - row_from_bottom][column] = cell
     return grid
+
+
+def marks_shown(series: Series, marks: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    """The (step, loss) marks within the steps the chart spans (a mark before its first step, the
+    validation before training, goes in its first column)."""
+    return [(step, loss) for step, loss in marks if step <= series.last_step and math.isfinite(loss)]
+
+
+def mark_cells(grid: list[list[Cell]], series: Series, marks: list[tuple[int, float]], low: float, high: float) -> None:
+    """Put a validation mark in the column of each (step, loss) and the row of its value."""
+    rows, span = len(grid), high - low if high > low else 1.0
+    if not rows or not series.raw:
+        return
+    for step, loss in marks_shown(series, marks):
+        column = min(len(series.raw) - 1, max(0, int((step - series.first_step) / series.steps_per_column)))
+        level = (loss - low) / span * rows * 8  # in eighths of a row, as the smoothed line's
+        row_from_bottom = min(rows - 1, max(0, int(level // 8)))
+        grid[rows - 1 - row_from_bottom][column] = Cell(MARK, "validation")

@@ -1,7 +1,9 @@
 """The files the run has saved so far, newest last: LoRA files and resumable states.
 
 Paths are long; each line shows the file's name, and the folder is written once above them
-when all share one (they do: ``output.output_dir``).
+when all share one (they do: ``output.output_dir``). With held-out images, the best checkpoint is
+marked "★" and named under the list: the one saved at or right after the step of the lowest validation loss
+(:func:`loratui.core.checkpoint_losses.best_checkpoint`), with that loss.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import os
 
 from textual.content import Content
 
+from loratui.core.checkpoint_losses import best_checkpoint
 from loratui.core.terminal_text import escape_controls
 from loratui.tui.dashboard import format as fmt
 from loratui.tui.dashboard.view import Panel, View
@@ -35,6 +38,7 @@ class CheckpointsPanel(Panel):
         hidden = len(checkpoints) - SHOWN
         if hidden > 0:
             lines.append(Content.styled(f"… {hidden} earlier", "$text-muted"))
+        best = best_checkpoint(view.summary)
         for checkpoint in checkpoints[-SHOWN:]:
             name = os.path.basename(checkpoint.path) if common else checkpoint.path
             style = "bold $success" if checkpoint.kind == "final" else ""
@@ -44,6 +48,19 @@ class CheckpointsPanel(Panel):
                     (f"{fmt.number(checkpoint.step):>7}  ", "$text-muted"),
                     (escape_controls(name), style),
                     (f"  {fmt.size(checkpoint.bytes)}", "$text-muted"),
+                    (" ★", "bold $warning") if checkpoint is best else "",
                 )
             )
+        if best is not None:
+            lines.append(self._best_line(view, best, shown=any(c is best for c in checkpoints[-SHOWN:]), common=common))
         return Content("\n").join(lines)
+
+    def _best_line(self, view: View, best, shown: bool, common: str | None) -> Content:
+        """Which file the validation loss favours, and why; named here when it is among the earlier ones."""
+        step, loss = view.summary.best_validation
+        name = "" if shown else escape_controls(os.path.basename(best.path) if common else best.path) + ", "
+        return Content.assemble(
+            ("★ best: ", "bold $warning"),
+            name,
+            (f"lowest val loss {fmt.loss(loss)} (step {fmt.number(step)})", "$text-muted"),
+        )

@@ -1,7 +1,9 @@
-"""The loss: its current, smoothed and lowest values, the eval loss, and a chart of the whole run.
+"""The loss: its current, smoothed and lowest values, the eval and validation losses, and a chart
+of the whole run.
 
-The chart (:class:`LossChart`) draws the raw loss as bars and the smoothed loss as a line, with
-the y-range written on its axis and the steps it covers under it (arithmetic in :mod:`.chart`).
+The chart (:class:`LossChart`) draws the raw loss as bars, the smoothed loss as a line and the
+validation losses (held-out images) as marks, with the y-range written on its axis and the steps it
+covers under it (arithmetic in :mod:`.chart`).
 It is drawn again only when the history changed or the widget was resized, and repainted only
 when that drawing differs from the one on screen.
 """
@@ -44,17 +46,37 @@ class LossValues(Panel):
             line = Content.assemble(*parts)
             if len(summary.evals) > 1 and line.cell_length + len(first) <= self.text_width:
                 parts.append(first)
+        if not summary.validations:
+            return Content.assemble(*parts)
+        return Content("\n").join([Content.assemble(*parts), self._validation_line(summary)])
+
+    def _validation_line(self, summary) -> Content:
+        """A line of its own (the first one is full at 80 columns): the latest validation loss, the
+        lowest with its step, and the first where they fit."""
+        best_step, best_loss = summary.best_validation
+        parts: list[tuple[str, str] | str] = [
+            ("validation ", "bold"),
+            (fmt.loss(summary.validations[-1][1]), "bold $warning"),
+            ("  best ", "bold"),
+            f"{fmt.loss(best_loss)} (step {fmt.number(best_step)})",
+        ]
+        first = f"  first {fmt.loss(summary.validations[0][1])}"
+        if len(summary.validations) > 1 and Content.assemble(*parts).cell_length + len(first) <= self.text_width:
+            parts.append(first)
         return Content.assemble(*parts)
 
 
 class LossChart(Widget):
-    """Raw loss as bars, smoothed loss as a line, y-range on the axis, steps below."""
+    """Raw loss as bars, smoothed loss as a line, validation losses as marks, y-range on the axis,
+    steps below."""
 
-    COMPONENT_CLASSES = {"loss-chart--raw", "loss-chart--smooth", "loss-chart--axis", "loss-chart--legend"}
+    STYLES = ("raw", "smooth", "validation", "axis", "legend")
+    COMPONENT_CLASSES = {f"loss-chart--{name}" for name in STYLES}
 
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self._history: LossHistory | None = None
+        self._validations: list[tuple[int, float]] = []
         self._last_step = 0
         self._key: tuple | None = None
         self._lines: list[Text] = []
@@ -64,11 +86,11 @@ class LossChart(Widget):
     def show(self, view: View) -> bool:
         """Draw the history again if it changed; repaint only if the drawing did (with thousands
         of steps per column, most new steps change no cell)."""
-        history = view.summary.history
-        key = (id(history), history.count, history.width, history.first_step)
+        history, validations = view.summary.history, view.summary.validations
+        key = (id(history), history.count, history.width, history.first_step, len(validations))
         if key == self._key:
             return False
-        self._key, self._history = key, history
+        self._key, self._history, self._validations = key, history, list(validations)
         self._last_step = history.first_step + history.count - 1
         return self._redraw()
 
@@ -94,9 +116,7 @@ class LossChart(Widget):
 
     def render(self) -> Text:
         """The drawing, its style names resolved now: a theme picked later applies at once."""
-        styles = {
-            name: self.get_component_rich_style(f"loss-chart--{name}") for name in ("raw", "smooth", "axis", "legend")
-        }
+        styles = {name: self.get_component_rich_style(f"loss-chart--{name}") for name in self.STYLES}
         raw_color = styles["raw"].color
         styles["smooth-in-bar"] = styles["smooth"] + Style(bgcolor=raw_color) if raw_color else styles["smooth"]
         lines = [
@@ -118,7 +138,8 @@ class LossChart(Widget):
             plot_width = max(1, width - label_width - 1)
             series = chart.columns(points, steps, self._last_step, plot_width)
             assert series is not None
-            low, high = chart.y_range(series)
+            marks = chart.marks_shown(series, self._validations)
+            low, high = chart.y_range(series, [loss for _, loss in marks])
             labels = {0: fmt.axis(high, high - low), rows - 1: fmt.axis(low, high - low)}
             if rows >= 5:
                 labels[(rows - 1) // 2] = fmt.axis((low + high) / 2, high - low)
@@ -129,7 +150,9 @@ class LossChart(Widget):
         self.y_range, self.steps_shown = (low, high), (series.first_step, series.last_step)
         # Spans carry style *names* ("raw", "smooth"...); render() turns them into the theme's colours.
         text = Text(no_wrap=True, overflow="crop")
-        for index, row in enumerate(chart.cells(series, low, high, rows)):
+        grid = chart.cells(series, low, high, rows)
+        chart.mark_cells(grid, series, marks, low, high)
+        for index, row in enumerate(grid):
             label = labels.get(index, "")
             text.append(label.rjust(label_width) + ("┤" if label else "│"), "axis")
             # one span per run of cells in the same style: a row is a few escape codes, not one per cell
@@ -138,17 +161,35 @@ class LossChart(Widget):
                 text.append(chars, None if kind == "empty" else "smooth-in-bar" if in_bar else kind)
             text.append("\n")
         text.append(" " * (label_width + 1))
-        text.append_text(x_axis(series, plot_width))
+        text.append_text(x_axis(series, plot_width, validation=bool(marks)))
         return text
 
 
-def x_axis(series: chart.Series, plot_width: int) -> Text:
+def legend_for(room: int, validation: bool) -> Text:
+    """The legend, in the longest wording that fits in ``room`` cells (the validation mark's entry
+    only when the chart has marks)."""
+    wordings = (
+        [(" raw  ", " smoothed  ", " validation"), (" raw ", " smooth ", " val")]
+        if validation
+        else [(" raw  ", " smoothed", "")]
+    )
+    legend = Text("")
+    for raw, smooth, val in wordings:
+        legend = Text.assemble(("▆", "raw"), (raw, "legend"), ("─", "smooth"), (smooth, "legend"))
+        if validation:
+            legend.append_text(Text.assemble((chart.MARK, "validation"), (val, "legend")))
+        if legend.cell_len <= room:
+            break
+    return legend
+
+
+def x_axis(series: chart.Series, plot_width: int, validation: bool = False) -> Text:
     """The first step under the first column, the last step ending under the last column drawn,
     and the legend where it fits."""
     first, last = f"step {fmt.step_label(series.first_step)}", fmt.step_label(series.last_step)
-    legend = Text.assemble(("▆", "raw"), (" raw  ", "legend"), ("─", "smooth"), (" smoothed", "legend"))
     last_end = max(len(series.raw), len(first) + 1 + len(last))
     gap = last_end - len(first) - len(last)
+    legend = legend_for(max(plot_width - last_end - 2, gap - 4), validation)
     line = Text(no_wrap=True, overflow="crop")
     line.append(first, "axis")
     if plot_width - last_end >= legend.cell_len + 2:  # room after the last step's label

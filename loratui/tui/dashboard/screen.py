@@ -12,9 +12,10 @@ The screen applies events to its :class:`~loratui.core.summary.RunSummary` on th
 redraws at most every :data:`MIN_REDRAW_S`, and each panel repaints only when its text changed;
 a one-second tick moves the ETA and the elapsed time between events.
 
-Keys: q quit (the job runs on), x stop (asks first), p pause / resume, s save now, d dismiss the
-VRAM warning, w every warning with its fix, c copy the resume command (after a stop); arrows and PageUp/PageDown scroll. The screen is self-contained (its CSS, workers
-and dialogs come with it), so any app can push it; it dismisses itself with a
+Keys: q quit (the job runs on), x stop (asks first), p pause / resume, s save now, n sample now,
+i the gallery of sample images (:mod:`.gallery`), d dismiss the VRAM warning, w every warning with
+its fix, c copy the resume command (after a stop); arrows and PageUp/PageDown scroll. The screen is
+self-contained (its CSS, workers and dialogs come with it), so any app can push it; it dismisses itself with a
 :class:`~loratui.tui.dashboard.result.DashboardResult`.
 """
 
@@ -47,6 +48,7 @@ from loratui.tui.dashboard.banner import SpillBanner
 from loratui.tui.dashboard.checkpoints_panel import CheckpointsPanel
 from loratui.tui.dashboard.confirm import ConfirmStopScreen
 from loratui.tui.dashboard.engine_log import EngineLog
+from loratui.tui.dashboard.gallery import GalleryScreen
 from loratui.tui.dashboard.gpu_panel import GpuPanel
 from loratui.tui.dashboard.log_reader import LogTail
 from loratui.tui.dashboard.loss_panel import LossPanel
@@ -55,6 +57,7 @@ from loratui.tui.dashboard.outcome import OutcomePanel, resume_command, resume_s
 from loratui.tui.dashboard.params_panel import ParamsPanel
 from loratui.tui.dashboard.progress_panel import ProgressPanel
 from loratui.tui.dashboard.result import DashboardResult, make_result
+from loratui.tui.dashboard.samples_panel import SamplesPanel
 from loratui.tui.dashboard.status_line import StatusLine
 from loratui.tui.dashboard.view import View
 from loratui.tui.dashboard.warnings_panel import WarningsPanel, WarningsScreen
@@ -69,7 +72,7 @@ WIDE = 120  # columns from which the panels stand in two columns
 
 
 class DashboardScreen(Screen[DashboardResult]):
-    CSS_PATH = "dashboard.tcss"
+    CSS_PATH = ["dashboard.tcss", "samples.tcss"]
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (WIDE, "-wide")]
     AUTO_FOCUS = "#dash-body"
     BINDINGS = [
@@ -79,9 +82,12 @@ class DashboardScreen(Screen[DashboardResult]):
         Binding("p", "pause", "Pause", tooltip="Pause after the current step (GPU memory stays allocated)"),
         Binding("p", "resume", "Resume", tooltip="Go on training"),
         Binding("s", "save", "Save now", tooltip="Save a LoRA and a resumable state now, and go on"),
+        Binding("n", "sample", "Sample now", tooltip="Render the run's sample prompts now, between two steps"),
+        Binding("i", "show_samples", "Gallery", tooltip="Every sample image, by prompt and by step"),
         Binding("d", "dismiss_warning", "Dismiss warning"),
         Binding("w", "show_warnings", "Warnings", tooltip="Every warning of the run, with its fix"),
         Binding("c", "copy_resume", "Copy resume command", tooltip="Copy it to the clipboard (OSC 52)"),
+        Binding("g", "grid", "Grid", tooltip="Render the checkpoints x LoRA weights grid of this run, as a job"),
     ]
 
     def __init__(
@@ -125,6 +131,7 @@ class DashboardScreen(Screen[DashboardResult]):
                     loss = LossPanel(id="dash-loss", classes="dash-panel")
                     loss.border_title = "Loss"
                     yield loss
+                    yield SamplesPanel(id="dash-samples", classes="dash-panel")
                     yield WarningsPanel(id="dash-warnings", classes="dash-panel", title="Warning")
                 with Vertical(id="dash-right"):
                     yield GpuPanel(id="dash-gpu", classes="dash-panel", title="GPU")
@@ -144,6 +151,7 @@ class DashboardScreen(Screen[DashboardResult]):
                 "#dash-outcome",
                 "#dash-progress",
                 "#dash-loss",
+                "#dash-samples",
                 "#dash-gpu",
                 "#dash-checkpoints",
                 "#dash-params",
@@ -328,7 +336,8 @@ class DashboardScreen(Screen[DashboardResult]):
             if panel.show(self.view):
                 self.redraws += 1
         banner = self.query_one(SpillBanner)
-        key = (self.view.loaded, self.view.state, banner.display, self.view.summary.warning_count > 0)
+        summary = self.view.summary
+        key = (self.view.loaded, self.view.state, banner.display, summary.warning_count > 0, bool(summary.samples))
         if key != self._bindings_key:
             self._bindings_key = key
             self.refresh_bindings()
@@ -337,7 +346,7 @@ class DashboardScreen(Screen[DashboardResult]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         view = self.view
-        if action in ("stop", "save", "pause", "resume"):
+        if action in ("stop", "save", "pause", "resume", "sample"):
             if not view.loaded or view.ended:
                 return False
             if action == "pause":
@@ -348,8 +357,14 @@ class DashboardScreen(Screen[DashboardResult]):
             return self.query_one(SpillBanner).display
         if action == "show_warnings":
             return view.summary.warning_count > 0
+        if action == "show_samples":
+            return bool(view.summary.samples)
         if action == "copy_resume":
             return view.ended and resume_state(view.summary, view.engine_gone) is not None
+        if action == "grid":
+            from loratui.grid_job import lora_checkpoint_count
+
+            return view.ended and lora_checkpoint_count(view.summary) > 1
         return True
 
     def result(self, reason: str = "quit") -> DashboardResult:
@@ -375,6 +390,12 @@ class DashboardScreen(Screen[DashboardResult]):
     def action_save(self) -> None:
         self._command("save")
 
+    def action_sample(self) -> None:
+        self._command("sample")
+
+    def action_show_samples(self) -> None:
+        self.app.push_screen(GalleryScreen(lambda: self.view.summary.samples, self.record.job_id))
+
     def action_dismiss_warning(self) -> None:
         if self.query_one(SpillBanner).dismiss_current(self.view):
             self._redraw()
@@ -394,6 +415,22 @@ class DashboardScreen(Screen[DashboardResult]):
             title="Copied",
             timeout=6,
             markup=False,  # a path may hold [brackets]
+        )
+
+    def action_grid(self) -> None:
+        from loratui.grid_job import start_run_grid
+        from loratui.shell import attach_command
+
+        try:
+            job, spec = start_run_grid(self.record.folder)
+        except UserError as exc:
+            self.notify(str(exc), title="No grid", severity="error", timeout=8, markup=False)
+            return
+        self.notify(
+            f"{spec.cells} images, as job {job.job_id}; follow it: {attach_command(job.job_id)}",
+            title="Grid started",
+            timeout=8,
+            markup=False,
         )
 
     def _command(self, command: str) -> None:

@@ -168,7 +168,11 @@ class HomeScreen(Screen[None]):
     @on(DataTable.RowSelected, "#jobs")
     def job_selected(self, event: DataTable.RowSelected) -> None:
         record = next((row.record for row in self.rows if row.job_id == event.row_key.value), None)
-        if record is not None:
+        if record is not None and record.kind == "grid":  # a grid job is no training run: no dashboard of it
+            from loratui.shell import attach_command
+
+            self.notify(f"a grid job: `{attach_command(record.job_id)}` shows it and its image", markup=False)
+        elif record is not None:
             self.app.open_dashboard(record)
 
     @on(DataTable.RowSelected, "#recent")

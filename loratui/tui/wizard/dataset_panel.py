@@ -9,6 +9,7 @@ suggests other repeats, a button renames the concept folders to them (``img/10_o
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 from rich.table import Table
@@ -23,9 +24,10 @@ from textual.worker import get_current_worker
 
 from loratui.config import RunConfig
 from loratui.core.terminal_text import escape_controls
-from loratui.dataset import DatasetReport, repeats_for_target, scan_dataset
+from loratui.dataset import DatasetReport, repeats_for_target
 from loratui.dataset_folders import Signature, rename_repeats, renamed_for_repeats, tree_signature
 from loratui.errors import Problem, UserError
+from loratui.held_out import held_out_summary, scan_run_dataset
 from loratui.quantities import count
 from loratui.schedule import resolve_schedule
 from loratui.tui.widgets import SteadyInput
@@ -43,6 +45,10 @@ SCAN_FIELDS = frozenset(
         "dataset.min_bucket_reso",
         "dataset.max_bucket_reso",
         "dataset.bucket_reso_steps",
+        # which images are held out for the validation loss (loratui/held_out.py)
+        "dataset.validation_split",
+        "dataset.validation_dir",
+        "training.seed",
     }
 )
 
@@ -84,7 +90,7 @@ class DatasetPanel(Vertical):
         self.report: DatasetReport | None = None
         self.scanning = False
         self.suggested_repeats: int | None = None  # repeats the calculator suggests renaming the folders to
-        self._roots: tuple[Path, Path | None] | None = None  # the folders of the last scan
+        self._roots: tuple[Path | None, ...] | None = None  # the folders of the last scan
         self._scanned: Signature | None = None  # their signature when it began
         self._watch_timer = None
 
@@ -134,30 +140,25 @@ class DatasetPanel(Vertical):
         image_dir = cfg.resolve(data.image_dir)
         reg_dir = cfg.resolve(data.reg_dir) if data.reg_dir.strip() else None
         self.scanning = True
-        self._roots = (image_dir, reg_dir)
+        validation_dir = cfg.resolve(data.validation_dir) if data.validation_dir.strip() else None
+        self._roots = (image_dir, reg_dir, validation_dir)
         summary.update(Content(escape_controls(f"Scanning {shown_path(image_dir, cfg.base_dir)} ...")))
-        settings = dict(
-            caption_extension=data.caption_extension,
-            resolution=data.resolution,
-            enable_buckets=data.enable_buckets,
-            min_bucket_reso=data.min_bucket_reso,
-            max_bucket_reso=data.max_bucket_reso,
-            bucket_reso_steps=data.bucket_reso_steps,
-        )
+        scanned_cfg, roots = copy.deepcopy(cfg), self._roots  # the worker's own: the fields may change meanwhile
         self.run_worker(
-            lambda: self._scan(image_dir, reg_dir, settings),
+            lambda: self._scan(scanned_cfg, roots),
             thread=True,
             exclusive=True,
             group="dataset-scan",
             name="dataset scan",
         )
 
-    def _scan(self, image_dir: Path, reg_dir: Path | None, settings: dict) -> None:
+    def _scan(self, cfg: RunConfig, roots: tuple[Path | None, ...]) -> None:
         """Runs in a worker thread: reading thousands of image headers takes seconds."""
         # Taken first: a file that changes during the scan changes the signature again, so the
         # watch scans once more rather than missing it.
-        signature = tree_signature(image_dir, reg_dir)
-        report = scan_dataset(image_dir, reg_dir, **settings)
+        signature = tree_signature(*roots)
+        # The same scan as the check's and the engine's: held-out images are out of the counts.
+        report = scan_run_dataset(cfg)
         if not get_current_worker().is_cancelled:
             self.post_message(self.ScanFinished(report, signature))
 
@@ -191,7 +192,7 @@ class DatasetPanel(Vertical):
             name="dataset watch",
         )
 
-    def _compare(self, roots: tuple[Path, Path | None], scanned: Signature) -> None:
+    def _compare(self, roots: tuple[Path | None, ...], scanned: Signature) -> None:
         """Runs in a worker thread: a stat per file (thousands in a large dataset)."""
         if tree_signature(*roots) != scanned and not get_current_worker().is_cancelled:
             self.post_message(self.FoldersChanged())
@@ -275,6 +276,8 @@ class DatasetPanel(Vertical):
             f"images x repeats: {parts[0]} = {items} per epoch"
             + (f", + {reg} regularisation = {per_epoch}" if reg else "")
         ]
+        if report.held_out:  # out of the folders' counts above
+            lines.append(f"({held_out_summary(report)})")
         batches = report.steps_per_epoch(batch) if batch >= 1 else 0
         schedule = resolve_schedule(cfg, batches)  # None while a length setting is invalid
         if schedule is not None:

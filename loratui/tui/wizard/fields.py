@@ -38,8 +38,16 @@ def format_value(spec: FieldSpec, value: object) -> str:
         short = f"{number:g}"
         return short if float(short) == number else repr(number)
     if spec.kind == "args":
-        return " ".join(shlex.quote(item) if any(c.isspace() for c in item) else item for item in value)  # type: ignore[union-attr]
+        return " ".join(_quoted(item) for item in value)  # type: ignore[union-attr]
     return str(value)
+
+
+def _quoted(item: str) -> str:
+    """An entry as typed: bare, or in double quotes (prompts are written so) where it holds spaces
+    or quotes; inside double quotes shlex.split reads an escaped backslash or quote back as itself."""
+    if item and not any(c.isspace() or c in "\"'\\" for c in item):
+        return item
+    return '"' + item.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def parse_value(spec: FieldSpec, text: str) -> object:
@@ -73,12 +81,18 @@ def parse_value(spec: FieldSpec, text: str) -> object:
                 Problem(
                     spec.name,
                     "an opening quote is not closed",
-                    "close the quote, or write entries without quotes: key=value key2=value2",
+                    _QUOTE_FIXES.get(
+                        spec.name, "close the quote, or write entries without quotes: key=value key2=value2"
+                    ),
                 )
             ) from None
     if kind in ("path", "dir"):
         return text.strip()
     return text
+
+
+# How to close a quote, where the entries are not key=value ones.
+_QUOTE_FIXES = {"sample.prompts": 'close the quote: each prompt in double quotes, e.g. "ohwx woman --w 512" "a cat"'}
 
 
 class FieldInputError(ValueError):

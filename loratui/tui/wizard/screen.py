@@ -322,15 +322,28 @@ class WizardScreen(Screen[None]):
                 errors_per_step[step.id] += 1
         # The scan's problems name files and folders, not fields: they are the Dataset step's.
         errors_per_step["dataset"] += self.query_one(DatasetPanel).error_count
+        bar = self.query_one("#step-bar", Static)
+        # One line however narrow the terminal: the other steps' titles shorten, then go, before the bar wraps.
+        for names in ("title", "short", "number"):
+            content = self._step_bar_content(errors_per_step, names)
+            if content.cell_length <= bar.size.width or not bar.size.width:
+                break
+        bar.update(content)
+
+    def _step_bar_content(self, errors_per_step: dict[str, int], names: str) -> Content:
+        """The step bar; ``names``: how the steps other than the current one are named (title, short, number)."""
         parts: list[Content | str] = []
         for index, step in enumerate(STEPS):
-            label = f" {index + 1} {step.title}"
             mark = " ✗" if errors_per_step.get(step.id) else ""
             if index == self.step_index:
-                parts.append(Content.styled(f"{label}{mark} ", "reverse bold"))
-            else:
-                parts.append(Content.assemble(label, (mark, "$error bold"), " "))
-        self.query_one("#step-bar", Static).update(Content.assemble(*parts))
+                parts.append(Content.styled(f" {index + 1} {step.title}{mark} ", "reverse bold"))
+                continue
+            name = {"title": f" {step.title}", "short": f" {step.short_title}", "number": ""}[names]
+            parts.append(Content.assemble(f" {index + 1}{name}", (mark, "$error bold"), " "))
+        return Content.assemble(*parts)
+
+    def on_resize(self) -> None:
+        self._update_step_bar()  # the titles that fit change with the width
 
     @on(DatasetPanel.ScanFinished)
     def _scan_finished(self, message: DatasetPanel.ScanFinished) -> None:

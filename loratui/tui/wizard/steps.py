@@ -16,6 +16,11 @@ class Step:
     intro: str
     fields: tuple[str, ...]
     panel_after: str = ""  # the step's live panel (dataset scan) goes after this field
+    short: str = ""  # the step bar's label where the titles do not fit on one line; "" = the title
+
+    @property
+    def short_title(self) -> str:
+        return self.short or self.title
 
     @property
     def specs(self) -> tuple[FieldSpec, ...]:
@@ -39,6 +44,7 @@ STEPS: tuple[Step, ...] = (
         "Images go in img/<repeats>_<token class>/, e.g. img/15_ohwx woman/001.png with 001.txt as its caption. "
         "10-30 repeats per image are usual.",
         _settings_of("dataset"),
+        short="Data",
         panel_after="dataset.image_dir",
     ),
     Step(
@@ -46,24 +52,34 @@ STEPS: tuple[Step, ...] = (
         "Training",
         "How long the run is: steps = images x repeats x epochs / batch size (the Dataset step shows the numbers).",
         _settings_of("training"),
+        short="Train",
     ),
     Step(
         "network",
         "Network",
         "The shape of the LoRA: its rank and alpha.",
         _settings_of("network"),
+        short="Net",
     ),
     Step(
         "optimizer",
         "Optimizer",
         "How the weights are updated. AdamW8bit at 1e-4 is the safe start.",
         _settings_of("optimizer"),
+        short="Optim",
     ),
     Step(
         "output",
         "Output",
         "What the run writes, and where.",
         _settings_of("output"),
+    ),
+    Step(
+        "sample",
+        "Samples",
+        "Images rendered with the LoRA as it trains, to see what it learns: a few prompts, every epoch or n steps.",
+        _settings_of("sample"),
+        short="Sample",
     ),
     Step(
         "review",
