@@ -6,22 +6,19 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import signal
 import sys
 import time
 from pathlib import Path
 
 from loratui import __version__
 from loratui.core.exit_codes import ExitCode, exit_code_of_run
-from loratui.core.protocol import FINAL_EVENTS
+from loratui.core.protocol import FINAL_EVENTS, answer_timeout
 from loratui.core.terminal_text import escape_controls
 from loratui.errors import UserError
 from loratui.quantities import count
 from loratui.streams import OutputLost, fill_missing_descriptors, guarded_stdout
 
 CONTROL_COMMANDS = ("stop", "pause", "resume", "save", "sample")
-# The engine answers `sample` once every image is rendered: on a GPU a second or more per image.
-SAMPLE_TIMEOUT_S = 600.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         command = commands.add_parser(name, help=text)
         command.add_argument("job", nargs="?", help="job id or unique prefix (default: the one running job)")
-        timeout = SAMPLE_TIMEOUT_S if name == "sample" else 60.0
+        timeout = answer_timeout(name, 60.0)
         command.add_argument("--timeout", type=float, default=timeout, help="seconds to wait for the engine's answer")
         if name == "stop":
             command.add_argument("--wait", action="store_true", help="return only when the job has saved and exited")
@@ -270,7 +267,7 @@ def cmd_train(args) -> int:
 
 def _follow_plain(record, rebuild_first: bool) -> int:
     """Print a job's progress until it ends. Ctrl+C detaches: the job goes on."""
-    from loratui.jobs.follow import follow
+    from loratui.jobs.follow import follow_to_end
     from loratui.plain_progress import PlainProgress
 
     progress = PlainProgress(sys.stdout, job_id=record.job_id, config=record.config)
@@ -290,26 +287,16 @@ def _follow_plain(record, rebuild_first: bool) -> int:
             return _exit_code(summary.final, record, summary.error)
         if unseen_end is not None:
             return exit_code_of_run(status.final)  # FAILED when there is no end at all
-    final = error = None
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        for event in follow(record.events_path, lambda: _still_writing(record), offset=offset):
-            progress.handle(event)
-            if event.get("type") in FINAL_EVENTS:
-                final = event
-            elif event.get("type") == "error":
-                error = event
-    except KeyboardInterrupt:
-        from loratui.shell import attach_command, stop_command
+    from loratui.shell import attach_command, stop_command
 
-        print(
-            f"\nDetached; job {record.job_id} goes on. Re-attach: {attach_command(record.job_id)}   "
-            f"stop it: {stop_command(record.job_id)}",
-            file=sys.stderr,
-        )
+    detached = (
+        f"Detached; job {record.job_id} goes on. Re-attach: {attach_command(record.job_id)}   "
+        f"stop it: {stop_command(record.job_id)}"
+    )
+    ended = follow_to_end(record.events_path, lambda: _still_writing(record), progress.handle, detached, offset)
+    if ended is None:
         return ExitCode.OK
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    final, error = ended
     return _exit_code(final, record, error)
 
 

@@ -8,13 +8,11 @@ follows it again from any SSH session.
 
 from __future__ import annotations
 
-import signal
 import sys
 from pathlib import Path
 from typing import TextIO
 
 from loratui.core.exit_codes import ExitCode, exit_code_of_run
-from loratui.core.protocol import FINAL_EVENTS
 from loratui.core.terminal_text import escape_controls
 from loratui.grid_spec import GridRow, GridSpec, RunCheckpoints
 from loratui.shell import attach_command, quote, stop_command
@@ -111,29 +109,19 @@ class GridProgress:
 def follow_grid(record, out: TextIO = sys.stdout) -> int:
     """Print a grid job's progress from its first event until it ends, then show the PNG where the
     terminal can. Ctrl+C detaches: the job goes on."""
-    from loratui.jobs.follow import follow
+    from loratui.jobs.follow import follow_to_end
     from loratui.jobs.process import is_running
 
     progress = GridProgress(out)
-    final = error = None
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        alive = lambda: is_running(record.identity) and record.folder.is_dir()  # noqa: E731
-        for event in follow(record.events_path, alive):
-            progress.handle(event)
-            if event.get("type") in FINAL_EVENTS:
-                final = event
-            elif event.get("type") == "error":
-                error = event
-    except KeyboardInterrupt:
-        print(
-            f"\nDetached; grid job {record.job_id} goes on. Re-attach: {attach_command(record.job_id)}   "
-            f"stop it: {stop_command(record.job_id)}",
-            file=sys.stderr,
-        )
+    alive = lambda: is_running(record.identity) and record.folder.is_dir()  # noqa: E731
+    detached = (
+        f"Detached; grid job {record.job_id} goes on. Re-attach: {attach_command(record.job_id)}   "
+        f"stop it: {stop_command(record.job_id)}"
+    )
+    ended = follow_to_end(record.events_path, alive, progress.handle, detached)
+    if ended is None:
         return ExitCode.OK
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    final, error = ended
     if final is None:
         print(
             f"error: the grid job ended without finishing (killed or crashed); see {record.log_path}", file=sys.stderr

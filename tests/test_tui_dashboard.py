@@ -66,13 +66,13 @@ def _private(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------------- helpers
 
 
-def started(total_steps: int = 200, steps_per_epoch: int = 40) -> EventLog:
+def started(total_steps: int = 200, steps_per_epoch: int = 40, config: dict | None = None) -> EventLog:
     log = EventLog()
     log.add("status", phase="loading_model", message="loading the model")
     log.add(
         "run_started",
         run_id="r1",
-        config=RUN_CONFIG,
+        config=RUN_CONFIG if config is None else config,
         config_dir="/home/me/ohwx",
         dataset={"images": 20, "reg_images": 0},
         total_steps=total_steps,

@@ -42,6 +42,7 @@ from .test_tui_dashboard import (
     run_folder,
     screen_text,
     shows,
+    started,
     wait_for,
 )
 
@@ -67,30 +68,7 @@ def _private(tmp_path, monkeypatch):
 def sampling_run(total_steps: int = 200, steps_per_epoch: int = 40, sample: dict | None = None) -> EventLog:
     """A started run whose config has sample prompts (every 20 steps) unless ``sample`` says otherwise."""
     config = dict(RUN_CONFIG, sample={"prompts": PROMPTS, "every_n_steps": 20} if sample is None else sample)
-    log = EventLog()
-    log.add("status", phase="loading_model", message="loading the model")
-    log.add(
-        "run_started",
-        run_id="r1",
-        config=config,
-        config_dir="/home/me/ohwx",
-        dataset={"images": 20, "reg_images": 0},
-        total_steps=total_steps,
-        total_epochs=-(-total_steps // steps_per_epoch),
-        steps_per_epoch=steps_per_epoch,
-        start_step=0,
-        start_epoch=0,
-        device="cuda",
-        device_name="NVIDIA GeForce RTX 4090",
-        mixed_precision="bf16",
-        pid=4242,
-        resumed_from=None,
-        elapsed_s=0.0,
-        loss_history=[],
-    )
-    log.add("status", phase="training", message="training")
-    log.elapsed, log.steps_per_epoch = 0.0, steps_per_epoch
-    return log
+    return started(total_steps, steps_per_epoch, config)
 
 
 def make_png(path: Path, index: int, step: int, size: int = 64) -> Path:
@@ -306,7 +284,7 @@ def test_the_gallery_steps_through_prompts_and_steps(tmp_path):
             gallery = pilot.app.screen
             assert isinstance(gallery, GalleryScreen)
             facts = str(gallery.query_one("#gallery-facts").render())
-            assert "step 60 · epoch 1 · seed 1002 · 512x512 · on its step schedule" in facts
+            assert "step 60 · 1 epoch done · seed 1002 · 512x512 · on its step schedule" in facts
             assert f"file {samples}/sample-000060-02.png" in facts
             assert "▀" in text
             await pilot.press("left")

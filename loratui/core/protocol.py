@@ -316,6 +316,16 @@ COMMANDS = {
     "(refused when the run has no prompts); one `sample` event per image",
 }
 
+# The engine answers `sample` once every image is rendered, a second or more per image on a GPU and
+# far more on a CPU: clients (the CLI, the dashboard) wait this long for that answer.
+SAMPLE_ANSWER_S = 600.0
+
+
+def answer_timeout(name: str, default_s: float) -> float:
+    """How long to wait for the answer to the command ``name``."""
+    return max(default_s, SAMPLE_ANSWER_S) if name == "sample" else default_s
+
+
 # A FIFO write of at most PIPE_BUF bytes (4096 on Linux, 512 by POSIX) is atomic, so commands from
 # several clients never interleave. Commands are far shorter than that.
 MAX_COMMAND_BYTES = 512

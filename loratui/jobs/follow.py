@@ -117,3 +117,29 @@ def follow(path: Path, is_alive: Callable[[], bool], poll_s: float = 0.1, offset
             return
         if drained:
             time.sleep(poll_s)
+
+
+def follow_to_end(
+    path: Path, is_alive: Callable[[], bool], handle: Callable[[dict], None], detach_line: str, offset: int = 0
+) -> tuple[dict | None, dict | None] | None:
+    """Pass each event to ``handle`` until the job ends: its (final event, last error event), either
+    None when it has none. Ctrl+C detaches instead (the job goes on): ``detach_line`` is printed on
+    stderr and None returned."""
+    import signal
+    import sys
+
+    final = error = None
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        for event in follow(path, is_alive, offset=offset):
+            handle(event)
+            if event.get("type") in FINAL_EVENTS:
+                final = event
+            elif event.get("type") == "error":
+                error = event
+    except KeyboardInterrupt:
+        print(f"\n{detach_line}", file=sys.stderr)
+        return None
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return final, error

@@ -31,6 +31,11 @@ TRIGGERS = {
 }
 
 
+def _epochs_done(epochs: int) -> str:
+    """A sample's ``epoch`` counts the epochs completed when it was rendered."""
+    return "before the first epoch's end" if epochs == 0 else f"{epochs} epoch{'s' if epochs > 1 else ''} done"
+
+
 def by_prompt(samples: list[SampleImage]) -> dict[int, list[SampleImage]]:
     """The samples of each prompt number, in the order rendered (by step, then time)."""
     groups: dict[int, list[SampleImage]] = {}
@@ -150,7 +155,7 @@ class GalleryScreen(Screen[None]):
         picture.show(sample.path)
         lines = [
             f"prompt #{sample.index + 1}: {escape_controls(sample.prompt)}",
-            f"step {fmt.number(sample.step)} · epoch {sample.epoch} · seed {sample.seed} · "
+            f"step {fmt.number(sample.step)} · {_epochs_done(sample.epoch)} · seed {sample.seed} · "
             f"{sample.width}x{sample.height} · {TRIGGERS.get(sample.trigger, escape_controls(sample.trigger))}",
             f"file {escape_controls(sample.path)}",
         ]

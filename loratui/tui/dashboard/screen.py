@@ -33,7 +33,7 @@ from textual.screen import Screen
 from textual.widgets import Footer
 from textual.worker import get_current_worker
 
-from loratui.core.protocol import FINAL_EVENTS
+from loratui.core.protocol import FINAL_EVENTS, answer_timeout
 from loratui.core.summary import RunSummary
 from loratui.core.terminal_text import escape_controls
 from loratui.errors import UserError
@@ -246,7 +246,7 @@ class DashboardScreen(Screen[DashboardResult]):
 
         def send() -> None:
             try:
-                answer = send_command(self.record, command, timeout_s=self.command_timeout_s)
+                answer = send_command(self.record, command, timeout_s=answer_timeout(command, self.command_timeout_s))
             except UserError as err:
                 self.post_message(CommandAnswered(command, None, err))
             else:
@@ -297,7 +297,8 @@ class DashboardScreen(Screen[DashboardResult]):
             self.notify(escape_controls(text, keep="\n"), title=title, severity="error", timeout=10, markup=False)
         elif message.answer is None:
             self.notify(
-                f"no answer within {self.command_timeout_s:.0f} s; the engine acts on commands between steps "
+                f"no answer within {answer_timeout(message.command, self.command_timeout_s):.0f} s; the engine acts "
+                "on commands between steps "
                 "and will still carry it out",
                 title=title,
                 severity="warning",
