@@ -64,8 +64,9 @@ class Sampling:
     vae_dtype: torch.dtype
     stop: StopFlag
 
-    if TYPE_CHECKING:  # supplied by the trainer's saving (engine/saving.py)
+    if TYPE_CHECKING:  # supplied by the trainer and its saving (engine/saving.py)
 
+        def _status(self, phase: str, message: str, current: int | None = None, total: int | None = None) -> None: ...
         def _output_folder(self) -> Path: ...
 
     def _prepare_sampling(self) -> None:
@@ -196,13 +197,9 @@ class Sampling:
         if number is None:  # back to what the run was doing: a sample asked for during a pause stays paused
             paused = getattr(self, "_paused_at", None) is not None
             phase = "paused" if paused else "training"
-            self.events.emit(
-                "status", phase=phase, message=f"paused after step {self.progress.step}" if paused else phase
-            )
+            self._status(phase, f"paused after step {self.progress.step}" if paused else phase)
         else:
-            self.events.emit(
-                "status", phase="sampling", message=f"rendering sample {number}/{total}", current=number, total=total
-            )
+            self._status("sampling", f"rendering sample {number}/{total}", number, total)
 
 
 _FAILED_HINT = (

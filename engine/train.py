@@ -37,6 +37,7 @@ from engine.metadata import RunFacts, new_session_id
 from engine.model_loading import BaseModel, weight_dtype
 from engine.optim import current_lrs, make_optimizer, make_scheduler
 from engine.sample_runs import Sampling
+from engine.sampling import preserved_rng
 from engine.saving import Saving, load_state_weights
 from engine.spill_watch import SpillWatch
 from engine.state import Progress, load_training_state, read_lora_weights, read_progress
@@ -484,12 +485,11 @@ class Trainer(CommandHandling, Saving, Sampling):
 
     def _validate(self, epochs_done: int) -> None:
         """A ``validation`` event: the loss on the held-out images (nothing without any). Measuring
-        draws no random number, and the fork of the random state makes sure: a run with validation
-        trains exactly as one without it."""
+        draws no random number, and the random states put back afterwards (as around a sample) make
+        sure: a run with validation trains exactly as one without it."""
         if self._validation_set is None:
             return
-        devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
+        with preserved_rng(self.device):
             loss = self._validation_set.loss(self._loss, self.device)
         images = self._validation_set.images
         self.events.emit("validation", step=self.progress.step, epoch=epochs_done, loss=loss, images=images)

@@ -293,18 +293,11 @@ def _follow_plain(record, rebuild_first: bool) -> int:
         f"Detached; job {record.job_id} goes on. Re-attach: {attach_command(record.job_id)}   "
         f"stop it: {stop_command(record.job_id)}"
     )
-    ended = follow_to_end(record.events_path, lambda: _still_writing(record), progress.handle, detached, offset)
+    ended = follow_to_end(record, progress.handle, detached, offset)
     if ended is None:
         return ExitCode.OK
     final, error = ended
     return _exit_code(final, record, error)
-
-
-def _still_writing(record) -> bool:
-    """The engine is alive and its events can still reach us (its run folder is there)."""
-    from loratui.jobs.process import is_running
-
-    return is_running(record.identity) and record.folder.is_dir()
 
 
 def _print_summary(record, summary, unseen_end=None) -> None:
@@ -433,7 +426,7 @@ def cmd_home(args) -> int:
 
 def cmd_logs(args) -> int:
     from loratui.core.terminal_text import json_escaped
-    from loratui.jobs.follow import EventFileReader, follow, open_events
+    from loratui.jobs.follow import EventFileReader, follow_job, open_events
     from loratui.jobs.registry import find_job
     from loratui.jobs.status import require_event_log
     from loratui.plain_progress import PlainProgress
@@ -442,7 +435,7 @@ def cmd_logs(args) -> int:
     require_event_log(record)  # missing, a folder, or gone with its run folder: one line, not a traceback
     if args.json:
         if args.follow:
-            for event in follow(record.events_path, lambda: _still_writing(record)):
+            for event in follow_job(record):
                 # as the engine writes them: control characters and undecodable bytes as \u escapes
                 print(json_escaped(json.dumps(event, separators=(",", ":"), ensure_ascii=False)), flush=True)
         else:
@@ -456,7 +449,7 @@ def cmd_logs(args) -> int:
         progress = GridProgress(sys.stdout, interactive=False)
     try:
         if args.follow:
-            for event in follow(record.events_path, lambda: _still_writing(record)):
+            for event in follow_job(record):
                 progress.handle(event)
         else:
             for event in EventFileReader(record.events_path).read_all():
@@ -504,13 +497,13 @@ def _command_args(args) -> dict[str, str]:
 
 
 def _wait_for_end(record, sent_at: float) -> int:
-    from loratui.jobs.follow import follow
+    from loratui.jobs.follow import follow_job
     from loratui.shell import resume_command
 
     if not record.folder.is_dir():
         return _wait_without_events(record, sent_at)
     final = None
-    for event in follow(record.events_path, lambda: _still_writing(record)):
+    for event in follow_job(record):
         if event.get("type") in FINAL_EVENTS:
             final = event
     if final and final["type"] == "stopped" and final.get("state"):  # (a grid job has no state to resume)

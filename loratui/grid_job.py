@@ -110,15 +110,13 @@ def follow_grid(record, out: TextIO = sys.stdout) -> int:
     """Print a grid job's progress from its first event until it ends, then show the PNG where the
     terminal can. Ctrl+C detaches: the job goes on."""
     from loratui.jobs.follow import follow_to_end
-    from loratui.jobs.process import is_running
 
     progress = GridProgress(out)
-    alive = lambda: is_running(record.identity) and record.folder.is_dir()  # noqa: E731
     detached = (
         f"Detached; grid job {record.job_id} goes on. Re-attach: {attach_command(record.job_id)}   "
         f"stop it: {stop_command(record.job_id)}"
     )
-    ended = follow_to_end(record.events_path, alive, progress.handle, detached)
+    ended = follow_to_end(record, progress.handle, detached)
     if ended is None:
         return ExitCode.OK
     final, error = ended

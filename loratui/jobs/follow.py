@@ -119,19 +119,31 @@ def follow(path: Path, is_alive: Callable[[], bool], poll_s: float = 0.1, offset
             time.sleep(poll_s)
 
 
+def still_writing(record) -> bool:
+    """A job's engine is alive and its events can still reach us (its run folder is there)."""
+    from loratui.jobs.process import is_running
+
+    return is_running(record.identity) and record.folder.is_dir()
+
+
+def follow_job(record, offset: int = 0) -> Iterator[dict]:
+    """:func:`follow` on a job's events, for as long as its engine is still writing them."""
+    return follow(record.events_path, lambda: still_writing(record), offset=offset)
+
+
 def follow_to_end(
-    path: Path, is_alive: Callable[[], bool], handle: Callable[[dict], None], detach_line: str, offset: int = 0
+    record, handle: Callable[[dict], None], detach_line: str, offset: int = 0
 ) -> tuple[dict | None, dict | None] | None:
-    """Pass each event to ``handle`` until the job ends: its (final event, last error event), either
-    None when it has none. Ctrl+C detaches instead (the job goes on): ``detach_line`` is printed on
-    stderr and None returned."""
+    """Pass each of a job's events to ``handle`` until the job ends: its (final event, last error
+    event), either None when it has none. Ctrl+C detaches instead (the job goes on): ``detach_line``
+    is printed on stderr and None returned."""
     import signal
     import sys
 
     final = error = None
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
-        for event in follow(path, is_alive, offset=offset):
+        for event in follow_job(record, offset):
             handle(event)
             if event.get("type") in FINAL_EVENTS:
                 final = event
