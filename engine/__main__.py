@@ -67,8 +67,6 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.request("signal"))
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
-    from loratui.errors import UserError
-
     step = 0
     try:
         from loratui.config import load_config
@@ -87,23 +85,32 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             step = _steps_done(trainer)
         return ExitCode.STOPPED if trainer.outcome == "stopped" else ExitCode.OK
-    except UserError as exc:
+    except Exception as exc:
+        return report_failure(events, exc, step)
+
+
+def report_failure(events, exc: Exception, step: int) -> ExitCode:
+    """How a job that raised ends (training or a grid): an ``error`` event and the final ``failed``.
+    A UserError says where and what to do; anything else is a bug: its traceback goes to the log and
+    the watcher gets its first line."""
+    from loratui.errors import UserError
+
+    if isinstance(exc, UserError):
         where = f"{exc.where}: " if exc.where else ""
         logging.getLogger("engine").error("%s%s", where, exc.message)
         events.emit("error", kind=exc.kind, message=where + exc.message, hint=exc.fix)
         events.emit("failed", step=step, message=where + exc.message)
         return ExitCode.USER_ERROR
-    except Exception as exc:  # a bug: keep the traceback for the log, tell the watcher plainly
-        traceback.print_exc()
-        message = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-        events.emit(
-            "error",
-            kind="internal",
-            message=message,
-            hint="this is a bug in loratui; the traceback is in the engine log (stderr)",
-        )
-        events.emit("failed", step=step, message=message)
-        return ExitCode.FAILED
+    traceback.print_exception(exc)
+    message = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+    events.emit(
+        "error",
+        kind="internal",
+        message=message,
+        hint="this is a bug in loratui; the traceback is in the engine log (stderr)",
+    )
+    events.emit("failed", step=step, message=message)
+    return ExitCode.FAILED
 
 
 def _steps_done(trainer) -> int:

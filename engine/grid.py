@@ -24,7 +24,6 @@ import logging
 import signal
 import sys
 import time
-import traceback
 from pathlib import Path
 
 from loratui.core.exit_codes import ExitCode
@@ -213,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--end-file", metavar="FILE", help="keep the final event here too")
     args = parser.parse_args(argv)
 
-    from engine.__main__ import quiet_libraries
+    from engine.__main__ import quiet_libraries, report_failure
     from engine.events import claim_stdout
 
     events = claim_stdout(Path(args.end_file) if args.end_file else None)
@@ -237,18 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         done, elapsed = (render.done, render.elapsed_s) if render else (0, 0.0)
         events.emit("stopped", step=done, epoch=0, path=None, state=None, reason=exc.reason, elapsed_s=elapsed)
         return ExitCode.STOPPED
-    except UserError as exc:
-        where = f"{exc.where}: " if exc.where else ""
-        log.error("%s%s", where, exc.message)
-        events.emit("error", kind=exc.kind, message=where + exc.message, hint=exc.fix)
-        events.emit("failed", step=render.done if render else 0, message=where + exc.message)
-        return ExitCode.USER_ERROR
-    except Exception as exc:  # a bug: the traceback for the log, one line for the watcher
-        traceback.print_exc()
-        message = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-        events.emit("error", kind="internal", message=message, hint="this is a bug in loratui; see the job's log")
-        events.emit("failed", step=render.done if render else 0, message=message)
-        return ExitCode.FAILED
+    except Exception as exc:
+        return report_failure(events, exc, render.done if render else 0)
 
 
 if __name__ == "__main__":

@@ -51,7 +51,6 @@ from loratui import families
 from loratui.config import RunConfig
 from loratui.dataset import ImageEntry
 from loratui.errors import UserError
-from loratui.sample_prompts import FLUX_GUIDANCE
 
 if TYPE_CHECKING:
     from diffusers import FluxPipeline
@@ -290,7 +289,7 @@ class Flux:
             "negative_prompt": prompt.negative_prompt or None,
             "true_cfg_scale": prompt.cfg_scale,  # real CFG (two passes) only above 1 with a negative prompt
             # dev's embedded guidance; schnell's transformer has no guidance input and ignores it
-            "guidance_scale": FLUX_GUIDANCE if prompt.guidance is None else prompt.guidance,
+            "guidance_scale": prompt.guidance,  # a FLUX.1 prompt always has one (loratui.sample_prompts)
             "max_sequence_length": self.t5_tokens,  # T5 tokens as trained: 512 for dev, 256 for schnell
         }
 
