@@ -55,17 +55,35 @@ def to_kohya_tensors(
     kohya_name: Callable[[str], str],
 ) -> dict[str, torch.Tensor]:
     """Rename ``<module>.lora_down.weight``-style weights of one model to kohya keys, and add the
-    alpha of each module. ``kohya_name``: a module's path in the model -> its name in the file."""
+    alpha of each module. ``kohya_name``: a module's path in the model -> its name in the file.
+
+    A LyCORIS part's weights (``<module>.hada_w1_a``, ``<module>.lokr_w1``, ``<module>.weight``...)
+    are renamed the same way and carry their own alpha (iA3 has none), as LyCORIS saves them."""
     keys = {t.name: kohya_key(prefix, kohya_name(t.name)) for t in targets}
     out: dict[str, torch.Tensor] = {}
     for name, tensor in weights.items():
-        module, part = name.split(".lora_", 1)
-        out[f"{keys[module]}.lora_{part}"] = tensor.detach().to("cpu", dtype).contiguous()
-    for target in targets:
-        out[f"{keys[target.name]}.alpha"] = torch.tensor(float(target.alpha), dtype=dtype)
-    if len(out) != 3 * len(targets):  # a name given to two modules, or a module without its two weights
-        raise ValueError(f"{prefix}: {len(out)} tensors for {len(targets)} modules, not 3 per module")
+        module, part = _module_and_tensor(name, keys)
+        out[f"{keys[module]}.{part}"] = tensor.detach().to("cpu", dtype).contiguous()
+    peft_lora = all(".lora_down." in name or ".lora_up." in name for name in weights)
+    if peft_lora:
+        for target in targets:
+            out[f"{keys[target.name]}.alpha"] = torch.tensor(float(target.alpha), dtype=dtype)
+        if len(out) != 3 * len(targets):  # a name given to two modules, or a module without its two weights
+            raise ValueError(f"{prefix}: {len(out)} tensors for {len(targets)} modules, not 3 per module")
+    elif len({key.split(".", 1)[0] for key in out}) != len(targets):
+        raise ValueError(f"{prefix}: tensors of {len(out)} names for {len(targets)} modules, not of each module")
     return out
+
+
+def _module_and_tensor(name: str, modules: dict[str, str]) -> tuple[str, str]:
+    """``down_blocks.0.proj_in.lora_down.weight`` -> (``down_blocks.0.proj_in``, ``lora_down.weight``):
+    the longest leading part of ``name`` that is one of ``modules``."""
+    parts = name.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        module = ".".join(parts[:cut])
+        if module in modules:
+            return module, ".".join(parts[cut:])
+    raise ValueError(f"{name}: not the weight of a trained module")
 
 
 def _data_hash(serialized: bytes) -> str:

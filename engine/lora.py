@@ -7,14 +7,31 @@ keys, shapes and meaning as one trained there:
 - UNet with a conv rank (LoCon): also the layers of ResnetBlock2D, Downsample2D and Upsample2D,
   3x3 convolutions at the conv rank and their Linear/1x1 layers at the network rank.
 - Text encoder: every Linear in the CLIP encoder layers (q/k/v/out projections and the MLP).
+
+A LyCORIS type (network.type locon, loha, lokr, ia3) is trained by the lycoris-lora library instead
+(engine/lycoris_network.py: its wrapper picks the modules); the functions below that read or load a
+part's weights serve both kinds.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+from engine.lycoris_network import (
+    CONTAINER,
+    apply_lycoris_max_norm,
+    container_of,
+    load_lycoris_state_dict,
+    lycoris_state_dict,
+    make_layers,
+)
+
+if TYPE_CHECKING:
+    from loratui.config import NetworkSettings
 
 UNET_ATTENTION_BLOCKS = ("Transformer2DModel",)
 UNET_CONV_BLOCKS = ("ResnetBlock2D", "Downsample2D", "Upsample2D")
@@ -110,18 +127,50 @@ def attach_lora(model: nn.Module, targets: list[LoraTarget], adapter_name: str =
             param.requires_grad_(True)
 
 
+def lycoris_targets(
+    module: nn.Module, denoiser: bool, net: NetworkSettings
+) -> tuple[list[LoraTarget], dict[str, nn.Module]]:
+    """The modules LyCORIS's wrapper picks in ``module`` for the network settings' type and preset, with
+    the layers it made for them (by module path; attached by :func:`attach_lycoris`)."""
+    layers = make_layers(module, denoiser, net)
+    targets = []
+    for path, layer in layers.items():
+        original = layer.org_module[0]
+        conv = isinstance(original, nn.Conv2d) and tuple(original.kernel_size) != (1, 1)
+        rank, alpha = (
+            (net.conv_rank or net.rank, net.conv_alpha if net.conv_rank else net.alpha)
+            if conv
+            else (
+                net.rank,
+                net.alpha,
+            )
+        )
+        width = layer_width(original) if isinstance(original, (nn.Linear, nn.Conv2d)) else 0
+        targets.append(LoraTarget(path, rank, alpha, width, conv))
+    return sorted(targets, key=lambda t: t.name), layers
+
+
 def _exact(name: str) -> str:
     # peft matches these keys as regexes against the end of a module path; anchor the full path.
     return "^" + name.replace(".", r"\.") + "$"
 
 
 def lora_parameters(model: nn.Module) -> list[nn.Parameter]:
-    return [p for n, p in model.named_parameters() if p.requires_grad and (".lora_A." in n or ".lora_B." in n)]
+    """The trained weights of the part's network: peft's LoRA, or its LyCORIS layers."""
+    return [
+        p
+        for n, p in model.named_parameters()
+        if p.requires_grad and (".lora_A." in n or ".lora_B." in n or f"{CONTAINER}." in n)
+    ]
 
 
 def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The LoRA weights as ``{module_path: {"down": A, "up": B}}``-style flat dict:
-    ``<module>.lora_down.weight`` / ``<module>.lora_up.weight`` keyed by the model's module path."""
+    ``<module>.lora_down.weight`` / ``<module>.lora_up.weight`` keyed by the model's module path
+    (a LyCORIS part: ``<module>.<tensor>`` as LyCORIS saves each, ``<module>.hada_w1_a``...)."""
+    container = container_of(model)
+    if container is not None:
+        return lycoris_state_dict(container)
     out: dict[str, torch.Tensor] = {}
     for name, tensor in model.state_dict().items():
         for peft_part, kohya_part in ((".lora_A.default.", ".lora_down."), (".lora_B.default.", ".lora_up.")):
@@ -131,6 +180,39 @@ def lora_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
+def apply_max_norm(model: nn.Module, max_norm: float, device: torch.device) -> tuple[int, list[float]]:
+    """kohya's scale_weight_norms, after an optimizer step: each layer whose update (alpha / rank x up @
+    down) has a norm above ``max_norm`` is scaled back to it. How many were scaled, and every layer's
+    norm after the step. A LyCORIS part: each layer's own max-norm step (LyCORIS's, as its kohya network
+    runs it)."""
+    container = container_of(model)
+    if container is not None:
+        return apply_lycoris_max_norm(container, max_norm, device)
+    scaled, norms = 0, []
+    with torch.no_grad():
+        for module in model.modules():
+            down_layers = getattr(module, "lora_A", None)
+            if not isinstance(down_layers, nn.ModuleDict) or "default" not in down_layers:
+                continue
+            down, up = down_layers["default"].weight, module.lora_B["default"].weight
+            norm = (update_of(up, down) * module.scaling["default"]).norm()
+            # sd-scripts' rule: a norm below half the bound is taken as half of it (ratio 1: unchanged)
+            ratio = float(norm.clamp(min=max_norm / 2).clamp(max=max_norm) / norm.clamp(min=max_norm / 2))
+            if ratio != 1:
+                scaled += 1
+                up.mul_(ratio**0.5)
+                down.mul_(ratio**0.5)
+            norms.append(float(norm) * ratio)
+    return scaled, norms
+
+
+def update_of(up: torch.Tensor, down: torch.Tensor) -> torch.Tensor:
+    """The change ``up @ down`` makes to a layer's weight, in the weight's shape (a conv's kernel too)."""
+    if down.dim() == 2:
+        return up @ down
+    return (up.flatten(1) @ down.flatten(1)).reshape(up.shape[0], *down.shape[1:])
+
+
 class LoraMismatch(ValueError):
     """LoRA weights that do not fit the model's LoRA layers: other modules, or other shapes."""
 
@@ -138,6 +220,12 @@ class LoraMismatch(ValueError):
 def load_lora_state_dict(model: nn.Module, weights: dict[str, torch.Tensor]) -> None:
     """Inverse of :func:`lora_state_dict`, used when resuming a run; LoraMismatch (nothing
     loaded) when the weights are not those of this model's LoRA layers."""
+    container = container_of(model)
+    if container is not None:
+        refusal = load_lycoris_state_dict(container, weights)
+        if refusal:
+            raise LoraMismatch(refusal)
+        return
     mapped = {}
     for key, tensor in weights.items():
         for kohya_part, peft_part in ((".lora_down.", ".lora_A.default."), (".lora_up.", ".lora_B.default.")):

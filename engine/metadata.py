@@ -19,9 +19,12 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from engine.lycoris_network import network_args as lycoris_network_args
 from loratui.config import RunConfig
 from loratui.dataset import DatasetReport
-from loratui.params import SETTINGS
+from loratui.errors import UserError
+from loratui.optimizer_args import adafactor_relative_step, canonical_optimizer, parse_optimizer_args
+from loratui.params import LYCORIS_NETWORK_MODULE, LYCORIS_TYPES, SETTINGS
 from loratui.schedule import Schedule
 
 # The families whose files declare the SAI model spec 1.0.1 (sd-scripts' library/sai_model_spec.py), and
@@ -88,13 +91,16 @@ def _run_metadata(
     net = cfg.network
     family = facts.family_metadata
     resolution = cfg.dataset.resolution
-    network_args = {"conv_dim": str(net.conv_rank), "conv_alpha": str(net.conv_alpha)} if net.conv_rank else {}
+    if net.type in LYCORIS_TYPES:  # sd-scripts records the network args it passed to lycoris.kohya
+        network_module, network_args = LYCORIS_NETWORK_MODULE, lycoris_network_args(net)
+    else:
+        network_module = "networks.lora"
+        network_args = {"conv_dim": str(net.conv_rank), "conv_alpha": str(net.conv_alpha)} if net.conv_rank else {}
     return {
         "ss_session_id": facts.session_id,
         "ss_training_started_at": int(facts.started_at),
         "ss_training_finished_at": int(time.time()),
-        "ss_network_module": "networks.lora",
-        "ss_network_dropout": "None",
+        "ss_network_module": network_module,
         "ss_network_args": _json(network_args) if network_args else None,
         "ss_v2": family["ss_v2"],
         "ss_sd_model_name": facts.model_name,
@@ -112,10 +118,26 @@ def _run_metadata(
         "ss_tag_frequency": _json(dataset.tag_frequency()),
         "ss_bucket_info": _json(dataset.bucket_info()),
         "ss_training_text_encoder": facts.train_text_encoder,
+        **_schedule_metadata(cfg),
         **{key: value for key, value in family.items() if key.startswith("ss_")},
         # The SAI model spec keys that newer loaders and model browsers read.
         **_modelspec(cfg, facts),
     }
+
+
+def _schedule_metadata(cfg: RunConfig) -> dict[str, object]:
+    """As sd-scripts records them: a warmup given as a ratio is written as the ratio, and Adafactor with
+    relative_step (its default) runs the schedule "adafactor:<initial lr>" whatever lr_scheduler said."""
+    opt, values = cfg.optimizer, {}
+    if opt.warmup_ratio:
+        values["ss_lr_warmup_steps"] = opt.warmup_ratio
+    try:
+        relative_step = adafactor_relative_step(parse_optimizer_args(opt.args))
+    except UserError:
+        relative_step = False  # the check refuses such args before a file is written
+    if canonical_optimizer(opt.name) == "Adafactor" and relative_step:
+        values["ss_lr_scheduler"] = f"adafactor:{opt.unet_lr}"
+    return values
 
 
 def _modelspec(cfg: RunConfig, facts: RunFacts) -> dict[str, object]:

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from loratui.errors import UserError
+from loratui.optimizer_args import ADAFACTOR_DEFAULTS
 
 
 def _adamw(groups, kwargs):
@@ -39,9 +40,12 @@ def _lion8bit(groups, kwargs):
 def _adafactor(groups, kwargs):
     from transformers.optimization import Adafactor
 
-    kwargs = {"scale_parameter": False, "relative_step": False, "warmup_init": False, **kwargs}
+    # sd-scripts' defaults: relative_step on unless the arguments say otherwise; scale_parameter and
+    # warmup_init as transformers has them (True, False).
+    kwargs = {**ADAFACTOR_DEFAULTS, **kwargs}
     if kwargs["relative_step"]:
-        # Adafactor then computes its own step size and refuses an explicit lr.
+        # Adafactor then computes its own step size and refuses an explicit lr: the LRs set are
+        # only the initial value its schedule reports (make_scheduler), as in sd-scripts.
         for group in groups:
             group["lr"] = None
     return Adafactor(groups, **kwargs)
@@ -97,14 +101,30 @@ def make_optimizer(name: str, groups: list[dict[str, Any]], kwargs: dict[str, An
         ) from exc
 
 
-def make_scheduler(optimizer, name: str, warmup_steps: int, total_steps: int, cycles: int, power: float):
+def make_scheduler(
+    optimizer,
+    name: str,
+    warmup_steps: int,
+    total_steps: int,
+    cycles: int,
+    power: float,
+    scheduler_type: str = "",
+    scheduler_args: dict[str, Any] | None = None,
+    initial_lr: float = 0.0,
+):
+    """The LR schedule, as sd-scripts' get_scheduler_fix builds it: Adafactor's own when it sets
+    its own step size (relative_step; ``initial_lr`` is what it reports before the first step),
+    else ``scheduler_type``'s class built with the optimizer and ``scheduler_args``, else the
+    named diffusers schedule. ``warmup_steps``: already resolved from optimizer.warmup_ratio."""
     from diffusers.optimization import get_scheduler
 
     if getattr(optimizer, "param_groups", [{}])[0].get("lr") is None:
         # Adafactor with relative_step sets its own step size; there is no LR to schedule.
         from transformers.optimization import AdafactorSchedule
 
-        return AdafactorSchedule(optimizer)
+        return AdafactorSchedule(optimizer, initial_lr)
+    if scheduler_type:
+        return _custom_scheduler(optimizer, scheduler_type, dict(scheduler_args or {}))
     return get_scheduler(
         name,
         optimizer=optimizer,
@@ -113,6 +133,34 @@ def make_scheduler(optimizer, name: str, warmup_steps: int, total_steps: int, cy
         num_cycles=cycles,
         power=power,
     )
+
+
+def _custom_scheduler(optimizer, scheduler_type: str, kwargs: dict[str, Any]):
+    """``CosineAnnealingLR`` (torch.optim.lr_scheduler's) or ``module.Class``, built with the optimizer
+    and the arguments. The check has judged the name and the arguments without importing anything;
+    what only the class itself can refuse is said here, at the field, before the first step."""
+    import importlib
+
+    module_name, _, class_name = scheduler_type.rpartition(".")
+    try:
+        module = importlib.import_module(module_name or "torch.optim.lr_scheduler")
+        scheduler_class = getattr(module, class_name)
+    except (ImportError, AttributeError) as exc:
+        raise UserError(
+            f"scheduler class {scheduler_type!r} cannot be loaded: {exc}",
+            "optimizer.scheduler_type",
+            "give a class of torch.optim.lr_scheduler (e.g. CosineAnnealingLR) or module.Class of an installed module",
+            "config",
+        ) from exc
+    try:
+        return scheduler_class(optimizer, **kwargs)
+    except (TypeError, ValueError, AssertionError) as exc:
+        raise UserError(
+            f"{scheduler_type} refuses these arguments: {exc or 'a value is out of range'}",
+            "optimizer.scheduler_args",
+            f"correct the arguments; see the documentation of {scheduler_type}",
+            "config",
+        ) from exc
 
 
 def current_lrs(optimizer, scheduler) -> dict[str, float]:

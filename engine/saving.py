@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -23,7 +25,9 @@ from engine.lora import load_lora_state_dict, lora_state_dict
 from engine.metadata import RunFacts, build_metadata
 from engine.save_failure import SaveFailed, save_failed
 from engine.state import Progress, save_state
+from loratui.atomic import temp_path_for
 from loratui.outputs import existing_outputs, lora_file, state_folder
+from loratui.save_plan import ROTATING_KINDS, keep_rule
 from loratui.shell import loratui_command
 
 if TYPE_CHECKING:
@@ -37,6 +41,17 @@ if TYPE_CHECKING:
     from loratui.schedule import Schedule
 
 log = logging.getLogger("engine.train")
+
+
+@dataclass(frozen=True)
+class RotatingSave:
+    """A periodic save of this run: its LoRA file or state folder, and the epoch or step it was saved at."""
+
+    path: Path
+    kind: str  # "epoch" or "step"
+    number: int
+    is_state: bool
+
 
 BLIND_RETRY_S = 60.0  # a run paused by a failed save while no event can be written tries again this often
 
@@ -56,7 +71,8 @@ def lora_file_tensors(family: Family, parts: list[Part], unwrap: Unwrap, dtype: 
 
 
 def state_weights(parts: list[Part], unwrap: Unwrap) -> dict[str, torch.Tensor]:
-    """Every part's LoRA weights at full precision, keyed ``<part>.<module>.lora_down.weight``."""
+    """Every part's LoRA weights at full precision, keyed ``<part>.<module>.lora_down.weight`` (a LyCORIS
+    part: ``<part>.<module>.<tensor>`` as LyCORIS saves each, its alpha and iA3's on_input included)."""
     weights: dict[str, torch.Tensor] = {}
     for part in parts:
         weights.update({f"{part.spec.name}.{k}": v for k, v in lora_state_dict(unwrap(part.module)).items()})
@@ -126,7 +142,7 @@ class Saving:
             self._answer(asker, True, f"saved {path}{state} at step {self.progress.step}")
         if self._paused_at is not None and (self._paused_by_save or (asker is not None and asker["cmd"] == "resume")):
             self._end_pause()  # the pause the failure caused (or the one `resume` was sent to end) is over
-        elif kind == "epoch":
+        elif kind in ("epoch", "step"):
             self._status("training", "training")
         return path
 
@@ -147,6 +163,7 @@ class Saving:
         self.events.emit(
             "checkpoint", path=str(path), bytes=size, epoch=self.progress.epoch, step=self.progress.step, kind=kind
         )
+        self._note_saved(path, kind, is_state=False)
         if with_state:
             state_dir = out_dir / state_folder(stem)
             weights = state_weights(self.parts, unwrap)
@@ -164,7 +181,56 @@ class Saving:
                 step=self.progress.step,
                 kind="state",
             )
+            self._note_saved(state_dir, kind, is_state=True)
         return path
+
+    # ------------------------------------------------------------- rotation
+    # output.save_last_n_*: only the periodic saves this run made (its own `checkpoint` events name
+    # them) are ever removed; the rule of which: loratui.save_plan.
+
+    @property
+    def _rotating(self) -> list[RotatingSave]:
+        """The epoch and step saves of this run still on disk, oldest first."""
+        return self.__dict__.setdefault("_rotating_saves", [])
+
+    def _note_saved(self, path: Path, kind: str, is_state: bool) -> None:
+        saves = self._rotating
+        saves[:] = [save for save in saves if save.path != path]  # saved again (a stop, a `save`): kept now
+        if kind in ROTATING_KINDS:
+            number = self.progress.epoch if kind == "epoch" else self.progress.step
+            saves.append(RotatingSave(path, kind, number, is_state))
+
+    def _save_periodic(self, stem: str, kind: str) -> None:
+        """An epoch or step save (``kind``), then the removal of the saves of that kind it makes superfluous."""
+        self._save(stem, kind, with_state=self.cfg.output.save_state)
+        now = self.progress.epoch if kind == "epoch" else self.progress.step
+        for is_state in (False, True):
+            rule = keep_rule(self.cfg.output, kind, is_state)
+            mine = [save for save in self._rotating if save.kind == kind and save.is_state == is_state]
+            gone = set(rule.removed([save.number for save in mine], now))
+            for save in mine:
+                if save.number in gone:
+                    self._remove_save(save, rule.reason)
+
+    def _remove_save(self, save: RotatingSave, reason: str) -> None:
+        """Delete a file or state folder this run saved. A state folder is first renamed to a hidden
+        temporary name (one atomic step), so that a kill mid-delete never leaves a partial folder
+        under a name a resume would take; the next run cleans that up (clean_interrupted_saves)."""
+        try:
+            if save.is_state:
+                doomed = temp_path_for(save.path)
+                os.rename(save.path, doomed)
+                shutil.rmtree(doomed, ignore_errors=True)
+            else:
+                save.path.unlink()
+        except FileNotFoundError:
+            pass  # gone already: say so all the same
+        except OSError as exc:
+            log.warning("could not remove %s (%s): %s", save.path, reason, exc.strerror or exc)
+            return  # still there, and still listed
+        self._rotating.remove(save)
+        log.info("removed %s (%s)", save.path, reason)
+        self.events.emit("checkpoint_removed", path=str(save.path), step=self.progress.step, reason=reason)
 
     def _output_folder(self) -> Path:
         return self._output_dir or self.cfg.resolve(self.cfg.output.output_dir)

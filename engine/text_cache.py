@@ -16,6 +16,12 @@ other encoder trains (SDXL: text encoder 1 may train while text encoder 2 is fro
   besides it (:func:`encoder_identity`: the model, the encoder's weight files, the settings that
   change the output), so the next run reads them instead of encoding, a changed caption is
   encoded anew and a changed model never reuses a stale row.
+
+Captions that change at every step (dataset.shuffle_caption, caption_tag_dropout_rate:
+loratui/captions.py) cannot be cached: the check refuses ``memory`` and ``disk`` with them, and
+with ``off`` a frozen encoder then encodes each step's captions (without gradients) instead of
+keeping rows that would never be read again. A caption dropout only adds the empty caption,
+which is cached like any other.
 """
 
 from __future__ import annotations
@@ -133,9 +139,14 @@ class TextEncoding:
     """The rows of every text encoder of the model for a batch's captions, each encoder's from
     where it comes: encoded now (trained) or from its :class:`CaptionCache` (frozen)."""
 
-    def __init__(self, mode: str, folder: Path | None) -> None:
+    def __init__(self, mode: str, folder: Path | None, captions_repeat: bool = True) -> None:
+        """``captions_repeat``: each image is trained with one of a few captions (no shuffle, no tag
+        dropout), so that a frozen encoder's rows can be kept and read again."""
+        if mode != "off" and not captions_repeat:
+            raise ValueError("text encoder outputs cannot be cached for captions that change at every step")
         self.mode = mode
         self.folder = folder if mode == "disk" else None
+        self.captions_repeat = captions_repeat
         self._live: list[Encode] = []
         self.caches: dict[str, CaptionCache] = {}  # by part name, the frozen encoders'
 
@@ -143,6 +154,8 @@ class TextEncoding:
         """A text encoder, the part ``name``; ``identity``: :func:`encoder_identity` of it."""
         if trained:
             self._live.append(encode)
+        elif not self.captions_repeat:
+            self._live.append(_without_gradients(encode))
         else:
             self.caches[name] = CaptionCache(encode, self.folder, identity)
 
@@ -162,9 +175,20 @@ class TextEncoding:
             cache.fill(unique, batch_size, advance)
 
     def rows(self, captions: list[str], device: torch.device) -> TextRows:
+        """The rows of every encoder for ``captions`` (each the caption trained at this step)."""
         rows: TextRows = {}
         for cache in self.caches.values():
             rows.update(cache.get(captions, device))
         for encode in self._live:
             rows.update(encode(captions))
         return rows
+
+
+def _without_gradients(encode: Encode) -> Encode:
+    """A frozen encoder run at every step: no graph is kept for a backward pass it takes no part in."""
+
+    def encoded(captions: list[str]) -> TextRows:
+        with torch.no_grad():
+            return encode(captions)
+
+    return encoded

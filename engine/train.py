@@ -32,7 +32,16 @@ from engine.evaluation import EvalSet
 from engine.events import EventWriter
 from engine.families import family_for
 from engine.families.base import Part, PartSpec, TextRows
-from engine.lora import LoraMismatch, attach_lora, find_targets, lora_parameters, widest_targets
+from engine.lora import (
+    LoraMismatch,
+    apply_max_norm,
+    attach_lora,
+    find_targets,
+    lora_parameters,
+    lycoris_targets,
+    widest_targets,
+)
+from engine.lycoris_network import attach_lycoris, dropouts_off
 from engine.metadata import RunFacts, new_session_id
 from engine.model_loading import BaseModel, weight_dtype
 from engine.optim import current_lrs, make_optimizer, make_scheduler
@@ -42,13 +51,15 @@ from engine.saving import Saving, load_state_weights
 from engine.spill_watch import SpillWatch
 from engine.state import Progress, load_training_state, read_lora_weights, read_progress
 from engine.text_cache import TextEncoding, encoder_identity, tokenizer_identity
-from loratui import families, preflight
+from loratui import captions, families, preflight
 from loratui.check import CheckResult, check_run
 from loratui.config import RunConfig, config_to_dict
 from loratui.dataset import ImageEntry
 from loratui.errors import UserError
-from loratui.optimizer_args import canonical_optimizer, parse_optimizer_args
+from loratui.optimizer_args import canonical_optimizer, parse_optimizer_args, parse_scheduler_args, warmup_steps_for
 from loratui.outputs import clean_interrupted_saves, epoch_stem, final_stem, state_folder, step_stem
+from loratui.params import LYCORIS_TYPES
+from loratui.save_plan import saves_step_file
 
 log = logging.getLogger("engine.train")
 
@@ -210,11 +221,22 @@ class Trainer(CommandHandling, Saving, Sampling):
         # The check bounds the ranks by the model's configs; these are the layers themselves,
         # measured before a byte of LoRA is allocated (a model whose configs it could not read).
         net = self.cfg.network
+        for part in self.parts:
+            if part.trained and net.type in LYCORIS_TYPES and not part.layers:
+                raise UserError(
+                    f"LyCORIS's preset {net.preset!r} selects no layer of the {part.spec.label} of {self.cfg.model.path}",
+                    "network.preset",
+                    'use preset = "full", or leave this part frozen (its learning rate 0)',
+                    "config",
+                )
         widest = widest_targets([t for p in self.parts for t in p.targets])
         for problem in preflight.rank_problems(net.rank, net.conv_rank, widest, self.cfg.model.path):
-            raise preflight.user_error(problem)
+            if preflight.rank_bounds_network(net.type):
+                raise preflight.user_error(problem)
         for part in self.parts:
-            if part.trained:
+            if part.trained and part.layers:
+                attach_lycoris(part.module, part.layers)
+            elif part.trained:
                 attach_lora(part.module, part.targets)
         for param in self._lora_parameters():
             param.data = param.data.float()
@@ -254,15 +276,36 @@ class Trainer(CommandHandling, Saving, Sampling):
             denoiser.module.to(self.device)
 
     def _part(self, spec: PartSpec) -> Part:
-        """A part of the model as this run trains it: the denoiser always, a text encoder at a rate
-        above zero unless network.train_unet_only says the UNet trains alone (the check's rule)."""
+        """A part of the model as this run trains it: the denoiser unless network.train_text_encoder_only
+        (then frozen, the gradient still flowing through it to the text encoders), a text encoder at a rate
+        above zero unless network.train_unet_only says the UNet trains alone (loratui.families.trains)."""
         net = self.cfg.network
         lr = float(self.cfg.get(spec.lr_setting)) if spec.lr_setting else 0.0  # Flux's T5 has none: it never trains
         part = Part(spec, getattr(self.model, spec.attribute), lr, trained=families.trains(self.cfg, spec.part))
-        if part.trained:
+        if part.trained and net.type in LYCORIS_TYPES:  # LyCORIS's wrapper picks the modules (check: not FLUX.1)
+            part.targets, part.layers = lycoris_targets(part.module, spec.denoiser, net)
+        elif part.trained:
             conv = (spec.conv_blocks, net.conv_rank, net.conv_alpha)
             part.targets = find_targets(part.module, spec.blocks, net.rank, net.alpha, *conv)
         return part
+
+    def _apply_max_norm(self, max_norm: float) -> None:
+        """network.scale_weight_norms after an update, as sd-scripts does: the layers scaled are logged."""
+        scaled, norms = 0, []
+        for part in self.parts:
+            if part.trained:
+                module = self.accelerator.unwrap_model(part.module)
+                part_scaled, part_norms = apply_max_norm(module, max_norm, self.device)
+                scaled, norms = scaled + part_scaled, norms + part_norms
+        if scaled:
+            log.info(
+                "max norm: %d of %d layers scaled to %g (mean norm %.4g, largest %.4g)",
+                scaled,
+                len(norms),
+                max_norm,
+                sum(norms) / len(norms),
+                max(norms),
+            )
 
     @property
     def _denoiser(self) -> torch.nn.Module:
@@ -282,10 +325,13 @@ class Trainer(CommandHandling, Saving, Sampling):
         self.lr_scheduler = make_scheduler(
             self.optimizer,
             opt.scheduler,
-            opt.warmup_steps,
+            warmup_steps_for(opt.warmup_steps, opt.warmup_ratio, self.schedule.total_steps),
             self.schedule.total_steps,
             opt.scheduler_cycles,
             opt.scheduler_power,
+            scheduler_type=opt.scheduler_type.strip(),
+            scheduler_args=parse_scheduler_args(opt.scheduler_args),
+            initial_lr=opt.unet_lr,  # what Adafactor's own schedule reports before its first step (sd-scripts)
         )
         self.optimizer_repr = f"{type(self.optimizer).__module__}.{type(self.optimizer).__name__}" + (
             f"({','.join(f'{k}={v}' for k, v in kwargs.items())})" if kwargs else ""
@@ -306,6 +352,7 @@ class Trainer(CommandHandling, Saving, Sampling):
             "alpha": net.alpha,
             "conv_rank": net.conv_rank,
             "conv_alpha": net.conv_alpha,
+            "type": net.type,  # a LyCORIS type's layers are other tensors than a LoRA's
             # per part, trained or not: SD "unet_modules" and "te_modules", SDXL "unet_modules", "te1_modules"
             # and "te2_modules" (loratui.resume_state reads them)
             **{f"{p.spec.name}_modules": len(p.targets) for p in self.parts},
@@ -412,8 +459,12 @@ class Trainer(CommandHandling, Saving, Sampling):
         dataset.cache_text_encoder_outputs, every caption encoded now and the frozen encoders
         moved off the device."""
         mode = self.cfg.dataset.cache_text_encoder_outputs
-        self.text = TextEncoding(mode, self.cfg.resolve(self.cfg.output.output_dir) / ".text-cache")
-        settings = f"{self.weight_dtype}|clip_skip={self.cfg.model.clip_skip}"  # what else changes the rows
+        repeat = all(captions.cacheable(entry.options) for entry in self.all_entries)  # the check refuses a cache else
+        self.text = TextEncoding(mode, self.cfg.resolve(self.cfg.output.output_dir) / ".text-cache", repeat)
+        # what else changes the rows
+        settings = (
+            f"{self.weight_dtype}|clip_skip={self.cfg.model.clip_skip}|tokens={self.cfg.dataset.max_token_length}"
+        )
         for part in self.parts:
             if not part.spec.denoiser:
                 encode = functools.partial(self._encode_text, part.spec)
@@ -425,7 +476,8 @@ class Trainer(CommandHandling, Saving, Sampling):
         def progress(done: int, total: int) -> None:
             self._status("caching_text", f"caching text encoder outputs {done}/{total}", done, total)
 
-        self.text.fill([entry.caption for entry in self.all_entries], max(1, self.cfg.training.batch_size), progress)
+        texts = [text for entry in self.all_entries for text in captions.cached_captions(entry.caption, entry.options)]
+        self.text.fill(texts, max(1, self.cfg.training.batch_size), progress)
         for part in self.parts:
             if part.spec.name in self.text.caches:
                 part.module.to("cpu")  # never called again: its outputs are all cached
@@ -441,12 +493,23 @@ class Trainer(CommandHandling, Saving, Sampling):
         """The VAE posterior's (mean, logvar) channels for a batch of images, in float32."""
         return self.model.vae.encode(pixels.to(self.device, self.vae_dtype)).latent_dist.parameters.float()
 
-    def _posterior(self, batch: list[ImageEntry]) -> torch.Tensor:
-        """The VAE posterior's parameters for ``batch``: cached, or encoded now."""
-        return self.latents.get(batch) if self.latents else self._encode_pixels(data_mod.stack_pixels(batch))
+    def _posterior(self, batch: list[ImageEntry], draws: list | None = None) -> torch.Tensor:
+        """The VAE posterior's parameters for ``batch``: cached, or encoded now; flipped and cropped by
+        ``draws`` (a training step's, :meth:`_step_draws`; None for the eval and validation losses)."""
+        if self.latents:
+            return self.latents.get(batch, draws)
+        return self._encode_pixels(data_mod.stack_pixels(batch, draws))
 
-    def _latents_for(self, batch: list[ImageEntry], generator: torch.Generator | None = None) -> torch.Tensor:
-        return self._scaled(data_mod.sample_latents(self._posterior(batch).to(self.device), generator))
+    def _latents_for(
+        self, batch: list[ImageEntry], generator: torch.Generator | None = None, draws: list | None = None
+    ) -> torch.Tensor:
+        return self._scaled(data_mod.sample_latents(self._posterior(batch, draws).to(self.device), generator))
+
+    def _step_draws(self, batch: list[ImageEntry]) -> list:
+        """The flip and crop draws of the batch the loop is at, by (seed, epoch, batch, position) as
+        :meth:`_step_captions` draws: a resumed run flips and crops what an uninterrupted one would."""
+        seed, epoch, index = self.cfg.training.seed, self.progress.epoch + 1, self.progress.batches_in_epoch
+        return data_mod.batch_draws(seed, epoch, index, len(batch))
 
     def _scaled(self, sample: torch.Tensor) -> torch.Tensor:
         """A VAE sample as the denoiser sees it: shifted (Flux's AE) and scaled."""
@@ -462,26 +525,59 @@ class Trainer(CommandHandling, Saving, Sampling):
 
     # --------------------------------------------------------------- the loss
     def _loss(
-        self, latents: torch.Tensor, batch: list[ImageEntry], timesteps: torch.Tensor, noise: torch.Tensor
+        self,
+        latents: torch.Tensor,
+        batch: list[ImageEntry],
+        timesteps: torch.Tensor,
+        noise: torch.Tensor,
+        texts: list[str] | None = None,
+        input_noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """``texts``: the batch's captions as trained at this step (:meth:`_step_captions`); None for
+        the eval and validation losses, which read each caption without its random changes.
+        ``input_noise``: the noise the denoiser's input is made with, when not ``noise`` (input
+        perturbation: the objective's input_noise; the eval and validation losses have none)."""
         objective = self.objective
-        noisy, target = objective.noisy_and_target(latents, noise, timesteps)
+        noisy, target = objective.noisy_and_target(latents, noise, timesteps, input_noise)
+        if texts is None:
+            texts = [captions.fixed_caption(e.caption, e.options) for e in batch]
         with self.accelerator.autocast():
-            text = self.text.rows([e.caption for e in batch], self.device)
+            text = self.text.rows(texts, self.device)
             conditioning = self.family.conditioning(text, batch, self.weight_dtype)
             training = self.cfg.training
             with checkpoint_offload(training.cpu_offload_checkpointing and training.gradient_checkpointing):
                 prediction = self.family.predict(self._denoiser, noisy.to(self.weight_dtype), timesteps, conditioning)
-        return objective.loss(prediction, target, noisy, timesteps).mean()
+        return (objective.loss(prediction, target, noisy, timesteps) * self._loss_weights(batch)).mean()
+
+    def _loss_weights(self, batch: list[ImageEntry]) -> torch.Tensor:
+        """Each image's loss weight: training.prior_loss_weight for a regularisation image, else 1 (sd-scripts)."""
+        prior = self.cfg.training.prior_loss_weight
+        return torch.tensor([prior if entry.is_reg else 1.0 for entry in batch], device=self.device)
 
     def _training_loss(self, batch: list[ImageEntry]) -> torch.Tensor:
-        latents = self._latents_for(batch)
+        latents = self._latents_for(batch, draws=self._step_draws(batch))
         noise = self.objective.noise(latents)
         timesteps = self.objective.draw_timesteps(latents)
-        return self._loss(latents, batch, timesteps, noise)
+        input_noise = self.objective.input_noise(noise)
+        return self._loss(latents, batch, timesteps, noise, self._step_captions(batch), input_noise)
+
+    def _step_captions(self, batch: list[ImageEntry]) -> list[str]:
+        """The captions of the batch the loop is at: shuffled, dropped... by each image's options,
+        drawn by (seed, epoch, batch, position) so that a resumed run draws what an uninterrupted one
+        would. While a batch trains, progress.epoch is its epoch (from 0) and progress.batches_in_epoch
+        its index in the epoch (the loop counts it once the batch is done)."""
+        seed, epoch, index = self.cfg.training.seed, self.progress.epoch + 1, self.progress.batches_in_epoch
+        return [
+            captions.step_caption(entry.caption, entry.options, seed, epoch, index, position)
+            for position, entry in enumerate(batch)
+        ]
+
+    def _own_modules(self) -> list[torch.nn.Module]:
+        return [self.accelerator.unwrap_model(part.module) for part in self.parts]
 
     def _eval_loss(self) -> float:
-        return self._eval_set.loss(self._loss, self.device)
+        with dropouts_off(self._own_modules()):  # LyCORIS's dropouts: measured without
+            return self._eval_set.loss(self._loss, self.device)
 
     def _validate(self, epochs_done: int) -> None:
         """A ``validation`` event: the loss on the held-out images (nothing without any). Measuring
@@ -489,7 +585,7 @@ class Trainer(CommandHandling, Saving, Sampling):
         sure: a run with validation trains exactly as one without it."""
         if self._validation_set is None:
             return
-        with preserved_rng(self.device):
+        with preserved_rng(self.device), dropouts_off(self._own_modules()):
             loss = self._validation_set.loss(self._loss, self.device)
         images = self._validation_set.images
         self.events.emit("validation", step=self.progress.step, epoch=epochs_done, loss=loss, images=images)
@@ -549,6 +645,8 @@ class Trainer(CommandHandling, Saving, Sampling):
                 lrs = current_lrs(self.optimizer, self.lr_scheduler)
                 self.lr_scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
+                if cfg.network.scale_weight_norms > 0:
+                    self._apply_max_norm(cfg.network.scale_weight_norms)
 
                 step_loss = pending_loss / pending_batches
                 if not math.isfinite(step_loss):
@@ -582,6 +680,9 @@ class Trainer(CommandHandling, Saving, Sampling):
                     self._emit_memory()
                 if self._sample_on_schedule("steps"):
                     last_tick = time.perf_counter()  # rendering samples is not part of any step's time
+                if saves_step_file(cfg.output, progress.step, schedule.total_steps):  # output.save_every_n_steps
+                    self._save_periodic(step_stem(cfg.output.name, progress.step), "step")
+                    last_tick = time.perf_counter()  # a save is not part of any step's time
                 if progress.step >= schedule.total_steps:
                     break
                 every = cfg.training.validate_every_n_steps
@@ -607,7 +708,7 @@ class Trainer(CommandHandling, Saving, Sampling):
             done = progress.step >= schedule.total_steps or epoch + 1 == schedule.epochs
             every = cfg.output.save_every_n_epochs
             if not done and every and (epoch + 1) % every == 0:
-                self._save(epoch_stem(cfg.output.name, epoch + 1), "epoch", with_state=cfg.output.save_state)
+                self._save_periodic(epoch_stem(cfg.output.name, epoch + 1), "epoch")
             self._sample_on_schedule("epoch")  # after the epoch's file: the samples show what it holds
             if self.stop.reason and not done:
                 self._stop(epoch + 1)
@@ -616,7 +717,8 @@ class Trainer(CommandHandling, Saving, Sampling):
                 break
             last_tick = time.perf_counter()
 
-        path = self._save(final_stem(cfg.output.name), "final", with_state=cfg.output.save_state)
+        with_state = cfg.output.save_state or cfg.output.save_state_on_train_end
+        path = self._save(final_stem(cfg.output.name), "final", with_state=with_state)
         self.outcome = "finished"
         self.events.emit(
             "finished", step=progress.step, epoch=progress.epoch, path=str(path), elapsed_s=progress.elapsed_s

@@ -57,6 +57,45 @@ def no_buckets(resolution: int) -> list[Bucket]:
     return [(resolution, resolution)]
 
 
+def no_upscale_bucket(width: int, height: int, resolution: int, step: int) -> tuple[Bucket, Bucket]:
+    """``bucket_no_upscale``'s ``(bucket, resized)`` for an image: sd-scripts' BucketManager arithmetic.
+
+    An image of at most ``resolution**2`` pixels is not resized at all, and its bucket is its own
+    size rounded down to ``step``: the crop trims what is over, nothing is enlarged. A larger image
+    is shrunk (aspect kept) to about that area, one side on the step grid (the side whose rounding
+    keeps the aspect ratio better), and its bucket is that size rounded down to ``step``. A side
+    shorter than one step still gets a bucket of one step (sd-scripts would make it 0 pixels).
+    """
+    if width <= 0 or height <= 0 or resolution <= 0 or step <= 0:
+        raise ValueError(f"sizes must be positive, got image {width}x{height}, resolution {resolution}, step {step}")
+    max_area = resolution * resolution
+    if width * height > max_area:
+        resized = _shrunk_to_area(width, height, max_area, step)
+    else:
+        resized = (width, height)
+    bucket = (max(step, resized[0] - resized[0] % step), max(step, resized[1] - resized[1] % step))
+    return bucket, resized
+
+
+def _shrunk_to_area(width: int, height: int, max_area: int, step: int) -> Bucket:
+    """The size sd-scripts shrinks a too large image to under bucket_no_upscale (its floats and roundings)."""
+    aspect = width / height
+    resized_width = math.sqrt(max_area * aspect)
+    resized_height = max_area / resized_width
+
+    def to_steps(value: float) -> int:
+        whole = int(value + 0.5)
+        return max(step, whole - whole % step)  # never 0: an 8:1 strip at a small resolution
+
+    width_rounded = to_steps(resized_width)
+    height_for_width = to_steps(width_rounded / aspect)
+    height_rounded = to_steps(resized_height)
+    width_for_height = to_steps(height_rounded * aspect)
+    if abs(width_rounded / height_for_width - aspect) < abs(width_for_height / height_rounded - aspect):
+        return width_rounded, int(width_rounded / aspect + 0.5)
+    return int(height_rounded * aspect + 0.5), height_rounded
+
+
 def assign_bucket(width: int, height: int, buckets: list[Bucket] | tuple[Bucket, ...]) -> Bucket:
     """The bucket whose aspect ratio is nearest the image's.
 

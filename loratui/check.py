@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from loratui.caption_rules import dataset_caption_problems
 from loratui.config import RunConfig
 from loratui.dataset import DatasetReport
 from loratui.errors import Problem, failed_settings
@@ -58,6 +59,7 @@ def check_run(cfg: RunConfig, overwrite: bool = False) -> CheckResult:
     # Held-out images (dataset.validation_split, validation_dir) are out of the report's training folders.
     result.dataset = scan_run_dataset(cfg)
     result.problems += list(result.dataset.problems)
+    result.problems += dataset_caption_problems(cfg, result.dataset)  # each image with its subset's options
     _check_schedule(result)
     return result
 

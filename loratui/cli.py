@@ -110,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("gpu", help="show the NVIDIA GPUs: memory, utilisation, temperature, power, processes")
     _add_grid_parsers(commands)
+    _add_import_parser(commands)
     return parser
 
 
@@ -137,6 +138,28 @@ def _add_grid_parsers(commands) -> None:
     grid.add_argument("--detach", action="store_true", help="start the job, print its id and return at once")
     pick = commands.add_parser("pick", help="list a run's checkpoints with their validation loss, the best marked")
     pick.add_argument("inputs", nargs=1, metavar="RUN", help="a run folder or job id")
+
+
+def _add_import_parser(commands) -> None:
+    """``loratui import-kohya``: a kohya_ss GUI config made into a run config, without the app."""
+    command = commands.add_parser(
+        "import-kohya",
+        help="make DIR/loratui.toml from a kohya_ss GUI config (.json) and print where every key went",
+        description="Write DIR/loratui.toml from a kohya_ss GUI config and print the import report (the same "
+        "as the wizard's Ctrl+O). Paths: a folder of the file (train_data_dir, reg_data_dir, output_dir, "
+        "logging_dir) that exists on this machine is kept; one that does not (a placeholder, another machine's "
+        "folder, a folder relative to where kohya_ss ran) is replaced by DIR's own (img, no reg folder, model, "
+        "log); "
+        "the base model and FLUX.1 file paths are kept as written. --keep-paths writes every path as in the file.",
+    )
+    command.add_argument("json", metavar="JSON", type=Path, help="the .json file the kohya_ss GUI saved")
+    command.add_argument(
+        "dir", metavar="DIR", nargs="?", default=Path("."), type=Path, help="the project folder (default: this one)"
+    )
+    command.add_argument(
+        "--keep-paths", action="store_true", help="write every path as it is in the file (default: see above)"
+    )
+    command.add_argument("--force", action="store_true", help="replace a loratui.toml already in DIR")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,6 +201,7 @@ def _run_command(argv: list[str] | None) -> int:
             "gpu": cmd_gpu,
             "grid": cmd_grid,
             "pick": cmd_pick,
+            "import-kohya": cmd_import_kohya,
         }.get(args.command, cmd_control)
         return handler(args)
     except UserError as exc:
@@ -567,6 +591,34 @@ def cmd_pick(args) -> int:
     run = run_checkpoints(run_folder_of(args.inputs[0]))
     for line in pick_lines(run.rows, row_losses(run), best_row(run)):
         print(line)
+    return ExitCode.OK
+
+
+def cmd_import_kohya(args) -> int:
+    from loratui.config import save_config
+    from loratui.kohya_import import apply_import, load_kohya_json
+    from loratui.shell import loratui_command
+    from loratui.tui.entry import CONFIG_NAME, new_project_config, prepare_new_project
+
+    result = load_kohya_json(args.json)  # a missing or broken file: one line, nothing written
+    folder = args.dir.expanduser().absolute()
+    config_path = folder / CONFIG_NAME
+    if config_path.exists() and not args.force:
+        raise UserError(
+            f"{CONFIG_NAME} is already there and was left as it is",
+            str(config_path),
+            "pass --force to replace it, or give another folder",
+        )
+    if not config_path.exists():
+        prepare_new_project(folder)  # the img/, model/, log/ and reg/ folders, as `loratui new` makes them
+    keep = "--keep-paths writes every path as in the file."
+    cfg = apply_import(result, new_project_config(config_path), keep_paths=args.keep_paths, how_to_keep=keep)
+    save_config(cfg, config_path)
+    for line in result.report.lines():
+        print(escape_controls(line))
+    print()
+    print(f"Wrote {escape_controls(str(config_path))}")
+    print(f"Next: {loratui_command('check', config_path)}")
     return ExitCode.OK
 
 

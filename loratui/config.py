@@ -29,6 +29,7 @@ from loratui.core.run_files import UnsafeRunFile, read_named_file
 from loratui.errors import Problem, UserError
 from loratui.optimizer_args import canonical_optimizer
 from loratui.params import BUILTIN_PREFIX, SECTIONS, Setting, kohya_cli_names, settings_of
+from loratui.subset_options import OPTION_NAMES, SubsetOptions
 
 # ---------------------------------------------------------------------------------------------
 # The config model, generated from the declarations.
@@ -76,6 +77,42 @@ assert tuple(SECTION_CLASSES) == tuple(SECTIONS)
 
 
 @dataclass
+class SubsetSettings:
+    """One ``[[subsets]]`` table: a folder of images (scanned flat, captions beside them) trained as
+    one concept with its own repeats, class tokens, regularisation flag and caption options
+    (sd-scripts' dataset config subsets). Options not given follow the [dataset] section's."""
+
+    image_dir: str
+    num_repeats: int = 1
+    class_tokens: str = ""  # the caption of an image without a caption file
+    is_reg: bool = False
+    caption_extension: str = ""  # "" = the [dataset] section's
+    options: dict[str, object] = field(default_factory=dict)  # SubsetOptions names given in the table
+
+    def to_toml(self) -> dict[str, object]:
+        """The table as written: what was given, nothing that follows the [dataset] section."""
+        table: dict[str, object] = {"image_dir": self.image_dir, "num_repeats": self.num_repeats}
+        if self.class_tokens:
+            table["class_tokens"] = self.class_tokens
+        if self.is_reg:
+            table["is_reg"] = True
+        if self.caption_extension:
+            table["caption_extension"] = self.caption_extension
+        return {**table, **self.options}
+
+
+# The keys of a [[subsets]] table and their types (SubsetOptions' own for its names).
+SUBSET_KEYS: dict[str, type] = {
+    "image_dir": str,
+    "num_repeats": int,
+    "class_tokens": str,
+    "is_reg": bool,
+    "caption_extension": str,
+    **{name: type(getattr(SubsetOptions(), name)) for name in OPTION_NAMES},
+}
+
+
+@dataclass
 class RunConfig:
     """Everything one training run needs, one attribute per TOML section."""
 
@@ -86,6 +123,8 @@ class RunConfig:
     optimizer: OptimizerSettings = field(default_factory=OptimizerSettings)  # type: ignore[valid-type]
     output: OutputSettings = field(default_factory=OutputSettings)  # type: ignore[valid-type]
     sample: SampleSettings = field(default_factory=SampleSettings)  # type: ignore[valid-type]
+    # The [[subsets]] tables (sd-scripts' dataset config subsets), each scanned as one concept.
+    subsets: list[SubsetSettings] = field(default_factory=list)
     # Folder of the TOML file; relative paths resolve against it. It is not saved, and equality
     # ignores it: two configs with the same settings are equal wherever their files live.
     base_dir: Path = field(default_factory=Path.cwd, compare=False)
@@ -202,11 +241,13 @@ def _lower_first(text: str) -> str:
 
 
 def _build_config(data: dict, base_dir: Path, where: str) -> RunConfig:
-    values, problems = _read_sections(data)
+    subsets, subset_problems = _read_subsets(data.get("subsets", []))
+    values, problems = _read_sections({name: table for name, table in data.items() if name != "subsets"})
+    problems += subset_problems
     if problems:
         raise _load_error(problems, where)
     sections = {name: cls(**values.get(name, {})) for name, cls in SECTION_CLASSES.items()}
-    cfg = RunConfig(**sections, base_dir=base_dir)
+    cfg = RunConfig(**sections, subsets=subsets, base_dir=base_dir)
     # Optimizer names are matched case-insensitively and stored as spelled in the docs, so the
     # engine compares exact names. Unknown names stay as written for validate() to report.
     cfg.optimizer.name = canonical_optimizer(cfg.optimizer.name) or cfg.optimizer.name
@@ -237,6 +278,44 @@ def _read_sections(data: dict) -> tuple[dict[str, dict[str, object]], list[Probl
             values[name], section_problems = _read_section(name, table)
             problems.extend(section_problems)
     return values, problems
+
+
+def _read_subsets(tables: object) -> tuple[list[SubsetSettings], list[Problem]]:
+    """The [[subsets]] tables, with a problem for each key of the wrong type or name."""
+    if not isinstance(tables, list) or not all(isinstance(table, dict) for table in tables):
+        message = f"subsets must be [[subsets]] tables, got {_describe(tables)}"
+        return [], [Problem("subsets", message, 'write each subset as a [[subsets]] header, then image_dir = "..."')]
+    subsets, problems = [], []
+    for number, table in enumerate(tables, start=1):
+        where = f"subsets[{number}]"
+        accepted: dict[str, object] = {}
+        for key, value in table.items():
+            expected = SUBSET_KEYS.get(key)
+            if expected is None:
+                problems.append(_unknown_subset_key(where, key))
+            elif not _has_type(value, expected):
+                default = getattr(SubsetOptions(), key, 1 if expected is int else "")
+                problem = _type_problem("subsets", key, value, expected, default)
+                problems.append(Problem(f"{where}.{key}", problem.message, problem.fix))
+            else:
+                accepted[key] = _normalised(value, expected)
+        if "image_dir" not in accepted:
+            if "image_dir" not in table:
+                fix = 'add image_dir = "path/to/folder" (a folder of images and their captions)'
+                problems.append(Problem(where, "this [[subsets]] table has no image_dir", fix))
+            continue
+        plain = {key: accepted.pop(key) for key in list(accepted) if key not in OPTION_NAMES}
+        subsets.append(SubsetSettings(**plain, options=accepted))  # type: ignore[arg-type]
+    return subsets, problems
+
+
+def _unknown_subset_key(where: str, key: str) -> Problem:
+    close = difflib.get_close_matches(key, SUBSET_KEYS, n=1)
+    if close:
+        message = f"unknown key '{key}' in [[subsets]]; did you mean '{close[0]}'?"
+        return Problem(f"{where}.{key}", message, f"rename it to {close[0]}")
+    fix = f"remove it; the keys of a [[subsets]] table are {', '.join(SUBSET_KEYS)}"
+    return Problem(f"{where}.{key}", f"unknown key '{key}' in [[subsets]]", fix)
 
 
 def _read_section(section: str, table: dict) -> tuple[dict[str, object], list[Problem]]:
@@ -435,7 +514,9 @@ def config_to_dict(cfg: RunConfig) -> dict:
 
 def to_toml(cfg: RunConfig) -> str:
     header = "# loratui run config. Relative paths are resolved against the folder of this file.\n\n"
-    return header + tomli_w.dumps(config_to_dict(cfg))
+    # The [[subsets]] tables after the sections, one header each (tomli_w would write them inline).
+    subsets = "".join("\n[[subsets]]\n" + tomli_w.dumps(subset.to_toml()) for subset in cfg.subsets)
+    return header + tomli_w.dumps(config_to_dict(cfg)) + subsets
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:

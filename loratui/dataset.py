@@ -32,14 +32,23 @@ import os
 import random
 import re
 from collections import Counter
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from loratui.buckets import MAX_ASPECT_RATIO, Bucket, assign_bucket, make_buckets, no_buckets, too_elongated
+from loratui.buckets import (
+    MAX_ASPECT_RATIO,
+    Bucket,
+    assign_bucket,
+    make_buckets,
+    no_buckets,
+    no_upscale_bucket,
+    too_elongated,
+)
 from loratui.errors import Problem
 from loratui.image_files import TRUNCATED, ImageVerdict, read_images
 from loratui.quantities import count
+from loratui.subset_options import SubsetOptions
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 # Formats people have lying around that the trainer does not read: worth a warning, not silence.
@@ -77,6 +86,11 @@ class ImageEntry:
     bucket: Bucket  # (width, height) it is resized and cropped to
     concept: str  # the concept folder's name, e.g. "10_ohwx shape"
     is_reg: bool
+    # Its subset's caption rules and augmentation (the [dataset] section's, or its [[subsets]] table's).
+    options: SubsetOptions = SubsetOptions()
+    # bucket_no_upscale: the size it is resized to before the crop to ``bucket`` (sd-scripts' resized_size;
+    # the image's own size when it is small). None: resized to cover the bucket (crop_geometry).
+    resized: Bucket | None = None
 
 
 @dataclass(frozen=True)
@@ -108,7 +122,7 @@ class ConceptReport:
 class DatasetReport:
     """The result of :func:`scan_dataset`: the usable images, the problems, and the epoch plan."""
 
-    image_dir: Path
+    image_dir: Path | None  # None: the run has [[subsets]] only
     reg_dir: Path | None
     resolution: int
     buckets: tuple[Bucket, ...]  # every bucket an image could go to
@@ -226,15 +240,35 @@ def repeats_for_target(target_steps: int, num_images: int, epochs: int, batch_si
 # The scan
 
 
+_PLAIN_OPTIONS = SubsetOptions()  # sd-scripts' defaults: no caption rules, no augmentation
+
+
+@dataclass(frozen=True)
+class SubsetFolder:
+    """A ``[[subsets]]`` table of the run config: one folder of images scanned flat (not a folder of
+    ``<repeats>_<name>`` folders), trained as one concept with its own repeats and options."""
+
+    folder: Path
+    repeats: int
+    class_tokens: str  # the caption of an image without a caption file
+    is_reg: bool
+    caption_extension: str
+    options: SubsetOptions
+    label: str  # how problems name it: "subsets[2]" (the second [[subsets]] table)
+
+
 @dataclass(frozen=True)
 class _ScanSettings:
     caption_extension: str  # with its leading dot
-    buckets: tuple[Bucket, ...]
+    buckets: tuple[Bucket, ...]  # empty with no_upscale: each image's bucket follows its own size
     resolution: int
+    step: int = 64  # bucket_reso_steps
+    no_upscale: bool = False  # bucket_no_upscale (with buckets on)
+    options: SubsetOptions = SubsetOptions()
 
 
 def scan_dataset(
-    image_dir: Path,
+    image_dir: Path | None,
     reg_dir: Path | None = None,
     *,
     caption_extension: str = ".txt",
@@ -243,50 +277,137 @@ def scan_dataset(
     min_bucket_reso: int = 256,
     max_bucket_reso: int = 1024,
     bucket_reso_steps: int = 64,
+    bucket_no_upscale: bool = False,
     validation_dir: Path | None = None,
+    options: SubsetOptions = _PLAIN_OPTIONS,
+    subsets: Sequence[SubsetFolder] = (),
 ) -> DatasetReport:
-    """Scan ``image_dir`` (and ``reg_dir`` and ``validation_dir`` when given) and report images,
-    problems and buckets. The validation folder's images are in ``validation_concepts``, apart
-    from the training ones (:func:`loratui.held_out.hold_out` makes them held-out images).
+    """Scan ``image_dir`` (and ``reg_dir``, ``validation_dir`` and the ``subsets`` folders when
+    given) and report images, problems and buckets. The validation folder's images are in
+    ``validation_concepts``, apart from the training ones (:func:`loratui.held_out.hold_out` makes
+    them held-out images). The images of the kohya folders carry ``options``; a subset's, its own.
 
     Nothing the user can get wrong raises: bad files and folders, and settings the scan cannot use
     (impossible bucket sizes, an empty caption extension), are all reported in ``problems``.
     """
-    image_dir = Path(image_dir)
+    image_dir = Path(image_dir) if image_dir is not None else None
     reg_dir = Path(reg_dir) if reg_dir is not None else None
     problems: list[Problem] = []
+    no_upscale = bucket_no_upscale and enable_buckets
     buckets = _buckets_or_square(
         resolution, enable_buckets, min_bucket_reso, max_bucket_reso, bucket_reso_steps, problems
     )
-    settings = _ScanSettings(_caption_extension(caption_extension, problems), buckets, resolution)
+    extension = _caption_extension(caption_extension, problems)
+    step = max(1, bucket_reso_steps)
+    settings = _ScanSettings(extension, () if no_upscale else buckets, resolution, step, no_upscale, options)
 
-    concepts = _scan_root(image_dir, False, settings, problems)
+    concepts = _scan_root(image_dir, False, settings, problems) if image_dir is not None else ()
     reg_concepts = _scan_root(reg_dir, True, settings, problems) if reg_dir is not None else ()
     validation_concepts = (
         _scan_root(Path(validation_dir), False, settings, problems, label="validation_dir")
         if validation_dir is not None
         else ()
     )
+    subset_concepts = [_scan_subset(subset, settings, problems) for subset in subsets]
+    subset_train = tuple(concept for concept in subset_concepts if concept is not None and not concept.is_reg)
+    subset_reg = tuple(concept for concept in subset_concepts if concept is not None and concept.is_reg)
+    concepts = (*concepts, *subset_train) if concepts is not None or subset_train else None
+    reg_concepts = (*(reg_concepts or ()), *subset_reg)
     # None means the folder itself was unusable, which is already reported in its own words.
     if concepts is not None and not any(concept.images for concept in concepts):
-        problems.append(
-            Problem(
-                str(image_dir),
-                "there are no usable training images",
-                fix="put .png, .jpg or .webp images into its <repeats>_<name> folders (see the other problems listed)",
-                severity="error",
-            )
+        where = str(image_dir) if image_dir is not None else "subsets"
+        fix = (
+            "put .png, .jpg or .webp images into its <repeats>_<name> folders (see the other problems listed)"
+            if image_dir is not None
+            else "put .png, .jpg or .webp images into the image_dir of a [[subsets]] table"
         )
+        problems.append(Problem(where, "there are no usable training images", fix=fix, severity="error"))
+    if subsets:
+        named = [(concept, str(concept.folder)) for concept in (*(concepts or ()), *reg_concepts)]
+        labels = {id(concept): subset.label for concept, subset in zip(subset_concepts, subsets, strict=True)}
+        problems.extend(_listed_twice([(concept, labels.get(id(concept), where)) for concept, where in named]))
+    if no_upscale:  # the buckets are the ones the images made
+        found = {image.bucket for concept in (*(concepts or ()), *reg_concepts) for image in concept.images}
+        buckets = tuple(sorted(found)) or buckets
     return DatasetReport(
         image_dir=image_dir,
         reg_dir=reg_dir,
         resolution=resolution,
         buckets=buckets,
         concepts=concepts or (),
-        reg_concepts=reg_concepts or (),
+        reg_concepts=reg_concepts,
         problems=tuple(problems),
         validation_concepts=validation_concepts or (),
     )
+
+
+def _scan_subset(subset: SubsetFolder, settings: _ScanSettings, problems: list[Problem]) -> ConceptReport | None:
+    """One ``[[subsets]]`` folder as a concept; None (with the problem) when the folder is unusable."""
+    folder = subset.folder
+    if not folder.is_dir():
+        what = "does not exist" if not folder.exists() else "is a file, not a folder"
+        problems.append(
+            Problem(
+                subset.label,
+                f"the image_dir of this [[subsets]] table {what}: {folder}",
+                fix="correct image_dir (a folder of images and their captions, relative to the config's folder), "
+                "or remove the table",
+                severity="error",
+            )
+        )
+        return None
+    own = replace(
+        settings,
+        caption_extension=_caption_extension(subset.caption_extension, problems),
+        options=subset.options,
+    )
+    concept = _scan_concept(
+        folder, subset.repeats, subset.class_tokens, subset.is_reg, (os.path.realpath(folder),), own, problems
+    )
+    if not concept.images and not concept.unreadable:
+        try:
+            inner = [path for path in sorted(folder.iterdir()) if path.is_dir() and parse_concept_folder(path.name)]
+        except OSError:  # unreadable: already reported by the folder's scan
+            inner = []
+        if inner:  # pointed at an img/ folder: a subset's folder is scanned flat
+            problems.append(
+                _error(
+                    folder,
+                    f"the image_dir of {subset.label} holds <repeats>_<name> folders, but a [[subsets]] folder "
+                    "is scanned flat, its sub-folders unread",
+                    f"point image_dir at the folder of images itself (e.g. {inner[0]}) with its own num_repeats, "
+                    "or set the kohya layout's parent folder as dataset.image_dir instead",
+                )
+            )
+    return concept
+
+
+def _listed_twice(concepts: Sequence[tuple[ConceptReport, str]]) -> list[Problem]:
+    """One error when an image is trained from two places (two subsets on one folder, or a subset on a
+    folder that dataset.image_dir or reg_dir also holds): it would count, and train, twice.
+    ``concepts``: each with the name problems give it (a subset's label, or its folder)."""
+    seen: dict[str, str] = {}
+    twice: list[tuple[Path, str, str]] = []
+    for concept, where in concepts:
+        for image in concept.images:
+            real = os.path.realpath(image.path)
+            if real in seen:
+                twice.append((image.path, seen[real], where))
+            else:
+                seen[real] = where
+    if not twice:
+        return []
+    example, first, second = twice[0]
+    return [
+        _error(
+            Path(example).parent,
+            f"{count(len(twice), 'image')} {'is' if len(twice) == 1 else 'are'} listed twice, so "
+            f"{'it' if len(twice) == 1 else 'they'} would train twice as often: {_names(p for p, _, _ in twice)} "
+            f"({example.name} is in {first} and in {second})",
+            "give each folder to one [[subsets]] table only, and keep dataset.image_dir and reg_dir off the "
+            'folders the subsets name (set them to "" when the subsets hold everything)',
+        )
+    ]
 
 
 def _buckets_or_square(
@@ -297,6 +418,19 @@ def _buckets_or_square(
     The config check reports bad bucket settings too, but it does not stop a scan: carrying on with
     a fallback still lists every problem in the dataset itself in the same pass.
     """
+    if enabled and step > 0 and (min_reso % step or max_reso % step):
+        # sd-scripts moves min down and max up to the step grid, with a warning; so does loratui
+        fitted_min, fitted_max = min_reso - min_reso % step, max_reso + (-max_reso) % step
+        problems.append(
+            Problem(
+                "dataset.bucket_reso_steps",
+                f"min_bucket_reso {min_reso} and max_bucket_reso {max_reso} are not both multiples of "
+                f"bucket_reso_steps {step}: the buckets span {fitted_min}..{fitted_max} instead (as sd-scripts does)",
+                fix=f"set min_bucket_reso = {fitted_min} and max_bucket_reso = {fitted_max} to say so",
+                severity="warning",
+            )
+        )
+        min_reso, max_reso = max(step, fitted_min), fitted_max
     try:
         return tuple(make_buckets(resolution, min_reso, max_reso, step) if enabled else no_buckets(resolution))
     except ValueError as error:
@@ -482,8 +616,8 @@ def _scan_concept(
             found.images_outside.append((path, files.outside[file]))
         width, height = verdict
         caption, source = _caption_of(files, file, name, settings, found, problems)
-        bucket = _bucket_for(width, height, settings.buckets)
-        entry = ImageEntry(path, width, height, caption, source, bucket, folder.name, is_reg)
+        bucket, resized = _bucket_and_size(width, height, settings)
+        entry = ImageEntry(path, width, height, caption, source, bucket, folder.name, is_reg, settings.options, resized)
         found.images.append(entry)
         if width < bucket[0] or height < bucket[1]:
             found.small.append(entry)
@@ -785,6 +919,16 @@ def _caption(caption_path: Path, folder_caption: str, problems: list[Problem]) -
     if not text:
         return folder_caption, "empty"
     return text, "file"
+
+
+def _bucket_and_size(width: int, height: int, settings: _ScanSettings) -> tuple[Bucket, Bucket | None]:
+    """An image's bucket, and with bucket_no_upscale the size it is resized to before the crop."""
+    if settings.no_upscale:
+        return _no_upscale_bucket(width, height, settings.resolution, settings.step)
+    return _bucket_for(width, height, settings.buckets), None
+
+
+_no_upscale_bucket = functools.lru_cache(maxsize=4096)(no_upscale_bucket)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -22,7 +22,7 @@ class LoraPart:
     name: str  # "unet", "te" (SD), "te1"/"te2" (SDXL): the state's key prefix and its "<name>_modules" count
     label: str  # in messages: "UNet", "text encoder 1"
     lr_setting: str  # the setting holding its learning rate
-    denoiser: bool = False  # the UNet (Flux: the transformer): always trained
+    denoiser: bool = False  # the UNet (Flux: the transformer): trained unless network.train_text_encoder_only
     trainable: bool = True  # False: a text encoder loratui never puts a LoRA on (Flux's T5-XXL)
 
     @property
@@ -76,9 +76,10 @@ def text_encoder_parts(family: str) -> tuple[LoraPart, ...]:
 
 
 def trains(cfg: RunConfig, part: LoraPart) -> bool:
-    """A text encoder trains when the U-Net is not trained alone and its rate is above zero."""
+    """The denoiser trains unless network.train_text_encoder_only; a text encoder when the U-Net is
+    not trained alone (network.train_unet_only) and its rate is above zero (sd-scripts' rules)."""
     if part.denoiser:
-        return True
+        return not cfg.network.train_text_encoder_only
     if not part.trainable:
         return False
     return not cfg.network.train_unet_only and float(cfg.get(part.lr_setting)) > 0  # type: ignore[arg-type]

@@ -22,10 +22,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from loratui.errors import UserError
+from loratui.params import LYCORIS_NETWORK_MODULE
 from loratui.sample_prompts import PromptLine, SamplePrompt, parse_prompt
 
 SPEC_FORMAT = 1
-LORA_KINDS = ("epoch", "final", "stop", "manual")  # checkpoint events of LoRA files (not "state")
+LORA_KINDS = ("epoch", "step", "final", "stop", "manual")  # checkpoint events of LoRA files (not "state")
 MAX_WEIGHT = 10.0  # a LoRA weight beyond +-10 renders noise; far past any use
 MAX_CELLS = 400
 
@@ -250,12 +251,26 @@ def read_lora_file(text: str) -> LoraFile:
         header = safetensors_header(path)
     except (ModelFileError, OSError) as exc:
         raise UserError(f"{path} cannot be read as safetensors: {exc}", text, fix) from None
+    meta = header.metadata
+    if meta.get("ss_network_module") == LYCORIS_NETWORK_MODULE:
+        # diffusers' loader, which the grid renders with, reads kohya LoRA files only (no LoHa, LoKr, iA3).
+        raise UserError(
+            f"{path} is a LyCORIS file ({_lycoris_algo(meta)}): the grid renders kohya LoRA files only",
+            text,
+            "compare LyCORIS checkpoints in ComfyUI or A1111/Forge, or with the samples rendered while training",
+        )
     if not any(".lora_down." in name or ".lora_A." in name for name in header.shapes):
         raise UserError(f"{path} holds no LoRA weights", text, fix)
-    meta = header.metadata
     return LoraFile(
         path, _family_of(meta), meta.get("ss_sd_model_name", ""), _int(meta, "ss_epoch"), _int(meta, "ss_steps")
     )
+
+
+def _lycoris_algo(meta: dict[str, str]) -> str:
+    try:
+        return str(json.loads(meta.get("ss_network_args", "{}")).get("algo", "LyCORIS"))
+    except (ValueError, AttributeError):
+        return "LyCORIS"
 
 
 def _family_of(meta: dict[str, str]) -> str | None:

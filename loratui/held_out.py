@@ -23,9 +23,18 @@ import random
 from collections import Counter
 from dataclasses import replace
 
-from loratui.dataset import ConceptReport, DatasetReport, ImageEntry, count_tags, scan_dataset
+from loratui.dataset import (
+    MAX_REPEATS,
+    ConceptReport,
+    DatasetReport,
+    ImageEntry,
+    SubsetFolder,
+    count_tags,
+    scan_dataset,
+)
 from loratui.errors import Problem
 from loratui.quantities import count
+from loratui.subset_options import subset_options
 
 
 def scan_run_dataset(cfg) -> DatasetReport:
@@ -33,7 +42,7 @@ def scan_run_dataset(cfg) -> DatasetReport:
     held-out images taken out of the training folders (``cfg`` is a RunConfig)."""
     data = cfg.dataset
     report = scan_dataset(
-        cfg.resolve(data.image_dir),
+        cfg.resolve(data.image_dir) if data.image_dir.strip() else None,
         cfg.resolve(data.reg_dir) if data.reg_dir.strip() else None,
         caption_extension=data.caption_extension,
         resolution=data.resolution,
@@ -41,9 +50,33 @@ def scan_run_dataset(cfg) -> DatasetReport:
         min_bucket_reso=data.min_bucket_reso,
         max_bucket_reso=data.max_bucket_reso,
         bucket_reso_steps=data.bucket_reso_steps,
+        bucket_no_upscale=data.bucket_no_upscale,
         validation_dir=cfg.resolve(data.validation_dir) if data.validation_dir.strip() else None,
+        options=subset_options(data),
+        subsets=subset_folders(cfg),
     )
     return hold_out(report, data.validation_split, cfg.training.seed)
+
+
+def subset_folders(cfg) -> list[SubsetFolder]:
+    """The run's ``[[subsets]]`` tables as the scan takes them. A table whose values the check
+    refuses (an empty image_dir, repeats out of range) is left out: its problem says why."""
+    folders = []
+    for number, subset in enumerate(cfg.subsets, start=1):
+        if not subset.image_dir.strip() or not 1 <= subset.num_repeats <= MAX_REPEATS:
+            continue
+        folders.append(
+            SubsetFolder(
+                folder=cfg.resolve(subset.image_dir),
+                repeats=subset.num_repeats,
+                class_tokens=subset.class_tokens,
+                is_reg=subset.is_reg,
+                caption_extension=subset.caption_extension or cfg.dataset.caption_extension,
+                options=subset_options(cfg.dataset, **subset.options),
+                label=f"subsets[{number}]",
+            )
+        )
+    return folders
 
 
 def hold_out(report: DatasetReport, fraction: float, seed: int) -> DatasetReport:

@@ -7,6 +7,9 @@ DreamBooth) and pure GUI state. :func:`import_kohya` turns it into the sections
 of the file into exactly one group, with its value:
 
 - ``mapped``: the key became a loratui setting (shown with the field and the converted value);
+- ``changed``: it became a setting whose value means something else on the way (a percentage
+  turned into steps, a non-square resolution, xformers where it is not installed, LoKr's
+  full-matrix rank, a folder that is not on this machine): imported, and worth a look;
 - ``unsupported``: loratui cannot do what the key asks for at this value, so it had no effect;
 - ``unknown``: loratui does not know the key at all;
 - ``ignored``: the key has no effect: a GUI-only setting, or a feature at its neutral value
@@ -25,27 +28,43 @@ until the user picks a model loratui trains.
 Conversions follow kohya_ss: numbers stored as strings ("0.0001") are read as numbers, "" means
 "not set" (loratui's default applies), ``max_resolution = "512,650"`` becomes the square side of
 the same area, and ``lr_warmup`` is a *percentage* of the total steps, turned into
-``optimizer.warmup_steps`` when the total is known.
+``optimizer.warmup_steps`` when the total is known and into ``optimizer.warmup_ratio`` otherwise.
+``LoRA_type`` chooses ``network.type`` and which network keys count (the GUI passes each only for
+some types); ``noise_offset_type`` which noise keys count; the learning rates which parts train
+(``--network_train_unet_only``/``_text_encoder_only``, as the GUI derives them).
+``additional_parameters`` (sd-scripts flags typed into the GUI) is split like a shell line and
+each flag mapped by its sd-scripts name (the settings' ``kohya=``), after the other keys: on
+sd-scripts' command line they come last and win. ``dataset_config`` is read with
+:mod:`loratui.dataset_config` into ``[[subsets]]``.
+
+:func:`apply_import` makes a project's config of an import (the wizard's Ctrl+O and
+``loratui import-kohya``): loratui's defaults, the project's folders, model and name, then the
+file's settings, so that a second import starts from the defaults and not from the first one.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loratui.config import RunConfig, config_from_dict
+from loratui.config import RunConfig, config_from_dict, config_to_dict
 from loratui.errors import UserError
 from loratui.families import family_name, setting_applies
+from loratui.lycoris_rules import NO_UNET_PRESETS
 from loratui.optimizer_args import canonical_optimizer
-from loratui.params import BY_NAME, FLUX_ONLY, SETTINGS, Setting
+from loratui.params import BY_NAME, FLUX_ONLY, SETTINGS, Setting, kohya_cli_names
+from loratui.preflight import installed
 from loratui.quantities import count
 
 SECRET_KEYS = frozenset({"huggingface_token", "wandb_api_key"})
 _SECRET_MASK = "(hidden)"
+# The same secrets as sd-scripts flags inside additional_parameters: the flag, then its value.
+_SECRET_FLAG = re.compile(r"(--(?:huggingface_token|wandb_api_key)(?:=|\s+))(\"[^\"]*\"|'[^']*'|\S+)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -61,9 +80,16 @@ class ImportEntry:
     target: str = ""  # the loratui field it set, e.g. "network.rank"
     converted: object = None  # the value written to that field; None = left at loratui's default
     reason: str = ""  # why it was converted this way, or why it had no effect
+    # A part of a key's value, not a key of the file: a flag of additional_parameters (key "--name",
+    # value its words) or a line of what the dataset_config file held.
+    flag: bool = False
+    part_of: str = "additional_parameters"
 
     def line(self) -> str:
-        text = f"{self.key} = {_show(self.value)}"
+        if self.flag:
+            text = f"{self.part_of}: {self.key}" + (f" {self.value}" if self.value not in (None, "") else "")
+        else:
+            text = f"{self.key} = {_show(self.value)}"
         if self.target:
             shown = "loratui's default" if self.converted is None else _show(self.converted)
             text += f" -> {self.target} = {shown}"
@@ -72,49 +98,64 @@ class ImportEntry:
         return text
 
 
+# The report's groups, each key of the file in exactly one of them.
+GROUPS = ("mapped", "changed", "unsupported", "unknown", "ignored")
+
+
 @dataclass
 class ImportReport:
-    """Where every key of an imported kohya_ss config went."""
+    """Where every key of an imported kohya_ss config went.
+
+    ``changed`` holds the keys that were imported but mean something else on the way (a unit, a
+    percentage turned into steps, a default that differs, a value replaced): imported, and worth
+    a look. The flags of ``additional_parameters`` are entries of their own (``flag=True``) in the
+    group of what became of each; the key itself is in one group like any other.
+    """
 
     source: str = ""
     blockers: list[str] = field(default_factory=list)  # model types loratui cannot train yet
+    notes: list[str] = field(default_factory=list)  # how the whole file was read (e.g. its paths)
     mapped: list[ImportEntry] = field(default_factory=list)
+    changed: list[ImportEntry] = field(default_factory=list)
     unsupported: list[ImportEntry] = field(default_factory=list)
     unknown: list[ImportEntry] = field(default_factory=list)
     ignored: list[ImportEntry] = field(default_factory=list)
 
+    def _entries(self):
+        for name in GROUPS:
+            for entry in getattr(self, name):
+                yield name, entry
+
     @property
     def keys(self) -> list[str]:
         """Every key accounted for, in report order (each key of the file exactly once)."""
-        return [e.key for group in (self.mapped, self.unsupported, self.unknown, self.ignored) for e in group]
+        return [entry.key for _, entry in self._entries() if not entry.flag]
 
     def entry(self, key: str) -> ImportEntry | None:
-        for group in (self.mapped, self.unsupported, self.unknown, self.ignored):
-            for entry in group:
-                if entry.key == key:
-                    return entry
-        return None
+        """The entry of a key, or of an additional_parameters flag ("--max_token_length")."""
+        return next((entry for _, entry in self._entries() if entry.key == key), None)
 
     def group_of(self, key: str) -> str | None:
-        for name in ("mapped", "unsupported", "unknown", "ignored"):
-            if any(entry.key == key for entry in getattr(self, name)):
-                return name
-        return None
+        return next((name for name, entry in self._entries() if entry.key == key), None)
 
     def summary(self) -> str:
         name = f"{Path(self.source).name}: " if self.source else ""
+        # The flags of additional_parameters count as settings of their own.
+        also = f" ({len(self.changed)} changed on the way)" if self.changed else ""
         return (
-            f"{name}{len(self.mapped)} settings imported, {len(self.unsupported)} not supported, "
-            f"{len(self.unknown)} unknown, {len(self.ignored)} ignored (no effect)"
+            f"{name}{len(self.mapped) + len(self.changed)} settings imported{also}, {len(self.unsupported)} not "
+            f"supported, {len(self.unknown)} unknown, {len(self.ignored)} ignored (no effect)"
         )
 
     def lines(self) -> list[str]:
         """The whole report as plain text lines, most important first."""
         lines = [self.summary()]
         lines += [f"NOT SUPPORTED YET: {blocker}" for blocker in self.blockers]
+        lines += self.notes
         sections = (
             ("Not supported (these settings had no effect)", self.unsupported),
             ("Unknown keys (not read)", self.unknown),
+            ("Changed on the way (imported, but check these)", self.changed),
             ("Imported", self.mapped),
             ("Ignored (no effect)", self.ignored),
         )
@@ -139,6 +180,81 @@ class KohyaImport:
     def to_config(self, base_dir: Path | None = None) -> RunConfig:
         """A RunConfig of the imported settings; everything not imported keeps loratui's default."""
         return config_from_dict(self.sections, base_dir)
+
+
+# ---------------------------------------------------------------------------------------------
+# Applying an import to a project
+
+# The folders of a kohya_ss file that belong to the machine it was saved on: file key -> setting.
+FOLDER_KEYS = {
+    "train_data_dir": "dataset.image_dir",
+    "reg_data_dir": "dataset.reg_dir",
+    "output_dir": "output.output_dir",
+    "logging_dir": "output.log_dir",
+}
+# What a project keeps across imports where the file leaves it empty: its folders, its base model
+# and its LoRA's name. Everything else (how to train) comes from the file or loratui's defaults, so
+# that a second import does not inherit the first one's settings.
+PROJECT_SETTINGS = ("model.path", "output.name", *FOLDER_KEYS.values())
+
+PATHS_AS_WRITTEN = "Paths: every path is written as it is in the file; relative ones now resolve against this folder."
+PATHS_OWN_FOLDERS = (
+    "Paths: a folder of the file (train_data_dir, reg_data_dir, output_dir, logging_dir) that exists on this "
+    "machine is kept; one that does not (a placeholder, another machine's folder, a folder relative to where "
+    "kohya_ss ran) is replaced by this project's own. The base model and FLUX.1 file paths are kept as written."
+)
+
+
+def apply_import(
+    result: KohyaImport, project: RunConfig, *, keep_paths: bool = False, how_to_keep: str = ""
+) -> RunConfig:
+    """The config an import makes for ``project`` (the wizard's config, or a new project's):
+    loratui's defaults, the project's own folders, model and name (PROJECT_SETTINGS), then the
+    file's settings. Without ``keep_paths``, a folder of the file that does not exist here is
+    replaced by the project's own, and the report lists it among the changed. UserError when the
+    imported values do not make a config. ``how_to_keep``: how the caller keeps the paths as
+    written instead (``--keep-paths``), for the report."""
+    base_dir = project.base_dir
+    data = config_to_dict(RunConfig(base_dir=base_dir))
+    for name in PROJECT_SETTINGS:
+        section, key = name.split(".")
+        data[section][key] = project.get(name)
+    if project.subsets and "subsets" not in result.sections:
+        data["subsets"] = [subset.to_toml() for subset in project.subsets]  # the project's datasets, too
+    report = result.report
+    sections = {
+        name: (dict(values) if isinstance(values, dict) else values) for name, values in result.sections.items()
+    }
+    if keep_paths:
+        report.notes.append(PATHS_AS_WRITTEN)
+    else:
+        report.notes.append(f"{PATHS_OWN_FOLDERS} {how_to_keep}".rstrip())
+        _own_folders(report, sections, data, base_dir)
+    for section, values in sections.items():
+        if isinstance(values, dict):
+            data.setdefault(section, {}).update(values)
+        else:
+            data[section] = values  # [[subsets]]: a list of tables
+    return config_from_dict(data, base_dir)
+
+
+def _own_folders(report: ImportReport, sections: dict, project: dict, base_dir: Path) -> None:
+    """A folder the file names that is not on this machine gives way to the project's own."""
+    for key, name in FOLDER_KEYS.items():
+        entry = report.entry(key)
+        if entry is None or entry.target != name or not isinstance(entry.converted, str) or not entry.converted:
+            continue
+        written = Path(entry.converted).expanduser()
+        if (written if written.is_absolute() else base_dir / written).is_dir():
+            continue
+        section, setting = name.split(".")
+        own = project[section][setting]
+        sections[section].pop(setting, None)
+        shown = _show(own) if own else "none"
+        why = f"not a folder on this machine: this project's own ({shown}) instead"
+        group = getattr(report, report.group_of(key) or "mapped")
+        group.remove(entry)
+        report.changed.append(ImportEntry(entry.key, entry.value, name, own or None, why))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,38 +423,11 @@ _DIRECT: dict[str, tuple[str, Callable[[object], object]]] = {
 # At such a value the key is "ignored (no effect)"; at any other it is "unsupported".
 _NEUTRAL: dict[str, tuple[tuple[object, ...], str]] = {
     # captions and augmentation
-    "keep_tokens": ((0,), "keeping the first caption tokens in place"),
-    "shuffle_caption": ((False,), "shuffling caption tags"),
     "weighted_captions": ((False,), "weighted captions"),
-    "caption_dropout_rate": ((0,), "caption dropout"),
-    "caption_dropout_every_n_epochs": ((0,), "caption dropout"),
-    "max_token_length": ((75,), "captions longer than 75 tokens"),
-    "flip_aug": ((False,), "flip augmentation"),
     "color_aug": ((False,), "colour augmentation"),
-    "random_crop": ((False,), "random crops"),
-    "bucket_no_upscale": (
-        (False,),
-        "leaving small images as they are (loratui upscales them to their bucket; the Dataset step lists them)",
-    ),
-    "dataset_config": (("",), "a dataset TOML; loratui reads the img/<repeats>_<name> folders"),
-    "prior_loss_weight": ((1,), "a regularisation loss weight other than 1"),
     # loss and noise
     "masked_loss": ((False,), "masked loss"),
-    "loss_type": (("l2",), "loss types other than l2"),
-    "debiased_estimation_loss": ((False,), "debiased estimation loss"),
-    "scale_v_pred_loss_like_noise_pred": ((False,), "scaling the v-prediction loss"),
-    "v_pred_like_loss": ((0,), "v-prediction-like loss"),
-    "adaptive_noise_scale": ((0,), "adaptive noise scale"),
-    "noise_offset_random_strength": ((False,), "random noise offset strength"),
-    "ip_noise_gamma": ((0,), "input perturbation noise"),
-    "ip_noise_gamma_random_strength": ((False,), "random input perturbation strength"),
-    "min_timestep": ((0,), "a restricted timestep range"),
-    "max_timestep": ((1000,), "a restricted timestep range"),
     # network variants
-    "network_dropout": ((0,), "network dropout"),
-    "rank_dropout": ((0,), "rank dropout"),
-    "module_dropout": ((0,), "module dropout"),
-    "scale_weight_norms": ((0,), "max-norm regularisation"),
     "network_weights": (("",), "starting from existing LoRA weights; training.resume_from continues a loratui run"),
     "lora_network_weights": (
         ("",),
@@ -358,22 +447,15 @@ _NEUTRAL: dict[str, tuple[tuple[object, ...], str]] = {
     "loraplus_lr_ratio": ((0,), "LoRA+"),
     "loraplus_unet_lr_ratio": ((0,), "LoRA+"),
     "loraplus_text_encoder_lr_ratio": ((0,), "LoRA+"),
-    "dora_wd": ((False,), "DoRA"),
     "bypass_mode": ((False,), "LyCORIS bypass mode"),
     "train_norm": ((False,), "training norm layers (LyCORIS)"),
-    "use_cp": ((False,), "LyCORIS CP decomposition"),
-    "use_tucker": ((False,), "LyCORIS Tucker decomposition"),
     "use_scalar": ((False,), "LyCORIS scalar"),
     "rank_dropout_scale": ((False,), "LyCORIS rank dropout scale"),
     "constrain": ((0,), "LyCORIS constrain"),
     "rescaled": ((False,), "LyCORIS rescaling"),
     "decompose_both": ((False,), "LyCORIS LoKr decompose_both"),
-    "factor": ((-1,), "LyCORIS LoKr factor"),
     "unit": ((1,), "DyLoRA units"),
     # optimizer and schedule extras
-    "lr_scheduler_args": (("",), "extra scheduler arguments"),
-    "lr_scheduler_type": (("",), "a custom scheduler class"),
-    "stop_text_encoder_training": ((0,), "stopping text encoder training early"),
     "fused_backward_pass": ((False,), "fused backward pass"),
     "fused_optimizer_groups": ((0,), "fused optimizer groups"),
     "blockwise_fused_optimizers": ((False,), "blockwise fused optimizers"),
@@ -390,15 +472,6 @@ _NEUTRAL: dict[str, tuple[tuple[object, ...], str]] = {
     "lowvram": ((False,), "low-VRAM mode"),
     # saving, sampling, logging
     "save_model_as": (("safetensors",), "formats other than .safetensors"),
-    "save_every_n_steps": ((0,), "saving every n steps; loratui saves per epoch"),
-    "save_last_n_steps": ((0,), "keeping only the last n step checkpoints"),
-    "save_last_n_steps_state": ((0,), "keeping only the last n step states"),
-    "save_last_n_epochs": ((0,), "keeping only the last n epochs"),
-    "save_last_n_epochs_state": ((0,), "keeping only the last n epoch states"),
-    "save_state_on_train_end": (
-        (False,),
-        "saving the state only at the end; output.save_state saves it with every checkpoint",
-    ),
     "metadata_title": (("",), "LoRA metadata other than the comment (output.comment)"),
     "metadata_author": (("",), "LoRA metadata other than the comment (output.comment)"),
     "metadata_description": (("",), "LoRA metadata other than the comment (output.comment)"),
@@ -426,7 +499,6 @@ _NEUTRAL: dict[str, tuple[tuple[object, ...], str]] = {
     "main_process_port": ((0,), "a fixed accelerate port"),
     "extra_accelerate_launch_args": (("",), "extra accelerate launch arguments"),
     "dynamo_backend": (("no",), "torch.compile (dynamo)"),
-    "additional_parameters": (("",), "extra sd-scripts command-line arguments"),
     "no_token_padding": ((False,), "disabling token padding"),
 }
 
@@ -441,11 +513,8 @@ _GUI_ONLY: dict[str, str] = {
     "dynamo_mode": "only used with dynamo_backend",
     "dynamo_use_dynamic": "only used with dynamo_backend",
     "dynamo_use_fullgraph": "only used with dynamo_backend",
-    "LyCORIS_preset": "only used by LyCORIS network types",
-    "train_on_input": "only used by LyCORIS/iA3",
-    "huber_c": "only used with loss_type huber/smooth_l1",
-    "huber_schedule": "only used with loss_type huber/smooth_l1",
-    "huber_scale": "only used with loss_type huber/smooth_l1",
+    "stop_text_encoder_training": "the kohya_ss GUI ignores it (not yet supported there)",
+    "stop_text_encoder_training_pct": "the kohya_ss GUI ignores it (not yet supported there)",
     "learning_rate_te": "the DreamBooth/fine-tune tabs' text encoder LR; LoRA uses text_encoder_lr",
     "learning_rate_te1": "the DreamBooth/fine-tune tabs' SDXL text encoder LR",
     "learning_rate_te2": "the DreamBooth/fine-tune tabs' SDXL text encoder LR",
@@ -485,9 +554,54 @@ _FLUX_GUI_KEYS = (
     "mem_eff_save_flux",
 )
 
-# Network types loratui trains: plain LoRA, and LoCon conv layers the kohya way.
-_LORA_TYPES = ("Standard", "Kohya LoCon")
-_FLUX_LORA_TYPE = "Flux1"  # the GUI's name for sd-scripts' networks.lora_flux
+# The GUI's LoRA_type -> network.type. "Kohya LoCon" is sd-scripts' own networks.lora with conv
+# layers (conv_dim): a plain LoRA with network.conv_rank here. The LyCORIS ones are the algo the GUI
+# passes to lycoris.kohya.
+_NETWORK_TYPES = {
+    "Standard": "lora",
+    "Kohya LoCon": "lora",
+    "Flux1": "lora",  # sd-scripts' networks.lora_flux
+    "LoCon": "locon",
+    "LyCORIS/LoCon": "locon",
+    "LyCORIS/LoHa": "loha",
+    "LyCORIS/LoKr": "lokr",
+    "LyCORIS/iA3": "ia3",
+}
+# The GUI's types loratui does not train, and the network.type value loratui knows them by (a
+# not_yet value, refused by check) or "" when it has none.
+_OTHER_TYPES = {
+    "Kohya DyLoRA": ("dylora", "DyLoRA (one LoRA trained for several ranks at once)"),
+    "LyCORIS/DyLoRA": ("dylora", "DyLoRA (one LoRA trained for several ranks at once)"),
+    "LyCORIS/GLoRA": ("glora", "GLoRA"),
+    "LyCORIS/BOFT": ("boft", "BOFT (butterfly orthogonal fine-tuning)"),
+    "LyCORIS/Diag-OFT": ("diag-oft", "Diag-OFT (orthogonal fine-tuning)"),
+    "LyCORIS/Native Fine-Tuning": ("full", "native fine-tuning (every weight trained, no adapter)"),
+    "LoRA-FA": ("lora-fa", "LoRA-FA (a frozen down matrix)"),
+    "Kohya LoHa": ("", "sd-scripts' own networks.loha (LyCORIS/LoHa is trained here)"),
+    "Kohya LoKr": ("", "sd-scripts' own networks.lokr (LyCORIS/LoKr is trained here)"),
+    "Flux1 OFT": ("", "orthogonal fine-tuning of FLUX.1"),
+}
+# The GUI's LyCORIS keys, by the network types it passes each of them for (lora_gui.py's network_args).
+_LYCORIS_KEYS = {
+    "LyCORIS_preset": ("locon", "loha", "lokr", "ia3"),
+    "use_tucker": ("locon", "loha", "lokr"),
+    "use_cp": ("lokr",),
+    "factor": ("lokr",),
+    "dora_wd": ("locon", "loha", "lokr"),
+    "train_on_input": ("ia3",),
+    "decompose_both": ("lokr",),
+    "use_scalar": ("locon", "loha", "lokr"),
+    "bypass_mode": ("locon", "loha", "lokr"),
+    "rank_dropout_scale": ("locon", "loha", "lokr"),
+    "train_norm": ("locon", "loha", "lokr"),
+    "constrain": (),
+    "rescaled": (),
+    "unit": (),
+}
+# LoKr in LyCORIS: a Kronecker factor is a full matrix where the rank is at least half its side, and
+# with both factors full the scale is 1 whatever the alpha (lycoris/modules/lokr.py). The kohya_ss
+# presets ask for full matrices with a rank of 100000; a rank this large means the same.
+_LOKR_FULL_RANK = 10_000
 
 # Caching the text encoders' outputs: the GUI's SDXL checkbox (it has no to-disk key for SDXL), its
 # two Flux checkboxes, and sd-scripts' names in a hand-edited file. Any to-disk key means "disk".
@@ -504,6 +618,15 @@ _TEXT_CACHE_DISK_KEYS = (
 _TEXT_CACHE_FAMILY = {"sdxl": "sdxl", "flux1": "flux"}  # a GUI key's prefix -> the model type it is for
 
 
+# The noise settings the GUI passes with each noise_offset_type.
+_ORIGINAL_NOISE_KEYS = ("noise_offset", "adaptive_noise_scale", "noise_offset_random_strength")
+_MULTIRES_NOISE_KEYS = ("multires_noise_iterations", "multires_noise_discount")
+_NOISE_TYPE_OF = {
+    **dict.fromkeys(_ORIGINAL_NOISE_KEYS, "Original"),
+    **dict.fromkeys(_MULTIRES_NOISE_KEYS, "Multires"),
+}
+
+
 # ---------------------------------------------------------------------------------------------
 # The importer
 
@@ -516,6 +639,7 @@ class _Importer:
         self.total_steps = total_steps
         self.done: set[str] = set()
         self.family = "sd1"
+        self.network = "lora"  # network.type, once _network_type has read LoRA_type
 
     @property
     def _denoiser(self) -> str:
@@ -528,6 +652,8 @@ class _Importer:
         value = self.data.get(key)
         if key in SECRET_KEYS and not _is_empty(value):
             return _SECRET_MASK
+        if key == "additional_parameters" and isinstance(value, str):
+            return _SECRET_FLAG.sub(lambda match: match.group(1) + _SECRET_MASK, value)
         return value
 
     def _set(self, target: str, value: object) -> None:
@@ -537,13 +663,22 @@ class _Importer:
             # kohya has one text encoder rate: SDXL trains both encoders at it.
             self.sections[section]["text_encoder_2_lr"] = value
 
-    def mapped(self, key: str, target: str, converted: object, reason: str = "") -> None:
+    def mapped(self, key: str, target: str, converted: object, reason: str = "", *, group: str = "mapped") -> None:
+        if target and target not in BY_NAME:
+            # A setting another part of loratui has not declared (yet): say so rather than write a key
+            # that the config would refuse.
+            self.unsupported(key, f"not supported yet: this loratui has no {target} setting")
+            return
         if converted is not None:
             self._set(target, converted)
         if target == "optimizer.text_encoder_lr" and converted is not None and self.family == "sdxl":
             also = "also optimizer.text_encoder_2_lr: kohya trains both SDXL text encoders at one rate"
             reason = f"{reason}; {also}" if reason else also
-        self._add(self.report.mapped, ImportEntry(key, self._value(key), target, converted, reason))
+        self._add(getattr(self.report, group), ImportEntry(key, self._value(key), target, converted, reason))
+
+    def changed(self, key: str, target: str, converted: object, reason: str) -> None:
+        """Imported, but the value means something else on the way (the reason says what)."""
+        self.mapped(key, target, converted, reason, group="changed")
 
     def unsupported(self, key: str, reason: str) -> None:
         self._add(self.report.unsupported, ImportEntry(key, self._value(key), reason=reason))
@@ -579,6 +714,12 @@ class _Importer:
         self._text_cache()
         self._flux_settings()
         self._sample_prompts()
+        self._validation()
+        self._dataset_config_folders()
+        self._timesteps()
+        self._scheduler()
+        self._network_extras()
+        self.done.add("additional_parameters")  # read last (_additional_parameters)
         for key in self.data:
             if key in self.done:
                 continue
@@ -588,7 +729,10 @@ class _Importer:
                     self._not_of_this_family(key, BY_NAME[target])
                     continue
                 ok, value = self.convert(key, converter)
-                if ok:
+                if ok and value in BY_NAME[target].not_yet:
+                    # Recognised, not done yet: loratui's default stays, so the rest of the file can train.
+                    self.unsupported(key, f"{value!r} is not supported yet; {target} stays loratui's default")
+                elif ok:
                     self.mapped(key, target, value, "" if value is not None else "empty")
             elif key in _FAMILY_ONLY:
                 family = _FAMILY_ONLY[key]
@@ -604,7 +748,296 @@ class _Importer:
                     self.report.unknown,
                     ImportEntry(key, self._value(key), reason="not a kohya_ss setting loratui knows"),
                 )
+        self._dataset_config()  # after the keys: its values win over the GUI's, as in sd-scripts
+        self._sdxl_bucket_steps()
+        self._adafactor_defaults()
+        # Last: the GUI puts these words at the end of sd-scripts' command line, where they win.
+        self._additional_parameters()
         return KohyaImport(self.sections, self.report)
+
+    # -- keys of the objective, the schedule and the network that need their own reading -------
+
+    def _adafactor_defaults(self) -> None:
+        """Adafactor without relative_step in its arguments: sd-scripts turns it on, and so does
+        loratui (ADAFACTOR_DEFAULTS); say what that means for the rates the file sets."""
+        optimizer = self.sections.get("optimizer", {})
+        if optimizer.get("name") != "Adafactor":
+            return
+        args = [str(arg).replace(" ", "").lower() for arg in optimizer.get("args") or []]
+        if any(arg.startswith("relative_step=") for arg in args):
+            return
+        entry = self.report.entry("optimizer_args")
+        why = (
+            "Adafactor with sd-scripts' defaults (relative_step=True, scale_parameter=True, warmup_init=False): "
+            "it sets its own step size, so the learning rates and lr_scheduler have no effect (as in sd-scripts)"
+        )
+        group = self.report.group_of("optimizer_args")
+        if entry is None or group != "mapped":
+            return
+        self.report.mapped[self.report.mapped.index(entry)] = ImportEntry(
+            entry.key, entry.value, entry.target, entry.converted, why
+        )
+
+    def _sdxl_bucket_steps(self) -> None:
+        """sd-scripts refuses SDXL buckets in steps other than multiples of 32 (a kohya_ss SDXL preset
+        has 1): the next multiple of 32, listed as changed."""
+        steps = self.sections.get("dataset", {}).get("bucket_reso_steps")
+        entry = self.report.entry("bucket_reso_steps")
+        if self.family != "sdxl" or not isinstance(steps, int) or steps % 32 == 0 or entry not in self.report.mapped:
+            return
+        fixed = max(32, -(-steps // 32) * 32)
+        self.report.mapped.remove(entry)
+        self._set("dataset.bucket_reso_steps", fixed)
+        why = f"SDXL buckets step in multiples of 32; sd-scripts refuses {steps} for SDXL too"
+        self.report.changed.append(ImportEntry(entry.key, entry.value, entry.target, fixed, why))
+
+    def _timesteps(self) -> None:
+        """The GUI passes max_timestep only when it is not 0: 0 (or empty) means sd-scripts' 1000."""
+        key = "max_timestep"
+        if key not in self.data:
+            return
+        if self.family == "flux":
+            self._not_of_this_family(key, BY_NAME["training.max_timestep"])
+            return
+        ok, value = self.convert(key, _int)
+        if ok and not value:
+            self.mapped(key, "training.max_timestep", None, "0 or empty: the GUI passes none, sd-scripts' 1000")
+        elif ok:
+            self.mapped(key, "training.max_timestep", value)
+
+    def _scheduler(self) -> None:
+        """lr_scheduler "adafactor" is Adafactor's own schedule, which sd-scripts (and loratui) use
+        whenever Adafactor sets its own step size (relative_step, its default)."""
+        key = "lr_scheduler"
+        if str(self.data.get(key) or "").strip().lower() != "adafactor":
+            return
+        try:
+            args = " ".join(_args(self.data.get("optimizer_args")) or [])
+        except _Unreadable:
+            args = ""
+        adafactor = self.sections.get("optimizer", {}).get("name") == "Adafactor"
+        if adafactor and "relative_step=false" not in args.lower().replace(" ", ""):
+            why = "Adafactor's own schedule: used whenever Adafactor sets its own step size (relative_step)"
+            self.mapped(key, "optimizer.scheduler", None, why)
+        else:
+            self.unsupported(
+                key, "only with Adafactor and relative_step (sd-scripts fails otherwise); loratui's default"
+            )
+
+    def _network_extras(self) -> None:
+        """The dropouts and LyCORIS switches a network type does not take (the GUI passes them, and
+        LyCORIS ignores them), and iA3 on inputs."""
+        data = self.data
+        takes = {"loha": ("rank_dropout", "module_dropout"), "lokr": ("rank_dropout", "module_dropout")}
+        if self.network == "ia3":
+            takes["ia3"] = ()  # the GUI passes neither rank nor module dropout for iA3
+        for key in ("network_dropout", "rank_dropout", "module_dropout"):
+            if key not in data or self.network not in takes or key in takes[self.network]:
+                continue
+            if _is_neutral(data[key], (0,)):
+                self.ignored(key, "off at this value")
+            else:
+                self.ignored(key, f"LyCORIS's {self.network} layers do not apply it (sd-scripts warns and goes on)")
+        if self.network == "lora":
+            for key in ("network_dropout", "rank_dropout", "module_dropout"):
+                if key in data and not _is_neutral(data[key], (0,)):
+                    self.unsupported(
+                        key, "kohya's own LoRA applies it; loratui's plain LoRA has none (network.type locon has it)"
+                    )
+        for key, target in (
+            ("network_dropout", "network.dropout"),
+            ("rank_dropout", "network.rank_dropout"),
+            ("module_dropout", "network.module_dropout"),
+        ):
+            if key in data and key not in self.done:
+                ok, value = self.convert(key, _float)
+                if ok:
+                    self.mapped(key, target, value, "" if value is not None else "empty")
+        if self.network == "ia3" and "train_on_input" in data and _safe_bool(data["train_on_input"]):
+            self.unsupported(
+                "train_on_input",
+                "an iA3 file trained on inputs does not load back (LyCORIS's loader reads iA3 as trained on "
+                "outputs): trained on outputs",
+            )
+
+    # -- validation and dataset configs ----------------------------------------------------------
+
+    def _validation(self) -> None:
+        """The GUI's validation keys loratui has no setting for: at the value that means what
+        loratui does they had no effect; at any other, loratui cannot do what they ask."""
+        data = self.data
+        seed = data.get("seed")
+        if "validation_seed" in data:
+            value = data["validation_seed"]
+            if _is_neutral(value, (0,)) or _safe_number(value) == _safe_number(seed):
+                self.ignored("validation_seed", "the held-out images are chosen by training.seed, kohya's default")
+            else:
+                self.unsupported(
+                    "validation_seed", "a seed of its own for the held-out images: loratui uses training.seed"
+                )
+        for key, neutral, what in (
+            ("validate_every_n_epochs", (0, 1), "loratui measures the validation loss at every epoch end"),
+            ("max_validation_steps", (0,), "loratui measures every held-out image"),
+        ):
+            if key in data:
+                if _is_neutral(data[key], neutral):
+                    self.ignored(key, f"off at this value: {what}")
+                else:
+                    self.unsupported(key, f"not supported: {what}; it had no effect")
+
+    def _dataset_config_path(self) -> str | None:
+        try:
+            return _path_text(self.data.get("dataset_config"))
+        except _Unreadable:
+            return None
+
+    def _dataset_config_folders(self) -> None:
+        """With a dataset config, sd-scripts ignores train_data_dir and reg_data_dir."""
+        self.done.add("dataset_config")  # read after the other keys (_dataset_config)
+        if not self._dataset_config_path():
+            return
+        for key in ("train_data_dir", "reg_data_dir"):
+            self.ignored(key, "dataset_config is set: sd-scripts reads the folders from it and ignores this")
+
+    def _dataset_config(self) -> None:
+        """The GUI's dataset_config: sd-scripts' dataset TOML, read as loratui's subsets and
+        values (loratui.dataset_config); they win over the GUI's own, as in sd-scripts."""
+        key = "dataset_config"
+        if key not in self.data:
+            return
+        self.done.discard(key)
+        ok, path = self.convert(key, _path_text)
+        if not ok:
+            return
+        if path is None:
+            self.ignored(key, "empty: the dataset is train_data_dir's img/<repeats>_<name> folders")
+            return
+        from loratui.dataset_config import import_dataset_config
+
+        written = Path(path).expanduser()
+        beside = Path(self.report.source).expanduser().parent / written if self.report.source else written
+        if not written.is_absolute() and not written.exists() and beside.exists():
+            path = str(beside)  # relative to where kohya_ss ran; found beside the .json instead
+        try:
+            imported = import_dataset_config(path)
+        except UserError as err:
+            self.unsupported(key, f"{err}; nothing of it was read")
+            return
+        for section, values in imported.sections().items():
+            if isinstance(values, dict):
+                for name, value in values.items():
+                    self._set(f"{section}.{name}", value)
+            else:
+                self.sections[section] = values  # type: ignore[assignment]  # [[subsets]]
+        # The subsets are the dataset: the project's img/reg folders are not scanned as well.
+        self.sections.setdefault("dataset", {}).update(image_dir="", reg_dir="")
+        for line in imported.carried:
+            self.report.mapped.append(ImportEntry(line, None, flag=True, part_of=key))
+        for line in imported.not_carried:
+            self.report.unsupported.append(ImportEntry(line, None, flag=True, part_of=key))
+        subsets = count(len(imported.subsets), "subset")
+        if imported.not_carried:
+            self.changed(key, "", None, f"{subsets}; {len(imported.not_carried)} of its settings not carried: see each")
+        else:
+            self.mapped(key, "", None, f"{subsets}, each setting of it listed")
+
+    # -- additional_parameters: sd-scripts flags typed into the GUI ------------------------------
+
+    def _additional_parameters(self) -> None:
+        key = "additional_parameters"
+        if key not in self.data:
+            return
+        self.done.discard(key)  # read here, after every other key
+        ok, text = self.convert(key, _text)
+        if not ok:
+            return
+        if not text:
+            self.ignored(key, "empty")
+            return
+        try:
+            words = shlex.split(text)
+        except ValueError as err:
+            self.unsupported(key, f"cannot split it into words ({err}); no flag of it was read")
+            return
+        groups = [self._flag(name, values) for name, values in _split_flags(words)]
+        carried = sum(1 for group in groups if group in ("mapped", "changed", "ignored"))
+        if carried == len(groups) and any(group != "ignored" for group in groups):
+            self.mapped(key, "", None, f"{count(len(groups), 'flag')}, each listed with what became of it")
+        elif carried == len(groups):
+            self.ignored(key, f"{count(len(groups), 'flag')} with no effect on training, each listed")
+        elif any(group in ("mapped", "changed") for group in groups):
+            missed = len(groups) - carried
+            self.changed(key, "", None, f"{missed} of {count(len(groups), 'flag')} not carried: see each flag")
+        else:
+            self.unsupported(key, f"none of its {count(len(groups), 'flag')} carried: see each flag")
+
+    def _flag(self, name: str, values: list[str]) -> str:
+        """One ``--name [values]`` of additional_parameters; returns the report group it went to."""
+        shown = " ".join(shlex.quote(value) for value in values)
+        if name in SECRET_KEYS and values:
+            shown = _SECRET_MASK
+        if not name:
+            return self._flag_entry("unknown", shown, "", None, "a word without a --flag before it: not read")
+        flag = f"--{name}"
+        special = _SPECIAL_FLAGS.get(name)
+        setting = kohya_cli_names().get(name)
+        if special is not None:
+            target, value = special
+            if values:
+                return self._flag_entry("unsupported", flag, shown, None, "an on/off flag takes no value: not read")
+            if target == "training.attention" and value == "xformers" and not installed("xformers"):
+                why = "xformers is not installed here, so PyTorch's sdpa attention: the same result, as fast"
+                return self._flag_entry("changed", flag, shown, "sdpa", why, target)
+            return self._flag_entry("mapped", flag, shown, value, "", target)
+        if name == "network_args":
+            groups = [self._network_arg(flag, value) for value in values] or ["ignored"]
+            return next((group for group in groups if group in ("unsupported", "unknown")), groups[0])
+        if name in _HARMLESS_FLAGS:
+            return self._flag_entry("ignored", flag, shown, None, _HARMLESS_FLAGS[name])
+        if setting is None:
+            if name in _NEUTRAL:
+                what = _NEUTRAL[name][1]
+                return self._flag_entry("unsupported", flag, shown, None, f"not supported: {what}; it had no effect")
+            why = "not an sd-scripts option loratui has: it had no effect, and check cannot see it"
+            return self._flag_entry("unknown", flag, shown, None, why)
+        if not setting_applies(setting.families, self.family):
+            why = f"{family_name(self.family)} has no such setting: it had no effect"
+            return self._flag_entry("ignored", flag, shown, None, why)
+        try:
+            value = _flag_value(setting, values)
+        except _Unreadable as err:
+            return self._flag_entry("unsupported", flag, shown, None, f"{err}: not read")
+        before = self.sections.get(setting.section, {}).get(setting.key)
+        reason = "" if before is None or before == value else "after the GUI's own value, so it wins as in sd-scripts"
+        return self._flag_entry("mapped", flag, shown, value, reason, setting.name)
+
+    def _network_arg(self, flag: str, word: str) -> str:
+        """One ``key=value`` of --network_args, by the name sd-scripts' networks and LyCORIS read."""
+        key, equals, text = word.partition("=")
+        shown = shlex.quote(word)
+        target = _NETWORK_ARGS.get(key.strip())
+        if not equals or target is None:
+            why = "not a network argument loratui has: it had no effect"
+            return self._flag_entry("unsupported", flag, shown, None, why)
+        setting = BY_NAME.get(target)
+        if setting is None:
+            return self._flag_entry("unsupported", flag, shown, None, f"this loratui has no {target} setting")
+        try:
+            value = _flag_value(setting, [text.strip()]) if setting.type is not bool else _bool(text.strip())
+        except _Unreadable as err:
+            return self._flag_entry("unsupported", flag, shown, None, f"{err}: not read")
+        if target == "network.type" and value not in setting.choices:
+            return self._flag_entry("unsupported", flag, shown, None, f"LyCORIS algo {value!r} is not supported")
+        return self._flag_entry("mapped", flag, shown, value, "", target)
+
+    def _flag_entry(self, group: str, flag: str, shown: str, value: object, reason: str, target: str = "") -> str:
+        if target and target not in BY_NAME:
+            group, reason, target = "unsupported", f"not supported yet: this loratui has no {target} setting", ""
+        if target and value is not None:
+            self._set(target, value)
+        entry = ImportEntry(flag, shown, target, value, reason, flag=True)
+        getattr(self.report, group).append(entry)
+        return group
 
     def _not_of_this_family(self, key: str, setting: Setting) -> None:
         """A loratui setting the config's model type does not use."""
@@ -774,7 +1207,7 @@ class _Importer:
             self.ignored("split_mode", "deprecated in sd-scripts; blocks_to_swap is set and wins")
             return
         reason = "deprecated in sd-scripts, which swaps 18 blocks for it"
-        self.mapped("split_mode", "training.blocks_to_swap", 18, reason)
+        self.changed("split_mode", "training.blocks_to_swap", 18, reason)
         if "blocks_to_swap" in data:
             self.ignored("blocks_to_swap", "0 or empty: split_mode sets 18")
 
@@ -802,35 +1235,132 @@ class _Importer:
         )
 
     def _network_type(self) -> None:
+        """LoRA_type -> network.type, and the keys that only some network types read."""
         data = self.data
-        lora_type = str(data.get("LoRA_type") or "Standard")
+        lora_type = str(data.get("LoRA_type") or "Standard").strip()
+        network = _NETWORK_TYPES.get(lora_type)
+        if network is None and lora_type.lower().startswith("flux"):
+            network = "lora"
+        self.network = network or "lora"
         if "LoRA_type" in data:
-            if lora_type in _LORA_TYPES:
-                self.ignored(
-                    "LoRA_type",
-                    "loratui trains this network type"
-                    + (" (LoCon: conv_dim/conv_alpha)" if lora_type == "Kohya LoCon" else ""),
-                )
-            elif lora_type == _FLUX_LORA_TYPE:
-                self.ignored("LoRA_type", "loratui trains this network type: a FLUX.1 LoRA (networks.lora_flux)")
-            elif lora_type.lower().startswith("flux"):
-                self.unsupported("LoRA_type", f"network type {lora_type!r} is not supported; imported as a FLUX.1 LoRA")
+            if network is not None and lora_type in _NETWORK_TYPES:
+                why = {"Kohya LoCon": "sd-scripts' LoRA with conv layers (conv_dim)", "Flux1": "networks.lora_flux"}
+                self.mapped("LoRA_type", "network.type", network, why.get(lora_type, ""))
             else:
-                self.unsupported(
-                    "LoRA_type", f"network type {lora_type!r} is not supported; imported as a standard LoRA"
-                )
+                self._other_network_type(lora_type)
+        self._ranks(lora_type)
+        for key, types in _LYCORIS_KEYS.items():
+            if key in data and self.network not in types:
+                self.ignored(key, f"only used by LyCORIS network types that read it, and LoRA_type is {lora_type!r}")
+        if self.network not in ("locon", "loha", "lokr", "ia3"):
+            return
+        for key, target, converter in (
+            ("LyCORIS_preset", "network.preset", _text),
+            ("factor", "network.lokr_factor", _int),
+            ("dora_wd", "network.dora", _bool),
+            ("train_on_input", "network.train_on_input", _bool),
+        ):
+            if key in data and key not in self.done:
+                if key == "train_on_input" and _safe_bool(data[key]):
+                    continue  # _network_extras says why not
+                if key == "LyCORIS_preset" and str(data[key]).strip() in NO_UNET_PRESETS:
+                    self.unsupported(
+                        key,
+                        f"LyCORIS's {str(data[key]).strip()!r} preset selects no layer of a diffusers UNet "
+                        "(its target names are other models'); loratui's default preset (full) is used",
+                    )
+                    continue
+                ok, value = self.convert(key, converter)
+                if ok:
+                    self.mapped(key, target, value, "" if value is not None else "empty")
+        self._tucker()
+
+    def _other_network_type(self, lora_type: str) -> None:
+        """A LoRA_type loratui does not train: check refuses it where network.type knows it."""
+        value, what = _OTHER_TYPES.get(lora_type, ("", f"network type {lora_type!r}"))
+        setting = BY_NAME.get("network.type")
+        if value and setting is not None and value in setting.not_yet:
+            self._set("network.type", value)
+            self.unsupported("LoRA_type", f"{what} is not supported yet: check refuses it until you choose a type")
+        else:
+            plain = "a FLUX.1 LoRA" if self.family == "flux" else "a standard LoRA"
+            self.unsupported("LoRA_type", f"{what} is not supported; imported as {plain}")
+
+    def _ranks(self, lora_type: str) -> None:
+        """network_dim/alpha and conv_dim/alpha as the network type reads them."""
+        data = self.data
+        if self.network == "ia3":
+            for key in ("network_dim", "network_alpha", "conv_dim", "conv_alpha"):
+                if key in data:
+                    self.ignored(key, "iA3 trains scaling vectors: it has no rank or alpha")
+            return
+        if self.network == "lokr" and self._lokr_full_matrix():
+            return
         for key, target, converter in (
             ("conv_dim", "network.conv_rank", _int),
             ("conv_alpha", "network.conv_alpha", _float),
         ):
             if key not in data:
                 continue
-            if lora_type == "Kohya LoCon":
+            if lora_type == "Kohya LoCon" or self.network in ("locon", "loha", "lokr"):
                 ok, value = self.convert(key, converter)
                 if ok:
-                    self.mapped(key, target, value)
+                    self.mapped(key, target, value, "" if value is not None else "empty")
             else:
-                self.ignored(key, f"only used by LoCon network types, and LoRA_type is {lora_type!r}")
+                self.ignored(key, f"only used by LoCon and LyCORIS network types, and LoRA_type is {lora_type!r}")
+
+    def _lokr_full_matrix(self) -> bool:
+        """LoKr with a rank too large to factor (the presets' 100000): full matrices, as LyCORIS
+        makes them; the rank then has no effect and the scale is 1. True when that was imported."""
+        data = self.data
+        try:
+            rank = _int(data.get("network_dim"))
+        except _Unreadable:
+            return False
+        if rank is None or rank < _LOKR_FULL_RANK:
+            return False
+        sane = int(BY_NAME["network.rank"].default)
+        why = (
+            f"a LoKr rank of {rank} asks LyCORIS for full matrices, which scale by 1: imported as "
+            f"lokr_full_matrix = true with rank and alpha {sane}, which then have no effect"
+        )
+        self.changed("network_dim", "network.lokr_full_matrix", True, why)
+        self._set("network.rank", sane)
+        if "network_alpha" in data:
+            self.changed("network_alpha", "network.alpha", float(sane), "full matrices: the scale is 1, as in LyCORIS")
+        else:
+            self._set("network.alpha", float(sane))
+        if "conv_dim" in data:
+            ok, conv = self.convert("conv_dim", _int)
+            if ok and conv:
+                reason = "conv layers too, as full matrices: the rank has no effect"
+                self.changed("conv_dim", "network.conv_rank", sane, reason)
+                if "conv_alpha" in data:
+                    self.changed("conv_alpha", "network.conv_alpha", float(sane), "full matrices: the scale is 1")
+                else:
+                    self._set("network.conv_alpha", float(sane))
+            elif ok:
+                self.mapped("conv_dim", "network.conv_rank", conv, "no conv layers")
+                self.ignored("conv_alpha", "conv_dim is 0")
+        return True
+
+    def _tucker(self) -> None:
+        """The GUI passes use_tucker, and use_cp for LoKr; LyCORIS reads either as the CP/Tucker
+        decomposition of conv layers: network.use_cp."""
+        keys = [key for key in ("use_cp", "use_tucker") if key in self.data and key not in self.done]
+        values = {}
+        for key in keys:
+            ok, on = self.convert(key, _bool)
+            if ok:
+                values[key] = bool(on)
+        if not values:
+            return
+        on = any(values.values())
+        for key in values:
+            if values[key] or not on:
+                self.mapped(key, "network.use_cp", on, "LyCORIS reads use_cp and use_tucker as one switch")
+            else:
+                self.ignored(key, "off, and the other of use_cp/use_tucker is on")
 
     def _dataset_specials(self) -> None:
         data = self.data
@@ -838,7 +1368,7 @@ class _Importer:
             ok, ext = self.convert("caption_extension", _text)
             if ok:
                 if not ext:
-                    self.mapped(
+                    self.changed(
                         "caption_extension",
                         "dataset.caption_extension",
                         None,
@@ -902,7 +1432,7 @@ class _Importer:
             self.mapped("max_resolution", "dataset.resolution", width)
             return
         side = max(64, round(math.sqrt(width * height) / 64) * 64)
-        self.mapped(
+        self.changed(
             "max_resolution",
             "dataset.resolution",
             side,
@@ -926,6 +1456,11 @@ class _Importer:
                     reason = "no xformers: loratui uses PyTorch's sdpa attention"
             if chosen is None:
                 self.unsupported("xformers", "expected xformers, sdpa or none; loratui's default (sdpa) is used")
+            elif chosen == "xformers" and not installed("xformers"):
+                # check would refuse xformers here; sdpa is the same attention, as memory-efficient.
+                chosen = "sdpa"
+                why = "xformers is not installed here, so PyTorch's sdpa attention: the same result, as fast"
+                self.changed("xformers", "training.attention", chosen, why)
             else:
                 self.mapped("xformers", "training.attention", chosen, reason)
         if "sdpa" in data:
@@ -949,37 +1484,37 @@ class _Importer:
                     self.ignored("mem_eff_attn", "off")
 
     def _noise(self) -> None:
+        """The GUI's noise_offset_type chooses which noise settings it passes to sd-scripts:
+        Original the plain offset (with its adaptive scale and random strength), Multires the
+        multi-resolution noise. The others are not passed, so they have no effect."""
         data = self.data
         if self.family == "flux":
-            for key in ("noise_offset_type", "noise_offset", "multires_noise_iterations", "multires_noise_discount"):
+            for key in (*_ORIGINAL_NOISE_KEYS, *_MULTIRES_NOISE_KEYS, "noise_offset_type"):
                 self.ignored(key, "FLUX.1 training has no noise offset (sd-scripts ignores it too)")
             return
-        noise_type = str(data.get("noise_offset_type") or "Original")
-        if "noise_offset_type" in data:
-            if noise_type == "Original":
-                self.ignored("noise_offset_type", "the plain noise offset, as loratui's training.noise_offset")
-            else:
-                self.unsupported(
-                    "noise_offset_type", f"{noise_type} noise is not supported; loratui only has the plain noise offset"
-                )
-        if "noise_offset" in data:
-            if noise_type == "Original":
-                ok, value = self.convert("noise_offset", _float)
-                if ok:
-                    self.mapped("noise_offset", "training.noise_offset", value, "" if value is not None else "empty")
-            else:
-                self.ignored("noise_offset", f"only used with noise_offset_type Original, and it is {noise_type}")
-        for key in ("multires_noise_iterations", "multires_noise_discount"):
+        noise_type = str(data.get("noise_offset_type") or "Original").strip()
+        if noise_type not in ("Original", "Multires"):
+            self.unsupported("noise_offset_type", f"expected Original or Multires; {noise_type} is read as Original")
+            noise_type = "Original"
+        reads = {"Original": _ORIGINAL_NOISE_KEYS, "Multires": _MULTIRES_NOISE_KEYS}[noise_type]
+        self.mapped("noise_offset_type", "", None, f"{noise_type}: the GUI passes {', '.join(reads)} to sd-scripts")
+        for key in (*_ORIGINAL_NOISE_KEYS, *_MULTIRES_NOISE_KEYS):
             if key not in data:
                 continue
-            if noise_type != "Multires":
-                self.ignored(key, f"only used with noise_offset_type Multires, and it is {noise_type}")
-            elif key == "multires_noise_iterations" and not _is_neutral(data[key], (0,)):
-                self.unsupported(key, "multi-resolution noise is not supported; training.noise_offset stays 0")
-            else:
-                self.ignored(
-                    key, "multi-resolution noise is not supported" if key.endswith("discount") else "off at this value"
-                )
+            if key not in reads:
+                self.ignored(key, f"only used with noise_offset_type {_NOISE_TYPE_OF[key]}, and it is {noise_type}")
+                continue
+            target = f"training.{key}"
+            setting = BY_NAME.get(target)
+            if setting is None:
+                if not _is_neutral(data[key], _NEUTRAL.get(key, ((0,), ""))[0]):
+                    self.unsupported(key, f"not supported yet: this loratui has no {target} setting")
+                else:
+                    self.ignored(key, "off at this value")
+                continue
+            ok, value = self.convert(key, _converter_for(setting))
+            if ok:
+                self.mapped(key, target, value, "" if value is not None else "empty")
 
     def _learning_rates(self) -> None:
         """kohya_ss GUI rules: "" counts as 0; unet_lr and text_encoder_lr both 0 -> learning_rate
@@ -1024,20 +1559,38 @@ class _Importer:
                     0.0,
                     f"0 with unet_lr set: kohya trains the {self._denoiser} only, so the text encoder is frozen",
                 )
+                self._set("network.train_unet_only", True)  # kohya_ss passes --network_train_unet_only
             self.ignored("learning_rate", "unet_lr is set and takes precedence")
         elif unet is None:
-            self.unsupported(
-                "unet_lr",
-                "training only the text encoder (unet_lr 0) is not supported; "
-                f"the {self._denoiser} LR is learning_rate, or loratui's default",
-            )
-            if base is not None:
-                self.mapped("learning_rate", "optimizer.unet_lr", base)
+            why = "0 with text_encoder_lr set: kohya_ss passes --network_train_text_encoder_only"
+            self.mapped("unet_lr", "network.train_text_encoder_only", True, why)
+            self.ignored("learning_rate", "text_encoder_lr is set and takes precedence; the U-Net is not trained")
             self.mapped("text_encoder_lr", "optimizer.text_encoder_lr", te)
         else:
             self.mapped("unet_lr", "optimizer.unet_lr", unet)
             self.mapped("text_encoder_lr", "optimizer.text_encoder_lr", te)
             self.ignored("learning_rate", "unet_lr and text_encoder_lr are set and take precedence")
+        self._train_scope()
+
+    def _train_scope(self) -> None:
+        """The GUI's network_train_unet_only / _text_encoder_only keys: newer GUIs set these flags
+        from the learning rates (above) whatever the key says; older ones passed the checkbox."""
+        network = self.sections.get("network", {})
+        for key, name in (
+            ("network_train_unet_only", "train_unet_only"),
+            ("network_train_text_encoder_only", "train_text_encoder_only"),
+        ):
+            if key not in self.data:
+                continue
+            ok, on = self.convert(key, _bool)
+            if not ok:
+                continue
+            if network.get(name) is True:
+                self.ignored(key, f"the learning rates already make it true (network.{name})")
+            elif on:
+                self.mapped(key, f"network.{name}", True)
+            else:
+                self.ignored(key, "off: the learning rates decide what trains")
 
     def _optimizer(self) -> None:
         data = self.data
@@ -1094,21 +1647,106 @@ class _Importer:
             elif not percent:
                 self.mapped("lr_warmup", "optimizer.warmup_steps", 0, "0% of the steps")
             else:
-                ok_total, max_steps = True, None
-                try:
-                    max_steps = _int(data.get("max_train_steps"))
-                except _Unreadable:
-                    ok_total = False
-                total = max_steps if ok_total and max_steps else self.total_steps
-                if total:
-                    steps = round(percent * total / 100)
-                    self.mapped("lr_warmup", "optimizer.warmup_steps", steps, f"{percent:g}% of {total} steps")
-                else:
-                    self.unsupported(
-                        "lr_warmup",
-                        f"{percent:g}% of the total steps, which depend on your dataset; set optimizer.warmup_steps "
-                        f"to {percent:g}% of the steps the Review step shows",
-                    )
+                self._warmup_percent(percent)
+
+    def _warmup_percent(self, percent: float) -> None:
+        """The GUI's lr_warmup, a percentage of the run: steps where the run's length is known, else
+        a ratio of the steps (sd-scripts reads a warmup below 1 as one)."""
+        ok_total, max_steps = True, None
+        try:
+            max_steps = _int(self.data.get("max_train_steps"))
+        except _Unreadable:
+            ok_total = False
+        total = max_steps if ok_total and max_steps else self.total_steps
+        if total:
+            steps = round(percent * total / 100)
+            self.changed("lr_warmup", "optimizer.warmup_steps", steps, f"a percentage: {percent:g}% of {total} steps")
+        elif 0 < percent < 100 and "optimizer.warmup_ratio" in BY_NAME:
+            ratio = round(percent / 100, 6)
+            why = f"a percentage: {percent:g}% of the run's steps, which depend on the dataset, kept as that ratio"
+            self.changed("lr_warmup", "optimizer.warmup_ratio", ratio, why)
+        else:
+            self.unsupported(
+                "lr_warmup",
+                f"{percent:g}% of the total steps, which depend on your dataset; set optimizer.warmup_steps "
+                f"to {percent:g}% of the steps the Review step shows",
+            )
+
+
+# sd-scripts' on/off flags whose loratui setting is not a switch: flag -> (setting, value).
+_SPECIAL_FLAGS: dict[str, tuple[str, object]] = {
+    "xformers": ("training.attention", "xformers"),
+    "sdpa": ("training.attention", "sdpa"),
+    "cache_latents": ("dataset.cache_latents", "memory"),
+    "cache_latents_to_disk": ("dataset.cache_latents", "disk"),
+    "cache_text_encoder_outputs": ("dataset.cache_text_encoder_outputs", "memory"),
+    "cache_text_encoder_outputs_to_disk": ("dataset.cache_text_encoder_outputs", "disk"),
+}
+
+
+# --network_args names (sd-scripts' networks, LyCORIS) -> the loratui setting.
+_NETWORK_ARGS = {
+    "algo": "network.type",
+    "conv_dim": "network.conv_rank",
+    "conv_alpha": "network.conv_alpha",
+    "preset": "network.preset",
+    "factor": "network.lokr_factor",
+    "full_matrix": "network.lokr_full_matrix",
+    "use_cp": "network.use_cp",
+    "use_tucker": "network.use_cp",
+    "dora_wd": "network.dora",
+    "train_on_input": "network.train_on_input",
+    "dropout": "network.dropout",
+    "rank_dropout": "network.rank_dropout",
+    "module_dropout": "network.module_dropout",
+}
+
+# sd-scripts flags that change nothing in what is trained, and why.
+_HARMLESS_FLAGS = {
+    "log_prefix": "a prefix of the log folder's name: loratui names its run folders itself",
+    "log_tracker_name": "a tracker's run name: loratui names its runs itself",
+    "wandb_run_name": "a Weights & Biases run name: loratui does not log there",
+    "console_log_simple": "how sd-scripts prints its log",
+    "console_log_level": "how sd-scripts prints its log",
+}
+
+
+def _split_flags(words: list[str]) -> list[tuple[str, list[str]]]:
+    """``--a 1 --b --c=x y`` -> [("a", ["1"]), ("b", []), ("c", ["x", "y"])]; words before the
+    first flag come as ("", [word])."""
+    flags: list[tuple[str, list[str]]] = []
+    for word in words:
+        if word.startswith("--") and len(word) > 2:
+            name, equals, value = word[2:].partition("=")
+            flags.append((name.replace("-", "_"), [value] if equals else []))
+        elif flags:
+            flags[-1][1].append(word)
+        else:
+            flags.append(("", [word]))
+    return flags
+
+
+def _flag_value(setting: Setting, values: list[str]) -> object:
+    """The words after an sd-scripts flag as the setting's value (argparse's rules: a switch takes
+    none, a list takes all, anything else exactly one)."""
+    if setting.type is bool:
+        if not values:
+            return True
+        if len(values) == 1:
+            return _bool(values[0])
+        raise _Unreadable(f"an on/off flag, given {len(values)} words")
+    if setting.type is list:
+        return list(values)
+    if len(values) != 1:
+        raise _Unreadable(f"expected one value, got {len(values)}")
+    return _converter_for(setting)(values[0])
+
+
+def _safe_number(value: object) -> float | None:
+    try:
+        return _number(value)
+    except _Unreadable:
+        return None
 
 
 def _safe_bool(value: object) -> bool | None:

@@ -6,11 +6,16 @@ the engine passes the parsed keyword arguments to the optimizer.
 
 from __future__ import annotations
 
+import ast
 import math
 import re
 
 from loratui.errors import UserError
 from loratui.params import OPTIMIZERS
+
+# Adafactor's arguments when optimizer.args does not give them: sd-scripts turns relative_step on (its own
+# step size and schedule); scale_parameter and warmup_init are transformers' own defaults.
+ADAFACTOR_DEFAULTS = {"relative_step": True, "scale_parameter": True, "warmup_init": False}
 
 _INTEGER = re.compile(r"[+-]?\d+")
 _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
@@ -38,23 +43,52 @@ def parse_optimizer_args(args: list[str]) -> dict[str, object]:
     return kwargs
 
 
-def _split_arg(entry: str) -> tuple[str, str]:
+def parse_scheduler_args(args: list[str]) -> dict[str, object]:
+    """optimizer.scheduler_args (kohya's lr_scheduler_args) as keyword arguments: each value a Python
+    literal, as sd-scripts reads it (``milestones=[100,200]``, ``eta_min=1e-6``, ``mode='triangular'``);
+    what is no literal is read as :func:`parse_optimizer_args` reads a value (``true``, a bare word)."""
+    where, example = "optimizer.scheduler_args", 'write each entry as key=value, e.g. "T_max=100"'
+    kwargs: dict[str, object] = {}
+    for entry in args:
+        key, raw_value = _split_arg(entry, where, example)
+        if key in kwargs:
+            raise _arg_error(f"'{key}' is given twice", "keep one of the two entries", where)
+        try:
+            kwargs[key] = ast.literal_eval(raw_value)
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            kwargs[key] = _parse_arg_value(raw_value)
+    return kwargs
+
+
+def warmup_steps_for(warmup_steps: int, warmup_ratio: float, total_steps: int) -> int:
+    """The warmup in steps: ``warmup_ratio`` of the run when set (sd-scripts: int(ratio x total)),
+    else ``warmup_steps``. The check refuses both set at once."""
+    return int(warmup_ratio * total_steps) if warmup_ratio > 0 else warmup_steps
+
+
+def adafactor_relative_step(args: dict[str, object]) -> bool:
+    """Whether Adafactor with these arguments sets its own step size (sd-scripts' default: it does)."""
+    return args.get("relative_step", ADAFACTOR_DEFAULTS["relative_step"]) is True
+
+
+def _split_arg(
+    entry: str, where: str = "optimizer.args", example: str = 'write each entry as key=value, e.g. "weight_decay=0.01"'
+) -> tuple[str, str]:
     key, sep, value = entry.partition("=")
     key, value = key.strip(), value.strip()
-    example = 'write each entry as key=value, e.g. "weight_decay=0.01"'
     if not sep:
-        raise _arg_error(f"entry {entry!r} has no '='", example)
+        raise _arg_error(f"entry {entry!r} has no '='", example, where)
     if not key:
-        raise _arg_error(f"entry {entry!r} has no key before '='", example)
+        raise _arg_error(f"entry {entry!r} has no key before '='", example, where)
     if not key.isidentifier():
-        raise _arg_error(f"entry {entry!r}: '{key}' is not a valid argument name", example)
+        raise _arg_error(f"entry {entry!r}: '{key}' is not a valid argument name", example, where)
     if not value:
-        raise _arg_error(f"entry {entry!r} has no value after '='", example)
+        raise _arg_error(f"entry {entry!r} has no value after '='", example, where)
     return key, value
 
 
-def _arg_error(message: str, fix: str) -> UserError:
-    return UserError(message, "optimizer.args", fix, "config")
+def _arg_error(message: str, fix: str, where: str = "optimizer.args") -> UserError:
+    return UserError(message, where, fix, "config")
 
 
 def _parse_arg_value(text: str) -> object:

@@ -147,8 +147,9 @@ def _as_arg(default: object) -> str:
 
 
 def adafactor_problems(args: dict[str, object]) -> list[Problem]:
-    # The engine turns relative_step off unless asked (transformers' Adafactor refuses the rest).
-    if args.get("warmup_init") is True and args.get("relative_step") is not True:
+    # relative_step is on unless turned off (sd-scripts' default); transformers' Adafactor refuses
+    # warmup_init without it (sd-scripts turns relative_step back on instead: a contradiction, refused here).
+    if args.get("warmup_init") is True and args.get("relative_step", True) is not True:
         return [
             error(
                 "optimizer.args",

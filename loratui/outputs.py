@@ -3,8 +3,12 @@
 Names (``<name>`` is ``output.name``; each LoRA file may have a resumable state folder beside it):
 
 - ``<name>-000003.safetensors`` (+ ``<name>-000003-state/``): every ``save_every_n_epochs`` epochs;
-- ``<name>-step00000057.safetensors`` (+ state): saved on a stop or a ``save`` command;
+- ``<name>-step00000057.safetensors`` (+ state): every ``save_every_n_steps`` steps, and on a
+  stop or a ``save`` command;
 - ``<name>.safetensors`` (+ ``<name>-state/``): at the end.
+
+``save_last_n_epochs``/``save_last_n_steps`` (and their ``_state`` variants) remove the oldest
+periodic saves of the run as new ones arrive (:mod:`loratui.save_plan`).
 
 The engine names what it saves with :func:`epoch_stem`, :func:`step_stem`, :func:`final_stem`,
 :func:`lora_file` and :func:`state_folder`; :func:`output_problems` (part of ``loratui check``,

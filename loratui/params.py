@@ -39,6 +39,8 @@ FLUX_VARIANTS = ("auto", "dev", "schnell")
 TIMESTEP_SAMPLINGS = ("sigma", "uniform", "sigmoid", "shift", "flux_shift")
 MODEL_PREDICTION_TYPES = ("raw", "additive", "sigma_scaled")
 WEIGHTING_SCHEMES = ("uniform", "none", "sigma_sqrt", "logit_normal", "mode", "cosmap")
+LOSS_TYPES = ("l2", "l1", "huber", "smooth_l1")  # sd-scripts' --loss_type
+HUBER_SCHEDULES = ("snr", "exponential", "constant")  # sd-scripts' --huber_schedule, its default first
 BUILTIN_PREFIX = "loratui:"
 BUILTIN_MODELS = (
     "loratui:tiny-sd",
@@ -79,6 +81,25 @@ SAMPLERS = (
     "k_dpm_2_a",
 )
 LOG_WITH_CHOICES = ("tensorboard", "none")
+# The network types: kohya's LoRA (peft), or one of LyCORIS's algorithms (engine/lycoris_network.py trains them
+# through the lycoris-lora library, as kohya's ``--network_module lycoris.kohya`` does).
+LYCORIS_TYPES = ("locon", "loha", "lokr", "ia3")
+NETWORK_TYPES = ("lora", *LYCORIS_TYPES)
+LYCORIS_NAMES = {"locon": "LoCon", "loha": "LoHa", "lokr": "LoKr", "ia3": "iA3"}  # as users write them
+LYCORIS_NETWORK_MODULE = "lycoris.kohya"  # ss_network_module of a LyCORIS file, as sd-scripts writes it
+# LyCORIS algorithms loratui recognises but does not train yet (the kohya_ss GUI offers them).
+NETWORK_TYPES_NOT_YET = ("dylora", "glora", "boft", "diag-oft", "full", "tlora")
+# LyCORIS's built-in presets (lycoris.config.PRESET): which modules get a layer.
+LYCORIS_PRESETS = (
+    "full",
+    "full-lin",
+    "attn-mlp",
+    "attn-only",
+    "unet-only",
+    "unet-transformer-only",
+    "unet-convblock-only",
+    "ia3",
+)
 
 # Widgets the wizard has: text and path (an Input; path completes from the file system), dir
 # (completes folders only), int and float (an Input restricted to numbers), bool (a Switch),
@@ -217,6 +238,16 @@ def _zero_is_absent(value: object) -> object:
     return value if value else None
 
 
+def _zero_is_none_text(value: object) -> object:
+    # sd-scripts writes the option as given: "None" when it was not given.
+    return value if value else "None"
+
+
+def _token_length_text(value: object) -> object:
+    """sd-scripts' --max_token_length is None for 75 tokens, and its metadata says "None"."""
+    return "None" if value == 75 else value
+
+
 def _alpha_text(value: object) -> object:
     number = float(value)  # type: ignore[arg-type]
     return str(int(number)) if number.is_integer() else str(number)
@@ -225,6 +256,15 @@ def _alpha_text(value: object) -> object:
 _BUCKETS_ON = Condition("when enable_buckets is true", lambda cfg: cfg.dataset.enable_buckets)
 _EPOCHS_COUNT = Condition("when max_train_steps is 0", lambda cfg: cfg.training.max_train_steps == 0)
 _CONV_ON = Condition("when conv_rank is above 0", lambda cfg: cfg.network.conv_rank > 0)
+_LYCORIS_ON = Condition("when type is a LyCORIS type", lambda cfg: cfg.network.type in LYCORIS_TYPES)
+_LOKR_ON = Condition("when type is lokr", lambda cfg: cfg.network.type == "lokr")
+_IA3_ON = Condition("when type is ia3", lambda cfg: cfg.network.type == "ia3")
+_DENOISER_TRAINS = Condition(
+    "when train_text_encoder_only is false", lambda cfg: not cfg.network.train_text_encoder_only
+)
+_MULTIRES_ON = Condition(
+    "when multires_noise_iterations is above 0", lambda cfg: cfg.training.multires_noise_iterations > 0
+)
 _PATH_ONLY = Absent("a path on this machine, not a training fact")
 _NO_SAMPLE_METADATA = Absent("samples are rendered from the LoRA; they do not change it")
 _SCAN = Absent("the dataset scan writes ss_dataset_dirs, ss_reg_dataset_dirs and ss_tag_frequency instead")
@@ -575,14 +615,15 @@ SETTINGS: tuple[Setting, ...] = (
         int,
         64,
         "Bucket step",
-        "Bucket sides are multiples of this many pixels; 64 is usual. SDXL needs a multiple of 32 (32 is usual).",
+        "Bucket sides are multiples of this many pixels; 64 is usual. SDXL needs a multiple of 32 (32 is usual), "
+        "FLUX.1 one of 16. SD 1.x/2.x take any step (1 with bucket_no_upscale trains each image at its own size, "
+        "as older kohya_ss presets do); a step that is not a multiple of 8 gets a warning.",
         "dataset",
         kohya="bucket_reso_steps",
         kohya_gui="bucket_reso_steps",
         metadata=Absent("sd-scripts does not record it"),
-        minimum=8,
+        minimum=1,
         maximum=512,
-        multiple_of=8,
         unit="px",
         when=_BUCKETS_ON,
         range_fix="use 64 (the usual value) or 32",
@@ -653,6 +694,189 @@ SETTINGS: tuple[Setting, ...] = (
         metadata=_PATH_ONLY,
         widget="dir",
         placeholder="(none)",
+    ),
+    # -- [dataset] caption options (per image, every step: loratui/captions.py)
+    Setting(
+        "dataset",
+        "shuffle_caption",
+        bool,
+        False,
+        "Shuffle tags",
+        "Shuffle a caption's comma-separated tags at every step, so that no tag is learned for its place. For "
+        "captions that are tag lists (booru style); keep the trigger word in place with keep_tokens.",
+        "dataset",
+        kohya="shuffle_caption",
+        kohya_gui="shuffle_caption",
+        metadata="ss_shuffle_caption",
+    ),
+    Setting(
+        "dataset",
+        "keep_tokens",
+        int,
+        0,
+        "Keep first tags",
+        "How many comma-separated tags at the start of each caption stay in place when tags are shuffled or "
+        "dropped (1 keeps the trigger word first). 0 = none.",
+        "dataset",
+        kohya="keep_tokens",
+        kohya_gui="keep_tokens",
+        metadata="ss_keep_tokens",
+        minimum=0,
+        maximum=1000,
+        unit="tags",
+        range_fix="use 0, or the number of tags your trigger words take (usually 1)",
+    ),
+    Setting(
+        "dataset",
+        "keep_tokens_separator",
+        str,
+        "",
+        "Keep separator",
+        'A mark in a caption (kohya uses "|||"): the tags before it stay in place, those after it are shuffled and '
+        "dropped; a second mark fixes the tags after it too. Used instead of keep_tokens in captions that have it.",
+        "dataset",
+        kohya="keep_tokens_separator",
+        kohya_gui=Absent("the kohya_ss GUI has no such field"),
+        metadata=Absent("sd-scripts records it only per subset, in ss_datasets"),
+        placeholder="(none)",
+    ),
+    Setting(
+        "dataset",
+        "caption_prefix",
+        str,
+        "",
+        "Caption prefix",
+        "Text put before every caption, with a space (e.g. the trigger word). Empty = none.",
+        "dataset",
+        kohya="caption_prefix",
+        kohya_gui=Absent("the kohya_ss GUI has no such field"),
+        metadata=Absent("sd-scripts records it only per subset, in ss_datasets"),
+        placeholder="(none)",
+    ),
+    Setting(
+        "dataset",
+        "caption_suffix",
+        str,
+        "",
+        "Caption suffix",
+        "Text put after every caption, with a space. Empty = none.",
+        "dataset",
+        kohya="caption_suffix",
+        kohya_gui=Absent("the kohya_ss GUI has no such field"),
+        metadata=Absent("sd-scripts records it only per subset, in ss_datasets"),
+        placeholder="(none)",
+    ),
+    Setting(
+        "dataset",
+        "caption_dropout_rate",
+        float,
+        0.0,
+        "Caption dropout",
+        "Fraction of the steps an image is trained with an empty caption (0.05 = one in twenty), so the LoRA also "
+        "works without its trigger words. 0 = never.",
+        "dataset",
+        kohya="caption_dropout_rate",
+        kohya_gui="caption_dropout_rate",
+        metadata="ss_caption_dropout_rate",
+        minimum=0,
+        maximum=1,
+        range_fix="use 0 (never) or a small fraction such as 0.05",
+    ),
+    Setting(
+        "dataset",
+        "caption_dropout_every_n_epochs",
+        int,
+        0,
+        "Drop captions every n epochs",
+        "Train every n-th epoch with empty captions (2: epochs 2, 4, 6...). 0 = never.",
+        "dataset",
+        kohya="caption_dropout_every_n_epochs",
+        kohya_gui="caption_dropout_every_n_epochs",
+        metadata="ss_caption_dropout_every_n_epochs",
+        minimum=0,
+        maximum=1_000_000,
+        unit="epochs",
+        range_fix="use 0 (never) or 2 or more",
+    ),
+    Setting(
+        "dataset",
+        "caption_tag_dropout_rate",
+        float,
+        0.0,
+        "Tag dropout",
+        "Fraction of the tags left out of a caption at each step (the tags kept in place by keep_tokens never are). "
+        "0 = none.",
+        "dataset",
+        kohya="caption_tag_dropout_rate",
+        kohya_gui=Absent("the kohya_ss GUI has no such field"),
+        metadata="ss_caption_tag_dropout_rate",
+        minimum=0,
+        maximum=1,
+        range_fix="use 0 (none) or a small fraction such as 0.1",
+    ),
+    Setting(
+        "dataset",
+        "max_token_length",
+        int,
+        75,
+        "Max caption tokens",
+        "How many tokens of a caption the CLIP text encoders read: 75, 150 or 225 (read in 75-token chunks, as "
+        "kohya does). Longer captions are cut. Not for FLUX.1 (model.t5xxl_max_token_length is its T5's length).",
+        "dataset",
+        kohya="max_token_length",
+        kohya_gui="max_token_length",
+        metadata="ss_max_token_length",
+        metadata_value=_token_length_text,
+        minimum=75,
+        maximum=225,
+        multiple_of=75,
+        unit="tokens",
+        range_fix="use 75, 150 or 225",
+        families=UNET_FAMILIES,
+    ),
+    # -- [dataset] image augmentation and bucketing
+    Setting(
+        "dataset",
+        "flip_aug",
+        bool,
+        False,
+        "Flip images",
+        "Mirror each image left to right at random, half the steps (a new draw every step). Doubles the variety "
+        "of poses; leave it off for faces and anything lopsided (a parting, text, a logo), which the LoRA would "
+        "learn both ways. With cached latents, the mirrored latents are cached too.",
+        "dataset",
+        kohya="flip_aug",
+        kohya_gui="flip_aug",
+        metadata="ss_flip_aug",
+    ),
+    Setting(
+        "dataset",
+        "random_crop",
+        bool,
+        False,
+        "Random crop",
+        "Cut each image to its bucket at a random place every step instead of at the centre, so what the crop "
+        "loses differs between steps. It changes the pixels every step, so latents cannot be cached: set "
+        'cache_latents = "off" with it.',
+        "dataset",
+        kohya="random_crop",
+        kohya_gui="random_crop",
+        metadata="ss_random_crop",
+    ),
+    Setting(
+        "dataset",
+        "bucket_no_upscale",
+        bool,
+        False,
+        "No upscaling",
+        "Never enlarge an image: one smaller than the resolution gets a bucket of its own size (rounded down to "
+        "bucket_reso_steps) instead of being upscaled to a full-size bucket; a larger one is shrunk to the "
+        "resolution's area as usual. min_bucket_reso and max_bucket_reso are then not used (as in sd-scripts).",
+        "dataset",
+        kohya="bucket_no_upscale",
+        kohya_gui="bucket_no_upscale",
+        metadata="ss_bucket_no_upscale",
+        when=_BUCKETS_ON,
     ),
     # -- [training]
     Setting(
@@ -827,6 +1051,259 @@ SETTINGS: tuple[Setting, ...] = (
         kohya_gui=Absent("the GUI has no such field; add --zero_terminal_snr to its extra arguments"),
         metadata="ss_zero_terminal_snr",
         families=UNET_FAMILIES,
+    ),
+    # -- [training] noise, timesteps and loss (engine/noise.py, engine/losses.py)
+    Setting(
+        "training",
+        "multires_noise_iterations",
+        int,
+        0,
+        "Multires noise iterations",
+        "Multi-resolution (pyramid) noise: adds this many coarser noise layers, so the model learns overall "
+        "brightness and large shapes better. 6 to 10 is the usual range; 0 = off.",
+        "training",
+        kohya="multires_noise_iterations",
+        kohya_gui="multires_noise_iterations",
+        kohya_gui_special=True,  # the GUI passes it only with noise_offset_type "Multires"
+        metadata="ss_multires_noise_iterations",
+        metadata_value=_zero_is_absent,
+        minimum=0,
+        maximum=64,
+        range_fix="use 0 (off) or 6 to 10",
+        families=UNET_FAMILIES,
+    ),
+    Setting(
+        "training",
+        "multires_noise_discount",
+        float,
+        0.3,
+        "Multires noise discount",
+        "How much each coarser layer of multires noise counts relative to the one before (0.3 is sd-scripts' "
+        "default; higher keeps more low-frequency noise).",
+        "training",
+        kohya="multires_noise_discount",
+        kohya_gui="multires_noise_discount",
+        kohya_gui_special=True,  # the GUI passes it only with noise_offset_type "Multires"
+        metadata="ss_multires_noise_discount",
+        minimum=0,
+        maximum=1,
+        when=_MULTIRES_ON,
+        range_fix="use a value from 0 to 1, e.g. 0.3",
+        families=UNET_FAMILIES,
+    ),
+    Setting(
+        "training",
+        "adaptive_noise_scale",
+        float,
+        0.0,
+        "Adaptive noise scale",
+        "Adds this times each image's mean latent value (absolute) to the noise offset; needs noise_offset above "
+        "0. 0 = off.",
+        "training",
+        kohya="adaptive_noise_scale",
+        kohya_gui="adaptive_noise_scale",
+        kohya_gui_special=True,  # the GUI passes it only with noise_offset_type "Original"
+        metadata="ss_adaptive_noise_scale",
+        metadata_value=_zero_is_absent,
+        minimum=-1,
+        maximum=1,
+        range_fix="use 0 (off) or a small value such as 0.005",
+        families=UNET_FAMILIES,
+    ),
+    Setting(
+        "training",
+        "noise_offset_random_strength",
+        bool,
+        False,
+        "Random noise offset strength",
+        "Draw the noise offset's strength each step between 0 and noise_offset instead of using it as it is.",
+        "training",
+        kohya="noise_offset_random_strength",
+        kohya_gui="noise_offset_random_strength",
+        kohya_gui_special=True,  # the GUI passes it only with noise_offset_type "Original"
+        metadata="ss_noise_offset_random_strength",
+        families=UNET_FAMILIES,
+    ),
+    Setting(
+        "training",
+        "ip_noise_gamma",
+        float,
+        0.0,
+        "Input perturbation noise",
+        "Input perturbation: extra noise on the denoiser's input only (not on its target), a regulariser. "
+        "0.1 is the paper's value; 0 = off.",
+        "training",
+        kohya="ip_noise_gamma",
+        kohya_gui="ip_noise_gamma",
+        metadata="ss_ip_noise_gamma",
+        metadata_value=_zero_is_absent,
+        minimum=0,
+        maximum=1,
+        range_fix="use 0 (off) or about 0.1",
+    ),
+    Setting(
+        "training",
+        "ip_noise_gamma_random_strength",
+        bool,
+        False,
+        "Random perturbation strength",
+        "Draw the input perturbation's strength each step between 0 and ip_noise_gamma.",
+        "training",
+        kohya="ip_noise_gamma_random_strength",
+        kohya_gui="ip_noise_gamma_random_strength",
+        metadata="ss_ip_noise_gamma_random_strength",
+    ),
+    Setting(
+        "training",
+        "min_timestep",
+        int,
+        0,
+        "Min timestep",
+        "The lowest timestep trained (0 = the least noise). Raising it skips fine detail; 0 trains the whole range.",
+        "training",
+        kohya="min_timestep",
+        kohya_gui="min_timestep",
+        metadata=Absent("sd-scripts records the range as modelspec.timestep_range, which loratui does not write"),
+        minimum=0,
+        maximum=999,
+        range_fix="use 0 (the whole range) or a value below max_timestep",
+        families=UNET_FAMILIES,
+    ),
+    Setting(
+        "training",
+        "max_timestep",
+        int,
+        1000,
+        "Max timestep",
+        "One past the highest timestep trained (1000 = up to pure noise, the whole range). Lowering it skips "
+        "composition.",
+        "training",
+        kohya="max_timestep",
+        kohya_gui="max_timestep",
+        kohya_gui_special=True,  # the GUI's 0 means sd-scripts' default, 1000
+        metadata=Absent("sd-scripts records the range as modelspec.timestep_range, which loratui does not write"),
+        minimum=1,
+        maximum=1000,
+        range_fix="use 1000 (the whole range) or a value above min_timestep",
+        families=UNET_FAMILIES,
+    ),
+    Setting(
+        "training",
+        "loss_type",
+        str,
+        "l2",
+        "Loss type",
+        "l2 (mean squared error, the usual); l1; huber and smooth_l1 are l2 for small errors and l1 for large "
+        "ones (less pulled by outliers), their threshold set by huber_schedule and huber_c.",
+        "training",
+        kohya="loss_type",
+        kohya_gui="loss_type",
+        metadata="ss_loss_type",
+        choices=LOSS_TYPES,
+    ),
+    Setting(
+        "training",
+        "huber_schedule",
+        str,
+        "snr",
+        "Huber schedule",
+        "How the huber/smooth_l1 threshold changes with the noise level: snr (sd-scripts' default), exponential "
+        "or constant. FLUX.1 has no SNR schedule: use exponential or constant there.",
+        "training",
+        kohya="huber_schedule",
+        kohya_gui="huber_schedule",
+        metadata="ss_huber_schedule",
+        choices=HUBER_SCHEDULES,
+    ),
+    Setting(
+        "training",
+        "huber_c",
+        float,
+        0.1,
+        "Huber c",
+        "The huber/smooth_l1 threshold between l2 and l1 behaviour (0.1 is sd-scripts' default).",
+        "training",
+        kohya="huber_c",
+        kohya_gui="huber_c",
+        metadata="ss_huber_c",
+        minimum=0,
+        above_minimum=True,
+        maximum=1,
+        range_fix="use a value above 0 and at most 1, e.g. 0.1",
+    ),
+    Setting(
+        "training",
+        "huber_scale",
+        float,
+        1.0,
+        "Huber scale",
+        "Scales the huber/smooth_l1 threshold of the exponential and constant schedules (1.0 is sd-scripts' default).",
+        "training",
+        kohya="huber_scale",
+        kohya_gui="huber_scale",
+        metadata="ss_huber_scale",
+        minimum=0,
+        above_minimum=True,
+        maximum=1000,
+        range_fix="use 1.0, or another value above 0",
+    ),
+    Setting(
+        "training",
+        "debiased_estimation_loss",
+        bool,
+        False,
+        "Debiased estimation loss",
+        "Weight each step's loss by 1/sqrt(SNR) (v-prediction: 1/(SNR+1)), so that noisy timesteps count more.",
+        "training",
+        kohya="debiased_estimation_loss",
+        kohya_gui="debiased_estimation_loss",
+        metadata="ss_debiased_estimation",
+        families=UNET_FAMILIES,
+    ),
+    Setting(
+        "training",
+        "v_pred_like_loss",
+        float,
+        0.0,
+        "V-pred-like loss",
+        "Adds this much of a v-prediction-like loss to an epsilon model's loss; 0 = off. Not with v-prediction models.",
+        "training",
+        kohya="v_pred_like_loss",
+        kohya_gui="v_pred_like_loss",
+        metadata=Absent("sd-scripts does not record it"),
+        minimum=0,
+        maximum=10,
+        range_fix="use 0 (off) or a small value such as 0.1",
+        families=UNET_FAMILIES,
+    ),
+    Setting(
+        "training",
+        "scale_v_pred_loss_like_noise_pred",
+        bool,
+        False,
+        "Scale v-pred loss like noise pred",
+        "With a v-prediction model: scale its loss by SNR/(SNR+1), as a noise-predicting model's loss weighs "
+        "timesteps. Only with model.v_prediction.",
+        "training",
+        kohya="scale_v_pred_loss_like_noise_pred",
+        kohya_gui="scale_v_pred_loss_like_noise_pred",
+        metadata=Absent("sd-scripts does not record it"),
+        families=UNET_FAMILIES,
+    ),
+    Setting(
+        "training",
+        "prior_loss_weight",
+        float,
+        1.0,
+        "Prior loss weight",
+        "The loss weight of regularisation images against the training images' 1.0 (1.0 is the usual value).",
+        "training",
+        kohya="prior_loss_weight",
+        kohya_gui="prior_loss_weight",
+        metadata="ss_prior_loss_weight",
+        minimum=0,
+        maximum=100,
+        range_fix="use 1.0, or another value from 0 to 100",
     ),
     # -- [training], FLUX.1 only: the rectified flow's timesteps and target, as sd-scripts names them.
     Setting(
@@ -1060,6 +1537,24 @@ SETTINGS: tuple[Setting, ...] = (
     # -- [network]
     Setting(
         "network",
+        "type",
+        str,
+        "lora",
+        "Network type",
+        "lora: kohya's LoRA (with conv_rank: LoCon), the most widely supported. locon, loha, lokr, ia3: LyCORIS's "
+        "algorithms (LoHa and LoKr hold more in a small file; iA3 trains a scale per channel). Every LyCORIS file "
+        "loads in ComfyUI, A1111/Forge and LyCORIS itself.",
+        "network",
+        kohya="network_module",
+        kohya_gui="LoRA_type",
+        kohya_gui_special=True,
+        metadata=Absent("written as ss_network_module and the algo inside ss_network_args"),
+        choices=NETWORK_TYPES,
+        not_yet=NETWORK_TYPES_NOT_YET,
+        families=UNET_FAMILIES,
+    ),
+    Setting(
+        "network",
         "rank",
         int,
         32,
@@ -1140,6 +1635,191 @@ SETTINGS: tuple[Setting, ...] = (
         kohya_gui="network_train_unet_only",
         metadata=Absent("ss_training_text_encoder records whether any text encoder trained"),
     ),
+    Setting(
+        "network",
+        "train_text_encoder_only",
+        bool,
+        False,
+        "Text encoder only",
+        "Train the text encoder LoRA only and leave the U-Net (FLUX.1: the transformer) frozen; the file then "
+        "holds only lora_te keys. Needs a text encoder learning rate above 0.",
+        "network",
+        kohya="network_train_text_encoder_only",
+        kohya_gui=Absent("the GUI derives it: unet_lr 0 with text_encoder_lr above 0"),
+        metadata=Absent("ss_training_text_encoder records whether any text encoder trained"),
+    ),
+    # -- [network] LyCORIS types, dropouts, max norm (engine/lycoris_network.py)
+    Setting(
+        "network",
+        "preset",
+        str,
+        "full",
+        "LyCORIS preset",
+        "Which layers a LyCORIS type trains: full (attention, MLP, convolutions), full-lin (no 3x3 convolutions), "
+        "attn-mlp (attention and MLP, the lightest), unet-only, unet-transformer-only, unet-convblock-only (with "
+        "train_unet_only). attn-only and ia3 name layers of other models and select none here.",
+        "network",
+        kohya=Absent("inside network_args as preset"),
+        kohya_gui="LyCORIS_preset",
+        kohya_gui_special=True,  # what it does depends on LoRA_type (kohya_import reads it)
+        metadata=Absent("written inside ss_network_args as preset"),
+        choices=LYCORIS_PRESETS,
+        when=_LYCORIS_ON,
+        families=UNET_FAMILIES,
+    ),
+    Setting(
+        "network",
+        "dora",
+        bool,
+        False,
+        "DoRA",
+        "Weight-decomposed training (DoRA, LyCORIS dora_wd): learns each output's magnitude apart from its "
+        "direction; often closer to a full fine-tune at the same rank. Slower per step.",
+        "network",
+        kohya=Absent("inside network_args as dora_wd"),
+        kohya_gui="dora_wd",
+        kohya_gui_special=True,  # what it does depends on LoRA_type (kohya_import reads it)
+        metadata=Absent("written inside ss_network_args as dora_wd"),
+        when=_LYCORIS_ON,
+        families=UNET_FAMILIES,
+    ),
+    Setting(
+        "network",
+        "lokr_factor",
+        int,
+        -1,
+        "LoKr factor",
+        "How LoKr splits each dimension into two Kronecker factors: -1 lets LyCORIS pick the most balanced split; "
+        "a number such as 4 or 8 makes the smaller factor at most that (smaller files, less capacity).",
+        "network",
+        kohya=Absent("inside network_args as factor"),
+        kohya_gui="factor",
+        kohya_gui_special=True,  # what it does depends on LoRA_type (kohya_import reads it)
+        metadata=Absent("written inside ss_network_args as factor"),
+        minimum=-1,
+        maximum=1_000_000,
+        range_fix="use -1 (LyCORIS picks) or a small factor such as 4 or 8",
+        when=_LOKR_ON,
+        families=UNET_FAMILIES,
+    ),
+    Setting(
+        "network",
+        "lokr_full_matrix",
+        bool,
+        False,
+        "LoKr full matrix",
+        "Train LoKr's second factor as a full matrix instead of a low-rank pair (kohya_ss: a rank of 100000 or "
+        "more). More capacity and a larger file.",
+        "network",
+        kohya=Absent("inside network_args as full_matrix"),
+        kohya_gui=Absent("the GUI asks for it with a network_dim of 100000 or more"),
+        metadata=Absent("written inside ss_network_args as full_matrix"),
+        when=_LOKR_ON,
+        families=UNET_FAMILIES,
+    ),
+    Setting(
+        "network",
+        "use_cp",
+        bool,
+        False,
+        "CP decomposition",
+        "Decompose the 3x3 convolutions' updates with a CP/Tucker core (LyCORIS use_tucker): fewer weights for "
+        "the same rank. Only affects convolutions larger than 1x1.",
+        "network",
+        kohya=Absent("inside network_args as use_tucker (use_cp)"),
+        kohya_gui="use_cp",
+        kohya_gui_special=True,  # what it does depends on LoRA_type (kohya_import reads it)
+        metadata=Absent("written inside ss_network_args as use_tucker"),
+        when=_LYCORIS_ON,
+        families=UNET_FAMILIES,
+    ),
+    Setting(
+        "network",
+        "train_on_input",
+        bool,
+        False,
+        "iA3 on input",
+        "iA3: LyCORIS's kohya wrapper ignores it (its layers scale their output channels), as in kohya; kept "
+        "so that an imported kohya_ss config says what it asked for.",
+        "network",
+        kohya=Absent("inside network_args as train_on_input"),
+        kohya_gui="train_on_input",
+        kohya_gui_special=True,  # what it does depends on LoRA_type (kohya_import reads it)
+        metadata=Absent("written inside ss_network_args as train_on_input"),
+        when=_IA3_ON,
+        families=UNET_FAMILIES,
+    ),
+    Setting(
+        "network",
+        "dropout",
+        float,
+        0.0,
+        "Network dropout",
+        "Drops this fraction of each layer's low-rank activations while training (kohya network_dropout), a guard "
+        "against overfitting: 0.1 is typical; 0 = off. Needs a LyCORIS type.",
+        "network",
+        kohya="network_dropout",
+        kohya_gui="network_dropout",
+        kohya_gui_special=True,  # what it does depends on LoRA_type (kohya_import reads it)
+        metadata="ss_network_dropout",
+        metadata_value=_zero_is_none_text,
+        minimum=0,
+        maximum=1,
+        range_fix="use 0 (off) or 0.1",
+    ),
+    Setting(
+        "network",
+        "rank_dropout",
+        float,
+        0.0,
+        "Rank dropout",
+        "Drops this fraction of each layer's ranks at every step (kohya rank_dropout): 0.1 is typical; 0 = off. "
+        "Needs a LyCORIS type.",
+        "network",
+        kohya=Absent("inside network_args as rank_dropout"),
+        kohya_gui="rank_dropout",
+        kohya_gui_special=True,  # what it does depends on LoRA_type (kohya_import reads it)
+        metadata=Absent("written inside ss_network_args as rank_dropout"),
+        minimum=0,
+        maximum=1,
+        range_fix="use 0 (off) or 0.1",
+        families=UNET_FAMILIES,
+    ),
+    Setting(
+        "network",
+        "module_dropout",
+        float,
+        0.0,
+        "Module dropout",
+        "Skips whole layers of the network with this probability at every step (kohya module_dropout): 0.1 is "
+        "typical; 0 = off. Needs a LyCORIS type.",
+        "network",
+        kohya=Absent("inside network_args as module_dropout"),
+        kohya_gui="module_dropout",
+        kohya_gui_special=True,  # what it does depends on LoRA_type (kohya_import reads it)
+        metadata=Absent("written inside ss_network_args as module_dropout"),
+        minimum=0,
+        maximum=1,
+        range_fix="use 0 (off) or 0.1",
+        families=UNET_FAMILIES,
+    ),
+    Setting(
+        "network",
+        "scale_weight_norms",
+        float,
+        0.0,
+        "Max norm",
+        "After every update, scale down each layer whose update's norm is above this (kohya scale_weight_norms): "
+        "keeps any layer from growing too strong, so the LoRA mixes better with others. 1 is typical; 0 = off.",
+        "network",
+        kohya="scale_weight_norms",
+        kohya_gui="scale_weight_norms",
+        metadata=Absent("a training guard: sd-scripts records it nowhere in the file"),
+        minimum=0,
+        maximum=1e6,
+        range_fix="use 0 (off) or 1",
+        families=UNET_FAMILIES,
+    ),
     # -- [optimizer]
     Setting(
         "optimizer",
@@ -1171,6 +1851,7 @@ SETTINGS: tuple[Setting, ...] = (
         metadata=("ss_unet_lr", "ss_learning_rate"),
         minimum=0,
         above_minimum=True,
+        when=_DENOISER_TRAINS,
         range_fix="use 1e-4 for AdamW, or 1.0 for DAdaptAdam/Prodigy",
     ),
     Setting(
@@ -1280,6 +1961,50 @@ SETTINGS: tuple[Setting, ...] = (
         above_minimum=True,
         maximum=100,
         range_fix="use 1.0 (a linear decay)",
+    ),
+    # -- [optimizer] scheduler classes and warmup as a ratio
+    Setting(
+        "optimizer",
+        "scheduler_type",
+        str,
+        "",
+        "Scheduler class",
+        "A scheduler class by name instead of the LR schedule above: one of torch.optim.lr_scheduler's (e.g. "
+        "CosineAnnealingLR) or module.Class. Its arguments go in scheduler_args; it has no warmup.",
+        "optimizer",
+        kohya="lr_scheduler_type",
+        kohya_gui="lr_scheduler_type",
+        metadata=Absent("sd-scripts does not record it (ss_lr_scheduler keeps lr_scheduler)"),
+        placeholder="(none) e.g. CosineAnnealingLR",
+    ),
+    Setting(
+        "optimizer",
+        "scheduler_args",
+        list,
+        [],
+        "Scheduler args",
+        "Arguments of scheduler_type's class as key=value entries separated by spaces, values as Python writes "
+        "them: T_max=100 eta_min=1e-6.",
+        "optimizer",
+        kohya="lr_scheduler_args",
+        kohya_gui="lr_scheduler_args",
+        metadata=Absent("sd-scripts does not record it"),
+        placeholder="(none) e.g. T_max=100",
+    ),
+    Setting(
+        "optimizer",
+        "warmup_ratio",
+        float,
+        0.0,
+        "Warmup ratio",
+        "Warmup as a share of all steps instead of a step count: 0.05-0.1 is usual; 0 = use warmup_steps.",
+        "optimizer",
+        kohya=Absent("sd-scripts' lr_warmup_steps is a ratio when below 1; the import reads it as warmup_ratio"),
+        kohya_gui=Absent("the GUI's lr_warmup is a percentage, imported as optimizer.warmup_steps"),
+        metadata=Absent("written as ss_lr_warmup_steps, the ratio, as sd-scripts writes a ratio it was given"),
+        minimum=0,
+        maximum=1,
+        range_fix="use a share of the steps below 1, e.g. 0.05, or 0 for none",
     ),
     # -- [output]
     Setting(
@@ -1391,6 +2116,102 @@ SETTINGS: tuple[Setting, ...] = (
         metadata="ss_training_comment",
         placeholder="(optional)",
         free_text=True,
+    ),
+    # -- [output] step saves and keeping the last files (loratui/save_plan.py)
+    Setting(
+        "output",
+        "save_every_n_steps",
+        int,
+        0,
+        "Save every n steps",
+        "Also save <name>-step00000500.safetensors every n steps (with its state when save_state is on), for long "
+        "epochs. 0 = not by steps.",
+        "output",
+        kohya="save_every_n_steps",
+        kohya_gui="save_every_n_steps",
+        metadata=Absent("sd-scripts does not record it"),
+        minimum=0,
+        maximum=1_000_000_000,
+        unit="steps",
+        range_fix="use 0 (not by steps) or 1 or more",
+    ),
+    Setting(
+        "output",
+        "save_last_n_epochs",
+        int,
+        0,
+        "Keep last n epochs",
+        "Keep only the newest n epoch files this run saved, deleting older ones as new ones arrive (the final file "
+        "is always kept). 0 = keep all.",
+        "output",
+        kohya="save_last_n_epochs",
+        kohya_gui="save_last_n_epochs",
+        metadata=Absent("sd-scripts does not record it"),
+        minimum=0,
+        maximum=1_000_000,
+        unit="files",
+        range_fix="use 0 (keep all) or 1 or more",
+    ),
+    Setting(
+        "output",
+        "save_last_n_epochs_state",
+        int,
+        0,
+        "Keep epoch states",
+        "Keep only the newest n epoch state folders (resume points); 0 = as save_last_n_epochs.",
+        "output",
+        kohya="save_last_n_epochs_state",
+        kohya_gui="save_last_n_epochs_state",
+        metadata=Absent("sd-scripts does not record it"),
+        minimum=0,
+        maximum=1_000_000,
+        unit="folders",
+        range_fix="use 0 (as save_last_n_epochs) or 1 or more",
+    ),
+    Setting(
+        "output",
+        "save_last_n_steps",
+        int,
+        0,
+        "Keep last n steps",
+        "With save_every_n_steps: keep only the step files saved in the last n steps, deleting older ones "
+        "(sd-scripts' rule: 1500 with saves every 500 keeps 4). 0 = keep all.",
+        "output",
+        kohya="save_last_n_steps",
+        kohya_gui="save_last_n_steps",
+        metadata=Absent("sd-scripts does not record it"),
+        minimum=0,
+        maximum=1_000_000_000,
+        unit="steps",
+        range_fix="use 0 (keep all) or a step count",
+    ),
+    Setting(
+        "output",
+        "save_last_n_steps_state",
+        int,
+        0,
+        "Keep step states",
+        "Keep only the step state folders saved in the last n steps; 0 = as save_last_n_steps.",
+        "output",
+        kohya="save_last_n_steps_state",
+        kohya_gui="save_last_n_steps_state",
+        metadata=Absent("sd-scripts does not record it"),
+        minimum=0,
+        maximum=1_000_000_000,
+        unit="steps",
+        range_fix="use 0 (as save_last_n_steps) or a step count",
+    ),
+    Setting(
+        "output",
+        "save_state_on_train_end",
+        bool,
+        False,
+        "State at the end",
+        "Save the resumable <name>-state folder at the end even with save_state off, to train on later.",
+        "output",
+        kohya="save_state_on_train_end",
+        kohya_gui="save_state_on_train_end",
+        metadata=Absent("a file-saving choice, not a training fact"),
     ),
     # -- [sample]
     Setting(

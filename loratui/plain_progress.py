@@ -152,6 +152,9 @@ class PlainProgress:
         what = "state" if e["kind"] == "state" else "LoRA"
         self._print(f"saved {what} {e['path']} ({format_bytes(e['bytes'])})")
 
+    def _on_checkpoint_removed(self, e: dict) -> None:
+        self._print(f"removed {e['path']} ({e['reason']})")
+
     def _on_sample(self, e: dict) -> None:
         self._print(f"sample {e['index']} at step {e['step']}: {e['path']} ({e['seconds']:.1f} s)")
 

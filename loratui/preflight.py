@@ -733,7 +733,15 @@ def rank_problems(rank: int, conv_rank: int, widest: tuple[int, int], model: str
     return problems
 
 
+def rank_bounds_network(network_type: str) -> bool:
+    """Whether a rank above every layer's width only wastes memory: not for LoKr (LyCORIS then trains a
+    layer's factor as a full matrix, kohya_ss's "full matrix" dim) nor iA3 (no rank at all)."""
+    return network_type not in ("lokr", "ia3")
+
+
 def _ranks(cfg: RunConfig) -> list[Problem]:
+    if not rank_bounds_network(cfg.network.type):
+        return []
     widths = model_layer_widths(cfg)
     if widths is None:
         return []  # the engine measures them
@@ -878,6 +886,9 @@ def network_problems(cfg: RunConfig, folder: Path, saved: dict) -> list[Problem]
         for key, value in wanted.items()
         if isinstance(saved.get(key), (int, float)) and saved[key] != value
     ]
+    saved_type = saved.get("type", "lora")  # a state saved before network types were written is a LoRA's
+    if isinstance(saved_type, str) and saved_type != net.type:
+        differences.append(("type", saved_type, net.type))
     for part in families.text_encoder_parts(cfg.model.family):
         saved_count, trained = saved.get(part.count_key), families.trains(cfg, part)
         if isinstance(saved_count, int) and (saved_count > 0) != trained:

@@ -11,7 +11,10 @@ from loratui.dataset import DatasetReport
 from loratui.errors import Problem
 from loratui.families import lora_parts, text_encoder_parts, trains
 from loratui.held_out import held_out_summary
+from loratui.params import LYCORIS_NAMES
 from loratui.quantities import count, noun_for
+from loratui.save_plan import output_summary
+from loratui.scheduler_rules import schedule_text
 
 _LABEL = {"error": "error  ", "warning": "warning", "note": "note   "}
 _ORDER = {"error": 0, "warning": 1, "note": 2}
@@ -57,19 +60,24 @@ def print_check_report(config_path: Path, result: CheckResult, out: TextIO) -> N
     out.write(f"Model    {cfg.model.path} ({cfg.model.family})\n")
     net = cfg.network
     conv = f", conv rank {net.conv_rank} alpha {net.conv_alpha:g}" if net.conv_rank else ""
-    out.write(f"Network  LoRA rank {net.rank}, alpha {net.alpha:g} (scale {net.alpha / max(net.rank, 1):.3g}){conv}\n")
+    kind = "LoRA" if net.type == "lora" else f"LyCORIS {LYCORIS_NAMES.get(net.type, net.type)} ({net.preset})"
+    kind += " + DoRA" if net.dora and net.type != "lora" else ""
+    out.write(
+        f"Network  {kind} rank {net.rank}, alpha {net.alpha:g} (scale {net.alpha / max(net.rank, 1):.3g}){conv}\n"
+    )
     denoiser = lora_parts(cfg.model.family)[0]
     te = ", ".join(
         f"{part.label} LR {float(cfg.get(part.lr_setting)):g}" if trains(cfg, part) else f"{part.label} frozen"
         for part in text_encoder_parts(cfg.model.family)
     )
-    out.write(
-        f"Optim    {cfg.optimizer.name}, {denoiser.label} LR {cfg.optimizer.unet_lr:g}, {te}, "
-        f"{cfg.optimizer.scheduler} schedule\n"
-    )
+    unet = f"{denoiser.label} LR {cfg.optimizer.unet_lr:g}" if trains(cfg, denoiser) else f"{denoiser.label} frozen"
+    out.write(f"Optim    {cfg.optimizer.name}, {unet}, {te}, {schedule_text(cfg)}\n")
     dataset = result.dataset
     if dataset is not None:
-        out.write(f"Dataset  {dataset.image_dir}" + (f" (reg: {dataset.reg_dir})" if dataset.reg_dir else "") + "\n")
+        folders = str(dataset.image_dir) if dataset.image_dir is not None else ""
+        if cfg.subsets:  # each [[subsets]] table is one concept line below
+            folders += (" + " if folders else "") + count(len(cfg.subsets), "[[subsets]] table")
+        out.write(f"Dataset  {folders}" + (f" (reg: {dataset.reg_dir})" if dataset.reg_dir else "") + "\n")
         for line in _concept_lines(dataset, cfg.training.batch_size):
             out.write(line + "\n")
         if dataset.held_out:  # out of the folders above: counted in no step
@@ -93,7 +101,7 @@ def print_check_report(config_path: Path, result: CheckResult, out: TextIO) -> N
         )
     out.write(
         f"Output   {cfg.resolve(cfg.output.output_dir) / cfg.output.name}.safetensors"
-        + (f", every {_every(cfg.output.save_every_n_epochs, 'epoch')}" if cfg.output.save_every_n_epochs else "")
+        + output_summary(cfg, result.schedule)  # every n epochs/steps, with the files written and kept
         + "\n"
     )
     for line in result.memory:  # the VRAM estimate (loratui.memory_check)
@@ -111,11 +119,6 @@ def print_check_report(config_path: Path, result: CheckResult, out: TextIO) -> N
             else "OK: ready to train.\n"
         )
     )
-
-
-def _every(number: int, noun: str) -> str:
-    """ "every epoch", "every 2 epochs"."""
-    return noun if number == 1 else count(number, noun)
 
 
 def _train_items(dataset: DatasetReport | None) -> int:

@@ -102,7 +102,7 @@ def _network(value: object) -> str:
 def network_parts(network: dict) -> tuple[LoraPart, ...] | None:
     """The parts whose modules a progress.json network counts (SD's, or SDXL's); None when its
     keys are no layout's: the shape and the count of every part of one family, nothing else."""
-    counts = set(network) - set(NETWORK_SHAPE_FIELDS)
+    counts = set(network) - set(NETWORK_SHAPE_FIELDS) - {NETWORK_TYPE_FIELD}
     if not set(NETWORK_SHAPE_FIELDS) <= set(network):
         return None
     return next((layout for layout in PART_LAYOUTS if counts == {part.count_key for part in layout}), None)
@@ -120,6 +120,8 @@ PROGRESS_FIELDS: dict[str, Callable[[object], str]] = {
 }
 # Written since a state records its optimizer; a state saved before that lacks it.
 OPTIONAL_PROGRESS_FIELDS: dict[str, Callable[[object], str]] = {"optimizer": _text}
+# The network type (network.type), written since LyCORIS types are trained; a state without it is a LoRA's.
+NETWORK_TYPE_FIELD = "type"
 # The network's shape; beside it, the module count of each of its parts (PART_LAYOUTS).
 NETWORK_SHAPE_FIELDS: dict[str, Callable[[object], str]] = {
     "rank": _count,
@@ -197,6 +199,12 @@ def check_lora_file(path: Path, network: dict) -> None:
     except OSError as exc:
         raise StateError(f"cannot read {path}: {exc.strerror or exc}", "check the file's permissions") from None
     parts = network_parts(network) or ()  # read_progress has checked that it is one layout's
+    if network.get(NETWORK_TYPE_FIELD, "lora") != "lora":
+        # LyCORIS layers (hada_w1_a, lokr_w1, ...): the engine fits them to the network it builds, by LyCORIS.
+        strangers = sorted(key for key in shapes if key.partition(".")[0] not in {part.name for part in parts})
+        if strangers:
+            raise StateError(f"{path} holds {strangers[0][:80]!r}, which is no weight loratui writes")
+        return
     modules = _lora_modules(path, shapes, {part.name for part in parts})
     for part in parts:
         found = sum(1 for owner, _ in modules if owner == part.name)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from loratui import families, flux_blocks, flux_files, preflight
 from loratui.errors import Problem, UserError, error, note, warning
-from loratui.optimizer_args import canonical_optimizer, parse_optimizer_args
+from loratui.optimizer_args import adafactor_relative_step, canonical_optimizer, parse_optimizer_args
 from loratui.outputs import output_name_problems
 from loratui.params import (
     ADAPTIVE_OPTIMIZERS,
@@ -151,7 +151,7 @@ def _tokenizer(cfg: RunConfig) -> list[Problem]:
 
 @rule("dataset.image_dir")
 def _image_dir(cfg: RunConfig) -> list[Problem]:
-    if cfg.dataset.image_dir.strip():
+    if cfg.dataset.image_dir.strip() or cfg.subsets:  # [[subsets]] tables may hold every image
         return []
     fix = 'set image_dir to the folder with your training images, e.g. image_dir = "img"'
     return [error("dataset.image_dir", "no image folder is set", fix)]
@@ -414,9 +414,14 @@ def _optimizer_args(cfg: RunConfig) -> list[Problem]:
         args = parse_optimizer_args(cfg.optimizer.args)
     except UserError as err:
         return [error(err.where, err.message, err.fix)]
-    if canonical_optimizer(cfg.optimizer.name) == "Adafactor" and args.get("relative_step") is True:
-        message = "Adafactor with relative_step=True sets its own step size; unet_lr and text_encoder_lr are ignored"
-        return [note("optimizer.args", message, "remove relative_step=True to use the LR fields")]
+    if canonical_optimizer(cfg.optimizer.name) == "Adafactor" and adafactor_relative_step(args):
+        # sd-scripts' default; it then logs that the LR is only the initial one and uses Adafactor's schedule.
+        message = (
+            "Adafactor with relative_step (on unless optimizer.args turns it off, as in sd-scripts) sets its own "
+            "step size and schedule: unet_lr and text_encoder_lr are only the initial LR shown, and "
+            f"optimizer.scheduler ({cfg.optimizer.scheduler}) is ignored"
+        )
+        return [note("optimizer.args", message, "add relative_step=False to use the LR fields and the schedule")]
     return []
 
 
@@ -630,4 +635,12 @@ def _writable_folder_problems(cfg: RunConfig, where: str, value: str) -> list[Pr
 
 # The [sample] section's rules and log_with's live in their own module, registered on import. Last:
 # that module imports rule() from here.
-from loratui import sample_rules  # noqa: E402, F401
+from loratui import (  # noqa: E402, F401  # noqa: E402, F401
+    caption_rules,
+    image_rules,  # noqa: E402, F401
+    lycoris_rules,  # noqa: E402, F401
+    objective_rules,  # noqa: E402, F401
+    sample_rules,
+    saving_rules,
+    scheduler_rules,
+)

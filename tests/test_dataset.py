@@ -168,7 +168,7 @@ def test_custom_caption_extension(tmp_path):
 @pytest.mark.parametrize(
     "settings",
     [
-        {"min_bucket_reso": 300},  # off the 64-pixel grid
+        {"min_bucket_reso": 640},  # above the resolution (off the grid is moved onto it: see test_image_options)
         {"bucket_reso_steps": 0},
         {"resolution": 2048},  # above max_bucket_reso
     ],

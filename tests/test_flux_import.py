@@ -47,7 +47,7 @@ def test_the_gui_flux_file_imports_as_a_flux_config():
     for key in ("flux1_checkbox", "ae", "clip_l", "t5xxl", "fp8_base", "guidance_scale", "timestep_sampling"):
         assert report.group_of(key) == "mapped", key
     # What FLUX.1 training has no use for is reported, with the reason, never silently dropped.
-    assert report.group_of("LoRA_type") == "ignored"  # "Flux1": the network loratui trains
+    assert report.entry("LoRA_type").target == "network.type" and cfg.network.type == "lora"  # "Flux1"
     assert report.group_of("train_blocks") == "ignored"  # "all"
     assert "no noise offset" in report.entry("noise_offset").reason and training.noise_offset == 0
     assert report.group_of("min_snr_gamma") == "ignored" and training.min_snr_gamma == 0
@@ -100,7 +100,7 @@ def test_the_newer_gui_names_of_the_text_encoder_files_win():
 def test_split_mode_swaps_18_blocks_unless_blocks_to_swap_is_set():
     split = import_kohya({"flux1_checkbox": True, "split_mode": True, "blocks_to_swap": 0})
     assert split.to_config().training.blocks_to_swap == 18
-    assert split.report.group_of("split_mode") == "mapped"
+    assert split.report.group_of("split_mode") == "changed"  # deprecated: sd-scripts swaps 18 blocks
     assert split.report.group_of("blocks_to_swap") == "ignored"
     both = import_kohya({"flux1_checkbox": True, "split_mode": True, "blocks_to_swap": 10})
     assert both.to_config().training.blocks_to_swap == 10

@@ -13,6 +13,7 @@ import tomli_w
 from loratui.config import config_to_dict
 from loratui.errors import UserError
 from loratui.kohya_import import import_kohya, load_kohya_json
+from loratui.params import BY_NAME
 from loratui.validation import validate
 
 from .conftest import SAMPLE
@@ -46,11 +47,11 @@ def test_every_key_of_every_fixture_is_reported_exactly_once(path: Path):
 
 
 def test_sd15_settings_carry_over_with_kohya_strings_converted(monkeypatch):
-    from loratui import preflight
+    from loratui import kohya_import, preflight
 
-    # On a machine with a bf16 GPU, the model is the only thing the file leaves to set (and
-    # xformers, which the GUI turns on, where it is not installed).
+    # On a machine with a bf16 GPU and xformers, the model is the only thing the file leaves to set.
     monkeypatch.setattr(preflight, "this_machine", lambda: preflight.Machine("NVIDIA A100", (8, 0)))
+    monkeypatch.setattr(kohya_import, "installed", lambda package: True)
     result = _load("sd15 - EDG_LoraOptiSettings.json")
     cfg = result.to_config()
     assert (cfg.network.rank, cfg.network.alpha) == (64, 64.0)
@@ -67,6 +68,7 @@ def test_sd15_settings_carry_over_with_kohya_strings_converted(monkeypatch):
     # "512,650" is not square: the same-area multiple of 64, with the reason in the report.
     assert cfg.dataset.resolution == 576
     assert "512x650 is not square" in result.report.entry("max_resolution").reason
+    assert result.report.group_of("max_resolution") == "changed"
     # "" means "not set": loratui's defaults stay.
     assert cfg.optimizer.scheduler_cycles == 1
     assert result.report.entry("lr_scheduler_num_cycles").converted is None
@@ -76,8 +78,26 @@ def test_sd15_settings_carry_over_with_kohya_strings_converted(monkeypatch):
     # kohya's own memory-efficient attention is not supported: listed, with what is used instead.
     assert result.report.group_of("mem_eff_attn") == "unsupported"
     assert not result.report.blockers
-    expected = ["model.path"] + ([] if preflight.installed("xformers") else ["training.attention"])
-    assert [p.where for p in validate(cfg) if p.severity == "error"] == expected  # no model in the file
+    monkeypatch.setattr(preflight, "installed", lambda package: True)
+    assert [p.where for p in validate(cfg) if p.severity == "error"] == ["model.path"]  # no model in the file
+
+
+def test_xformers_becomes_sdpa_where_it_is_not_installed(monkeypatch):
+    from loratui import kohya_import
+
+    for value in (True, "xformers"):
+        monkeypatch.setattr(kohya_import, "installed", lambda package: False)
+        result = import_kohya({"xformers": value})
+        assert result.to_config().training.attention == "sdpa"
+        assert result.report.group_of("xformers") == "changed"
+        assert "xformers is not installed here" in result.report.entry("xformers").reason
+        monkeypatch.setattr(kohya_import, "installed", lambda package: package == "xformers")
+        kept = import_kohya({"xformers": value})
+        assert kept.to_config().training.attention == "xformers" and kept.report.group_of("xformers") == "mapped"
+    # Passed as an sd-scripts flag, the same.
+    monkeypatch.setattr(kohya_import, "installed", lambda package: False)
+    flag = import_kohya({"xformers": "none", "additional_parameters": "--xformers"})
+    assert flag.to_config().training.attention == "sdpa" and flag.report.group_of("--xformers") == "changed"
 
 
 def test_standard_adamw_learning_rate_and_multires_noise():
@@ -88,18 +108,19 @@ def test_standard_adamw_learning_rate_and_multires_noise():
     assert cfg.optimizer.name == "AdamW"
     assert cfg.training.batch_size == 4 and cfg.training.epochs == 4
     assert cfg.dataset.cache_latents == "memory"
-    # Multires noise replaces the plain offset in kohya; loratui has only the plain one.
+    # Multires noise: the GUI passes its iterations and discount, and not the plain offset.
     assert cfg.training.noise_offset == 0.0
+    assert (cfg.training.multires_noise_iterations, cfg.training.multires_noise_discount) == (8, 0.2)
     report = result.report
-    assert report.group_of("noise_offset_type") == "unsupported"
-    assert report.group_of("multires_noise_iterations") == "unsupported"
+    assert report.group_of("noise_offset_type") == "mapped"
+    assert report.entry("multires_noise_iterations").target == "training.multires_noise_iterations"
     assert report.group_of("noise_offset") == "ignored"
-    # Features the user turned on that loratui lacks are listed with their values.
-    unsupported = {entry.key: entry for entry in report.unsupported}
-    assert unsupported["caption_dropout_rate"].value == 0.05
+    assert "only used with noise_offset_type Original" in report.entry("noise_offset").reason
+    # The caption options carry over.
+    assert cfg.dataset.caption_dropout_rate == 0.05 and report.group_of("caption_dropout_rate") == "mapped"
     # Features at their neutral value are "ignored (no effect)", and still listed.
-    assert report.group_of("flip_aug") == "ignored"
-    assert "off at this value" in report.entry("flip_aug").reason
+    assert report.group_of("color_aug") == "ignored"
+    assert "off at this value" in report.entry("color_aug").reason
     # The model is a Hugging Face repo id: imported, with the reason loratui cannot use it as is.
     assert "never downloads" in report.entry("pretrained_model_name_or_path").reason
     # DreamBooth's text encoder LRs have no effect on LoRA training.
@@ -208,9 +229,12 @@ def test_lr_warmup_is_a_percentage_of_the_steps():
     assert with_steps.sections["optimizer"]["warmup_steps"] == 200
     assert "10% of 2000 steps" in with_steps.report.entry("lr_warmup").reason
     # Without max_train_steps the total depends on the dataset: converted when the caller knows it.
+    # Unknown here: kept as a ratio of the run's steps (sd-scripts reads a warmup below 1 so).
     unknown_total = import_kohya({"lr_warmup": 5, "max_train_steps": 0})
-    assert unknown_total.report.group_of("lr_warmup") == "unsupported"
-    assert "5% of the total steps" in unknown_total.report.entry("lr_warmup").reason
+    assert unknown_total.report.group_of("lr_warmup") == "changed"
+    assert unknown_total.to_config().optimizer.warmup_ratio == 0.05
+    assert "5% of the run's steps" in unknown_total.report.entry("lr_warmup").reason
+    assert with_steps.report.group_of("lr_warmup") == "changed"  # a percentage turned into steps
     known_total = import_kohya({"lr_warmup": 5, "max_train_steps": 0}, total_steps=800)
     assert known_total.sections["optimizer"]["warmup_steps"] == 40
     # lr_warmup_steps (newer GUIs) wins over the percentage.
@@ -223,10 +247,10 @@ def test_kohya_locon_maps_conv_layers_and_other_network_types_are_reported():
     locon = import_kohya({"LoRA_type": "Kohya LoCon", "conv_dim": 8, "conv_alpha": 4})
     cfg = locon.to_config()
     assert (cfg.network.conv_rank, cfg.network.conv_alpha) == (8, 4.0)
-    loha = import_kohya({"LoRA_type": "LyCORIS/LoHa", "conv_dim": 8})
-    assert loha.report.group_of("LoRA_type") == "unsupported"
-    assert "LyCORIS/LoHa" in loha.report.entry("LoRA_type").reason
-    assert loha.to_config().network.conv_rank == 0
+    assert cfg.network.type == "lora" and locon.report.entry("LoRA_type").target == "network.type"
+    # Standard LoRA has no conv layers: conv_dim has no effect there.
+    standard = import_kohya({"LoRA_type": "Standard", "conv_dim": 8})
+    assert standard.report.group_of("conv_dim") == "ignored" and standard.to_config().network.conv_rank == 0
 
 
 @pytest.mark.parametrize(
@@ -330,3 +354,282 @@ def test_gui_sample_prompts_are_split_into_lines_without_comments():
     )
     assert cfg.output.log_with == "tensorboard"
     assert not result.report.unsupported and not result.report.unknown
+
+
+# -- LyCORIS, the objective, schedulers, additional_parameters --------------------------
+
+
+@pytest.mark.parametrize(
+    ("lora_type", "network_type"),
+    [("LyCORIS/LoCon", "locon"), ("LoCon", "locon"), ("LyCORIS/LoHa", "loha"), ("LyCORIS/LoKr", "lokr")],
+)
+def test_lycoris_types_carry_their_conv_layers_and_switches(lora_type, network_type):
+    data = {
+        "LoRA_type": lora_type,
+        "network_dim": 16,
+        "conv_dim": 8,
+        "conv_alpha": 4,
+        "LyCORIS_preset": "attn-mlp",
+        "dora_wd": True,
+        "use_tucker": True,
+        "factor": 4,
+    }
+    result = import_kohya(data)
+    cfg = result.to_config()
+    net = cfg.network
+    assert (net.type, net.rank, net.conv_rank, net.conv_alpha) == (network_type, 16, 8, 4.0)
+    assert (net.preset, net.dora, net.use_cp) == ("attn-mlp", True, True)
+    assert result.report.entry("conv_dim").target == "network.conv_rank"  # was dropped before issue 13
+    # factor is LoKr's alone: the GUI passes it for no other type.
+    if network_type == "lokr":
+        assert net.lokr_factor == 4 and result.report.entry("factor").target == "network.lokr_factor"
+    else:
+        assert net.lokr_factor == -1 and result.report.group_of("factor") == "ignored"
+    assert not result.report.unsupported and not result.report.unknown
+
+
+def test_lycoris_keys_under_a_standard_lora_have_no_effect():
+    result = import_kohya({"LoRA_type": "Standard", "factor": 8, "use_cp": True, "dora_wd": True, "train_norm": True})
+    for key in ("factor", "use_cp", "dora_wd", "train_norm"):
+        assert result.report.group_of(key) == "ignored", key
+        assert "only used by LyCORIS network types" in result.report.entry(key).reason
+    net = result.to_config().network
+    assert (net.type, net.lokr_factor, net.use_cp, net.dora) == ("lora", -1, False, False)
+
+
+def test_lokr_full_matrix_rank_becomes_the_switch_and_a_sane_rank():
+    data = {
+        "LoRA_type": "LyCORIS/LoKr",
+        "network_dim": 100000,
+        "network_alpha": 1,
+        "conv_dim": 100000,
+        "conv_alpha": 1,
+        "factor": 6,
+    }
+    result = import_kohya(data)
+    cfg = result.to_config()
+    net = cfg.network
+    assert net.type == "lokr" and net.lokr_full_matrix is True and net.lokr_factor == 6
+    assert net.rank == net.alpha <= 1024 and net.conv_rank == net.conv_alpha  # scale 1, as LyCORIS's full matrices
+    report = result.report
+    for key in ("network_dim", "network_alpha", "conv_dim", "conv_alpha"):
+        assert report.group_of(key) == "changed", key
+    assert "full matrices" in report.entry("network_dim").reason
+    assert not [p for p in validate(cfg) if p.where.startswith("network.") and p.severity == "error"]
+
+
+def test_ia3_has_no_rank_and_is_not_trained_on_inputs():
+    result = import_kohya(
+        {
+            "LoRA_type": "LyCORIS/iA3",
+            "network_dim": 1024,
+            "network_alpha": 1,
+            "train_on_input": True,
+            "network_dropout": 0.1,
+            "LyCORIS_preset": "ia3",
+        }
+    )
+    cfg = result.to_config()
+    assert cfg.network.type == "ia3" and cfg.network.train_on_input is False and cfg.network.dropout == 0
+    report = result.report
+    assert report.group_of("network_dim") == "ignored" and "no rank" in report.entry("network_dim").reason
+    assert report.group_of("train_on_input") == "unsupported"
+    assert "does not load back" in report.entry("train_on_input").reason
+    assert report.group_of("network_dropout") == "ignored"  # LyCORIS's iA3 does not apply it
+    assert report.group_of("LyCORIS_preset") == "unsupported" and cfg.network.preset == "full"
+    assert not [p for p in validate(cfg) if p.where.startswith("network.") and p.severity == "error"]
+
+
+@pytest.mark.parametrize(
+    ("lora_type", "named"),
+    [
+        ("LyCORIS/DyLoRA", "DyLoRA"),
+        ("LyCORIS/GLoRA", "GLoRA"),
+        ("LyCORIS/BOFT", "BOFT"),
+        ("LyCORIS/Diag-OFT", "Diag-OFT"),
+        ("LyCORIS/Native Fine-Tuning", "native fine-tuning"),
+        ("Kohya DyLoRA", "DyLoRA"),
+        ("LoRA-FA", "LoRA-FA"),
+        ("Something New", "Something New"),
+    ],
+)
+def test_network_types_loratui_does_not_train_are_named(lora_type, named):
+    result = import_kohya({"LoRA_type": lora_type, "network_dim": 8})
+    entry = result.report.entry("LoRA_type")
+    assert result.report.group_of("LoRA_type") == "unsupported" and named in entry.reason
+    cfg = result.to_config()
+    # Where loratui knows the type by name, check refuses it (a different network is a different LoRA).
+    refused = [p for p in validate(cfg) if p.where == "network.type" and p.severity == "error"]
+    assert bool(refused) == ("check refuses it" in entry.reason)
+
+
+def test_noise_types_choose_which_noise_settings_apply():
+    original = import_kohya(
+        {
+            "noise_offset_type": "Original",
+            "noise_offset": 0.1,
+            "adaptive_noise_scale": 0.01,
+            "multires_noise_iterations": 6,
+            "multires_noise_discount": 0.3,
+        }
+    )
+    cfg = original.to_config().training
+    assert (cfg.noise_offset, cfg.adaptive_noise_scale, cfg.multires_noise_iterations) == (0.1, 0.01, 0)
+    assert original.report.group_of("multires_noise_iterations") == "ignored"
+    multires = import_kohya(
+        {
+            "noise_offset_type": "Multires",
+            "noise_offset": 0.1,
+            "adaptive_noise_scale": 0.01,
+            "multires_noise_iterations": 6,
+            "multires_noise_discount": 0.3,
+        }
+    )
+    cfg = multires.to_config().training
+    assert (cfg.noise_offset, cfg.adaptive_noise_scale) == (0.0, 0.0)
+    assert (cfg.multires_noise_iterations, cfg.multires_noise_discount) == (6, 0.3)
+    assert "only used with noise_offset_type Original" in multires.report.entry("adaptive_noise_scale").reason
+
+
+def test_the_guis_zero_max_timestep_is_sd_scripts_1000():
+    assert import_kohya({"max_timestep": 0}).to_config().training.max_timestep == 1000
+    assert import_kohya({"max_timestep": 900, "min_timestep": 100}).to_config().training.max_timestep == 900
+    assert import_kohya({"flux1_checkbox": True, "max_timestep": 900}).report.group_of("max_timestep") == "ignored"
+
+
+def test_the_learning_rates_decide_what_trains_as_in_the_gui():
+    te_only = import_kohya({"unet_lr": 0, "text_encoder_lr": 5e-5, "learning_rate": 1e-4})
+    assert te_only.to_config().network.train_text_encoder_only is True
+    assert "--network_train_text_encoder_only" in te_only.report.entry("unet_lr").reason
+    unet_only = import_kohya({"unet_lr": 1e-4, "text_encoder_lr": 0, "network_train_unet_only": False})
+    assert unet_only.to_config().network.train_unet_only is True
+    assert unet_only.report.group_of("network_train_unet_only") == "ignored"
+
+
+def test_schedulers_by_class_name_and_adafactors_own():
+    custom = import_kohya(
+        {"lr_scheduler": "cosine", "lr_scheduler_type": "CosineAnnealingLR", "lr_scheduler_args": "T_max=100 eta_min=0"}
+    )
+    opt = custom.to_config().optimizer
+    assert (opt.scheduler_type, opt.scheduler_args) == ("CosineAnnealingLR", ["T_max=100", "eta_min=0"])
+    adafactor = import_kohya({"optimizer": "Adafactor", "optimizer_args": "", "lr_scheduler": "adafactor"})
+    assert adafactor.report.group_of("lr_scheduler") == "mapped"
+    assert adafactor.to_config().optimizer.scheduler == BY_NAME["optimizer.scheduler"].default
+    # Adafactor without arguments: sd-scripts' defaults, and the report says what they mean.
+    assert "relative_step=True" in adafactor.report.entry("optimizer_args").reason
+    not_adafactor = import_kohya({"optimizer": "AdamW", "lr_scheduler": "adafactor"})
+    assert not_adafactor.report.group_of("lr_scheduler") == "unsupported"
+
+
+def test_saving_settings_carry_over_and_keep_their_names():
+    result = import_kohya(
+        {"save_every_n_steps": 100, "save_last_n_steps": 300, "save_last_n_epochs": 2, "save_state_on_train_end": True}
+    )
+    out = result.to_config().output
+    assert (out.save_every_n_steps, out.save_last_n_steps, out.save_last_n_epochs) == (100, 300, 2)
+    assert out.save_state_on_train_end is True
+    assert not result.report.unsupported
+
+
+def test_save_every_n_steps_in_the_wrong_section_is_not_called_max_train_steps():
+    from loratui.config import config_from_dict
+
+    with pytest.raises(UserError) as caught:
+        config_from_dict({"training": {"save_every_n_steps": 100}})
+    assert "max_train_steps" not in str(caught.value)
+    assert "belongs in [output]" in str(caught.value)
+
+
+def test_validation_keys_of_the_gui():
+    same = import_kohya(
+        {
+            "seed": 42,
+            "validation_seed": 42,
+            "validate_every_n_epochs": 1,
+            "max_validation_steps": 0,
+            "validation_split": 0.1,
+        }
+    )
+    for key in ("validation_seed", "validate_every_n_epochs", "max_validation_steps"):
+        assert same.report.group_of(key) == "ignored", key
+    assert same.to_config().dataset.validation_split == 0.1
+    other = import_kohya({"seed": 42, "validation_seed": 7, "validate_every_n_epochs": 5, "max_validation_steps": 3})
+    for key in ("validation_seed", "validate_every_n_epochs", "max_validation_steps"):
+        assert other.report.group_of(key) == "unsupported", key
+
+
+def test_sdxl_bucket_steps_go_up_to_a_multiple_of_32():
+    result = import_kohya({"sdxl": True, "bucket_reso_steps": 1})
+    assert result.to_config().dataset.bucket_reso_steps == 32
+    assert result.report.group_of("bucket_reso_steps") == "changed"
+    assert import_kohya({"bucket_reso_steps": 1}).to_config().dataset.bucket_reso_steps == 1  # SD 1.x takes it
+
+
+def test_a_value_recognised_but_not_done_yet_leaves_the_default():
+    result = import_kohya({"log_with": "wandb"})
+    assert result.report.group_of("log_with") == "unsupported"
+    assert result.to_config().output.log_with == BY_NAME["output.log_with"].default
+
+
+@pytest.mark.parametrize(
+    ("text", "flags"),
+    [
+        (
+            '--max_token_length=150 --lr_scheduler_args "T_max=10" "eta_min=1e-6"',
+            {"--max_token_length": "mapped", "--lr_scheduler_args": "mapped"},
+        ),
+        (
+            "--network_train_unet_only --log_prefix=xl",
+            {"--network_train_unet_only": "mapped", "--log_prefix": "ignored"},
+        ),
+        ("--bucket_no_upscale --no_such_thing", {"--bucket_no_upscale": "mapped", "--no_such_thing": "unknown"}),
+        ("--max_grad_norm 1 2", {"--max_grad_norm": "unsupported"}),
+        ('--network_args "bogus=1"', {"--network_args": "unsupported"}),
+    ],
+)
+def test_additional_parameters_flags_each_land_in_a_group(text, flags):
+    result = import_kohya({"additional_parameters": text})
+    report = result.report
+    for flag, group in flags.items():
+        assert report.group_of(flag) == group, (flag, report.text())
+    # The key itself is in one group, like any other; the flags are listed apart.
+    assert report.keys == ["additional_parameters"]
+    # All carried: imported; some: changed on the way; none: not supported.
+    missed = [group in ("unsupported", "unknown") for group in flags.values()]
+    expected = "unsupported" if all(missed) else "changed" if any(missed) else "mapped"
+    assert report.group_of("additional_parameters") == expected
+    result.to_config()
+
+
+def test_additional_parameters_set_the_settings_they_name():
+    result = import_kohya(
+        {"max_grad_norm": 0.5, "additional_parameters": "--max_grad_norm=1 --network_args conv_dim=4 algo=locon"}
+    )
+    cfg = result.to_config()
+    assert cfg.training.max_grad_norm == 1.0  # after the GUI's own value: it wins, as on the command line
+    assert (cfg.network.type, cfg.network.conv_rank) == ("locon", 4)
+    line = "additional_parameters: --max_grad_norm 1 -> training.max_grad_norm = 1.0"
+    assert line in result.report.text()
+    assert import_kohya({"additional_parameters": '--foo "unclosed'}).report.group_of("additional_parameters") == (
+        "unsupported"
+    )
+
+
+def test_the_dataset_config_key():
+    result = import_kohya({"dataset_config": ""})
+    assert result.report.group_of("dataset_config") == "ignored"
+
+
+def test_a_dataset_config_that_cannot_be_read_is_named(tmp_path: Path):
+    result = import_kohya({"dataset_config": str(tmp_path / "nope.toml"), "train_data_dir": "img"})
+    report = result.report
+    assert report.group_of("dataset_config") == "unsupported"
+    assert "nope.toml" in report.entry("dataset_config").reason
+    assert report.group_of("train_data_dir") == "ignored"  # sd-scripts ignores it with a dataset config
+
+
+def test_secrets_in_additional_parameters_are_hidden():
+    result = import_kohya({"additional_parameters": '--wandb_api_key=sekrit1 --huggingface_token "sekrit2" --seed 3'})
+    text = result.report.text()
+    assert "sekrit" not in text and "(hidden)" in text
+    assert result.to_config().training.seed == 3

@@ -118,6 +118,24 @@ SPECIAL_GUI_SAMPLES: dict[str, dict[str, object]] = {
     "dataset.cache_text_encoder_outputs": {"sdxl": True, "sdxl_cache_text_encoder_outputs": True},
     "training.attention": {"xformers": "xformers"},
     "training.noise_offset": {"noise_offset": 0.05, "noise_offset_type": "Original"},
+    # the GUI passes multires noise only with noise_offset_type Multires, the offset's options only with Original
+    "training.multires_noise_iterations": {"multires_noise_iterations": 8, "noise_offset_type": "Multires"},
+    "training.multires_noise_discount": {
+        "multires_noise_iterations": 8,
+        "multires_noise_discount": 0.5,
+        "noise_offset_type": "Multires",
+    },
+    "training.adaptive_noise_scale": {
+        "noise_offset": 0.05,
+        "adaptive_noise_scale": 0.01,
+        "noise_offset_type": "Original",
+    },
+    "training.noise_offset_random_strength": {
+        "noise_offset": 0.05,
+        "noise_offset_random_strength": True,
+        "noise_offset_type": "Original",
+    },
+    "training.max_timestep": {"max_timestep": 900},  # the GUI's 0 means 1000
     "network.conv_rank": {"conv_dim": 8, "LoRA_type": "Kohya LoCon"},
     "network.conv_alpha": {"conv_alpha": 4, "LoRA_type": "Kohya LoCon"},
     "optimizer.name": {"optimizer": "Prodigy"},
@@ -125,11 +143,22 @@ SPECIAL_GUI_SAMPLES: dict[str, dict[str, object]] = {
     "optimizer.text_encoder_lr": {"unet_lr": 2e-4, "text_encoder_lr": 1e-4},
     "optimizer.warmup_steps": {"lr_warmup_steps": 30},
     "sample.prompts": {"sample_prompts": "ohwx woman --w 512 --h 768\n# a comment\n\na cat --d 3"},
+    # LoRA_type decides which network keys the GUI passes (and to which network)
+    "network.type": {"LoRA_type": "LyCORIS/LoHa"},
+    "network.preset": {"LoRA_type": "LyCORIS/LoCon", "LyCORIS_preset": "attn-mlp"},
+    "network.dora": {"LoRA_type": "LyCORIS/LoCon", "dora_wd": True},
+    "network.lokr_factor": {"LoRA_type": "LyCORIS/LoKr", "factor": 4},
+    "network.use_cp": {"LoRA_type": "LyCORIS/LoKr", "use_cp": True},
+    "network.train_on_input": {"LoRA_type": "LyCORIS/iA3", "train_on_input": False},
+    "network.dropout": {"LoRA_type": "LyCORIS/LoCon", "network_dropout": 0.1},
+    "network.rank_dropout": {"LoRA_type": "LyCORIS/LoCon", "rank_dropout": 0.1},
+    "network.module_dropout": {"LoRA_type": "LyCORIS/LoCon", "module_dropout": 0.1},
 }
 
 
 @pytest.mark.parametrize("setting", [s for s in SETTINGS if isinstance(s.kohya_gui, str)], ids=lambda s: s.name)
-def test_every_kohya_ss_key_imports_into_its_setting(setting: Setting):
+def test_every_kohya_ss_key_imports_into_its_setting(setting: Setting, monkeypatch):
+    monkeypatch.setattr("loratui.kohya_import.installed", lambda package: True)  # xformers, where it is asked for
     if setting.kohya_gui_special:
         data = SPECIAL_GUI_SAMPLES[setting.name]
     else:
@@ -152,6 +181,8 @@ def test_the_metadata_of_every_setting_is_written():
         cfg = RunConfig()
         cfg.model.family = setting.families[0]  # a family it applies to: others do not record it
         cfg.training.noise_offset, cfg.training.min_snr_gamma = 0.05, 5.0  # written only when on
+        cfg.training.multires_noise_iterations, cfg.training.adaptive_noise_scale = 6, 0.01
+        cfg.training.ip_noise_gamma = 0.1
         written = declared_metadata(cfg)
         for key in setting.metadata_keys:
             assert written.get(key) is not None, key

@@ -88,6 +88,11 @@ EXAMPLES: dict[str, dict] = {
         "step": 40,
         "kind": "epoch",
     },
+    "checkpoint_removed": {
+        "path": "/home/ana/model/ohwx_shape-000001.safetensors",
+        "step": 120,
+        "reason": "output.save_last_n_epochs = 2",
+    },
     "memory": {
         "device": "cuda",
         "allocated": 2914033664,

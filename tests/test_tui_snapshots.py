@@ -57,7 +57,8 @@ def test_dataset_step_at_120x40(snap_compare, project: Path):
     assert snap_compare(make_new_app(project), terminal_size=(120, 40), run_before=_go_to("dataset"))
 
 
-def test_kohya_import_report_at_80x24(snap_compare, project: Path):
+def test_kohya_import_report_at_80x24(snap_compare, project: Path, monkeypatch):
+    monkeypatch.setattr("loratui.kohya_import.installed", lambda package: False)  # the same on every machine
     shutil.copy(FIXTURES / "SDXL-Standard-Adafactor.json", project / "sdxl.json")
     app = make_new_app(project, kohya_json=project / "sdxl.json")
     assert snap_compare(app, terminal_size=(80, 24), run_before=_settle)

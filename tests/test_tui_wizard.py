@@ -179,7 +179,7 @@ def test_escape_and_pageup_go_back_and_ctrl_n_goes_forward(new_project: Path):
             await pilot.press("ctrl+n", "ctrl+n", "ctrl+n")
             await pilot.pause()
             assert screen.step.id == "network"
-            assert app.focused.id == "f-network-rank"  # a step opens on its first field
+            assert app.focused.id == "f-network-type"  # a step opens on its first field
             await pilot.press("escape")
             await pilot.pause()
             assert screen.step.id == "training"
@@ -473,7 +473,7 @@ def test_import_a_kohya_config_from_the_wizard_and_read_the_report(project: Path
             await pilot.press("end", "ctrl+u", *"edg.json", "enter")
             await settle(pilot)
             report = text_of(app.screen.query_one("#report-text", Static))
-            assert report.startswith("edg.json: 29 settings imported, 2 not supported")
+            assert report.startswith("edg.json: 39 settings imported (2 changed on the way), 1 not supported")
             assert "mem_eff_attn = true" in report
             assert 'max_resolution = "512,650" -> dataset.resolution = 576' in report
             await pilot.press("escape")
@@ -485,6 +485,38 @@ def test_import_a_kohya_config_from_the_wizard_and_read_the_report(project: Path
             await pilot.press("pagedown", "pagedown", "pagedown")
             assert screen.query_one("#f-network-rank", Input).value == "64"
             assert "(unsaved)" in screen.sub_title
+
+    run(scenario())
+
+
+def test_a_second_import_starts_from_the_defaults_not_from_the_first(project: Path):
+    """SDXL's file sets a noise offset and caches text outputs; the SD 1.5 file after it uses multires
+    noise (no plain offset) and caches nothing: nothing of the first import survives the second."""
+    config_path = write_config(project, small_config())
+    app = make_edit_app(config_path, kohya_json=FIXTURES / "SDXL-Standard-Adafactor.json")
+
+    async def scenario():
+        async with app.run_test(size=SIZE) as pilot:
+            await settle_scan(pilot)
+            await pilot.press("enter")  # close the first report
+            await pilot.pause()
+            screen = wizard(app)
+            assert screen.cfg.training.noise_offset == 0.0357 and screen.cfg.network.train_unet_only is True
+            shutil.copy(FIXTURES / "Standard-AdamW.json", project / "sd15.json")
+            await pilot.press("ctrl+o")
+            await pilot.pause()
+            await pilot.press(*"sd15.json", "enter")
+            await settle(pilot)
+            report = text_of(app.screen.query_one("#report-text", Static))
+            assert "noise_offset = 0.05 (only used with noise_offset_type Original, and it is Multires)" in report
+            cfg = screen.cfg
+            assert cfg.model.family == "sd1" and cfg.training.noise_offset == 0.0
+            assert cfg.training.multires_noise_iterations == 8
+            assert cfg.network.train_unet_only is False and cfg.dataset.cache_text_encoder_outputs == "off"
+            assert cfg.dataset.bucket_reso_steps == 64 and cfg.dataset.resolution == 512
+            # What is the project's own stays: the model the file does not name a local copy of is
+            # the file's; the image folder the file names is not here, so the project's is kept.
+            assert cfg.dataset.image_dir == small_config()["dataset"]["image_dir"]
 
     run(scenario())
 

@@ -82,8 +82,8 @@ class PartSpec:
 
     @property
     def denoiser(self) -> bool:
-        """The UNet (a DiT later): always trained; a text encoder only at a rate above zero, and
-        never with network.train_unet_only (loratui.families.trains)."""
+        """The UNet (Flux: the transformer): trained unless network.train_text_encoder_only; a text
+        encoder only at a rate above zero, and never with network.train_unet_only (loratui.families.trains)."""
         return self.part.denoiser
 
 
@@ -96,6 +96,8 @@ class Part:
     lr: float
     trained: bool
     targets: list[LoraTarget] = field(default_factory=list)  # empty when not trained
+    # A LyCORIS type's layers by module path (engine/lycoris_network.py), made with the targets, put in by _add_lora.
+    layers: dict[str, torch.nn.Module] = field(default_factory=dict)
 
 
 class Objective(Protocol):
@@ -104,14 +106,23 @@ class Objective(Protocol):
 
     def noise(self, latents: torch.Tensor) -> torch.Tensor: ...
 
+    def input_noise(self, noise: torch.Tensor) -> torch.Tensor:
+        """The noise the denoiser's input is made with: ``noise`` plus input perturbation
+        (training.ip_noise_gamma), or ``noise`` itself; the target is always made with ``noise``."""
+
     def draw_timesteps(self, latents: torch.Tensor) -> torch.Tensor: ...
 
     def eval_timesteps(self, fraction: float, device: torch.device) -> torch.Tensor:
         """One sample's fixed noise level at ``fraction`` of the way to pure noise (the eval loss)."""
 
     def noisy_and_target(
-        self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+        self,
+        latents: torch.Tensor,
+        noise: torch.Tensor,
+        timesteps: torch.Tensor,
+        input_noise: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The denoiser's input (made with ``input_noise`` when given) and its target (with ``noise``)."""
 
     def loss(
         self, prediction: torch.Tensor, target: torch.Tensor, noisy: torch.Tensor, timesteps: torch.Tensor
@@ -166,7 +177,7 @@ class Family(Protocol):
         self, part: PartSpec, weights: dict[str, torch.Tensor], targets: list[LoraTarget], dtype: torch.dtype
     ) -> dict[str, torch.Tensor]:
         """The kohya file's tensors of one trained part, from ``<module>.lora_down.weight``-style
-        ``weights`` (engine.lora.lora_state_dict)."""
+        ``weights`` (engine.lora.lora_state_dict; a LyCORIS part's ``<module>.hada_w1_a``... alike)."""
 
     def metadata(self, cfg: RunConfig) -> dict[str, object]:
         """The family's own metadata values, by key (engine/metadata.py writes them in its order)."""
@@ -202,12 +213,11 @@ class UNetFamily:
         pass
 
     def objective(self, cfg: RunConfig, model: BaseModel) -> Objective:
-        from engine.diffusion import DenoisingObjective, with_zero_terminal_snr
+        from engine.diffusion import DenoisingObjective, DenoisingSettings, with_zero_terminal_snr
 
-        training = cfg.training
-        if training.zero_terminal_snr:  # the model's own schedule, rescaled: its last timestep pure noise
+        if cfg.training.zero_terminal_snr:  # the model's own schedule, rescaled: its last timestep pure noise
             model.noise_scheduler = with_zero_terminal_snr(model.noise_scheduler)
-        return DenoisingObjective(model.noise_scheduler, training.noise_offset, training.min_snr_gamma)
+        return DenoisingObjective(model.noise_scheduler, DenoisingSettings.from_config(cfg))
 
     def predict(
         self, denoiser: torch.nn.Module, noisy: torch.Tensor, timesteps: torch.Tensor, conditioning: dict[str, object]

@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 
 from engine import data as data_mod
 from engine import flow_matching
@@ -45,7 +44,9 @@ from engine.flux_names import FLUX_BLOCKS, bfl_module, to_kohya_flux_tensors
 from engine.flux_random import FLUX_RANDOM_NAME, ensure_flux_random
 from engine.kohya_format import TEXT_ENCODER_1_PREFIX, UNET_PREFIX
 from engine.lora import TEXT_ENCODER_BLOCKS, LoraTarget
+from engine.losses import LossSettings, elementwise_loss, huber_threshold
 from engine.model_loading import BaseModel, first_line, weight_dtype
+from engine.noise import NoiseSettings, perturbed
 from engine.tiny_flux import TINY_FLUX_NAME, ensure_tiny_flux
 from loratui import families
 from loratui.config import RunConfig
@@ -125,13 +126,20 @@ def variant_of(transformer: torch.nn.Module) -> str:
 
 class FlowObjective:
     """Flux's objective (engine/families/base.py's Objective): a rectified flow, its noise levels
-    the sigmas of engine/flow_matching.py."""
+    the sigmas of engine/flow_matching.py. Of the noise options, sd-scripts applies only input
+    perturbation to Flux (no offset, no multires noise, no timestep range); of the loss options,
+    training.loss_type with its huber schedule (at t = 1000 sigma), but no SNR-based weight."""
 
-    def __init__(self, settings: flow_matching.FlowSettings) -> None:
+    def __init__(self, settings: flow_matching.FlowSettings, noise: NoiseSettings, loss: LossSettings) -> None:
         self.settings = settings
+        self.noise_settings = noise
+        self.loss_settings = loss
 
     def noise(self, latents: torch.Tensor) -> torch.Tensor:
         return torch.randn_like(latents)  # no offset noise: sd-scripts' Flux training has none
+
+    def input_noise(self, noise: torch.Tensor) -> torch.Tensor:
+        return perturbed(noise, self.noise_settings)
 
     def draw_timesteps(self, latents: torch.Tensor) -> torch.Tensor:
         image_seq_len = flow_matching.packed_seq_len(latents)
@@ -141,15 +149,26 @@ class FlowObjective:
         return torch.tensor([fraction], dtype=torch.float32, device=device)
 
     def noisy_and_target(
-        self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+        self,
+        latents: torch.Tensor,
+        noise: torch.Tensor,
+        timesteps: torch.Tensor,
+        input_noise: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return flow_matching.noisy_input(latents, noise, timesteps), flow_matching.flow_target(latents, noise)
+        noisy = flow_matching.noisy_input(latents, noise if input_noise is None else input_noise, timesteps)
+        return noisy, flow_matching.flow_target(latents, noise)
 
     def loss(
         self, prediction: torch.Tensor, target: torch.Tensor, noisy: torch.Tensor, timesteps: torch.Tensor
     ) -> torch.Tensor:
         read = flow_matching.read_prediction(self.settings, prediction.float(), noisy.float(), timesteps)
-        loss = F.mse_loss(read, target.float(), reduction="none").mean(dim=(1, 2, 3))
+        loss_settings = self.loss_settings
+        threshold = None
+        if loss_settings.needs_threshold:  # sd-scripts' Flux timesteps are 1000 sigma
+            steps = flow_matching.TRAIN_TIMESTEPS
+            threshold = huber_threshold(loss_settings, timesteps.float() * steps, steps)
+        elementwise = elementwise_loss(read, target.float(), loss_settings.loss_type, threshold)
+        loss = elementwise.mean(dim=(1, 2, 3))
         weights = flow_matching.loss_weights(self.settings, timesteps)
         return loss if weights is None else loss * weights.to(loss.device)
 
@@ -253,7 +272,8 @@ class Flux:
         return FluxPipeline._unpack_latents(output, height * VAE_SCALE, width * VAE_SCALE, VAE_SCALE)
 
     def objective(self, cfg: RunConfig, model: BaseModel) -> FlowObjective:
-        return FlowObjective(flow_matching.FlowSettings.from_config(cfg))
+        flow = flow_matching.FlowSettings.from_config(cfg)
+        return FlowObjective(flow, NoiseSettings.from_config(cfg), LossSettings.from_config(cfg))
 
     def enable_gradient_checkpointing(self, part: PartSpec, module: torch.nn.Module) -> None:
         enable_gradient_checkpointing(part, module)

@@ -59,6 +59,8 @@ class StableDiffusion(UNetFamily):
     def __init__(self, name: str) -> None:
         self.name = name
         self.clip_skip = 1  # set by load(): the samples read the text encoder's layer the training reads
+        self.max_token_length = 75  # set by load(): dataset.max_token_length, the tokens read of a caption
+        self._model: BaseModel | None = None  # set by load(): the samples' prompts are encoded with it
 
     def load(self, cfg: RunConfig) -> BaseModel:
         settings = cfg.model
@@ -68,6 +70,8 @@ class StableDiffusion(UNetFamily):
         for problem in preflight.clip_skip_problems(settings.clip_skip, layers, settings.path):
             raise preflight.user_error(problem)
         self.clip_skip = settings.clip_skip
+        self.max_token_length = cfg.dataset.max_token_length
+        self._model = model
         return model
 
     def encode_text(
@@ -80,15 +84,16 @@ class StableDiffusion(UNetFamily):
         unwrap: Callable,
     ) -> TextRows:
         encoder = model.text_encoder  # the one text encoder, ``part``
-        ids = data_mod.tokenize(model.tokenizer, captions).to(device)
+        # 150 or 225 tokens: 75-token chunks encoded one by one and joined, as sd-scripts does
+        ids = data_mod.tokenize(model.tokenizer, captions, self.max_token_length).to(device)
         if clip_skip <= 1:
-            return {"encoder_hidden_states": encoder(ids)[0]}
+            return {"encoder_hidden_states": data_mod.join_chunks(encoder(ids)[0], len(captions))}
         # clip skip N: the output of the N-th layer from the end, through the final layer norm,
         # as A1111 and sd-scripts compute it.
         hidden = encoder(ids, output_hidden_states=True).hidden_states[-clip_skip]
         text_model = unwrap(encoder)
         final_norm = getattr(text_model, "text_model", text_model).final_layer_norm
-        return {"encoder_hidden_states": final_norm(hidden)}
+        return {"encoder_hidden_states": data_mod.join_chunks(final_norm(hidden), len(captions))}
 
     def conditioning(self, text: TextRows, batch: list[ImageEntry], dtype: torch.dtype) -> dict[str, object]:
         return {"encoder_hidden_states": text["encoder_hidden_states"].to(dtype)}
@@ -112,10 +117,27 @@ class StableDiffusion(UNetFamily):
 
     def sample_arguments(self, prompt: SamplePrompt) -> dict[str, object]:
         arguments = super().sample_arguments(prompt)
+        if self.max_token_length > 75 and self._model is not None:
+            return self._long_prompt_arguments(self._model, prompt)
         if self.clip_skip > 1:
             # diffusers counts the layers skipped after the last one; model.clip_skip counts the last one too
             arguments["clip_skip"] = self.clip_skip - 1
         return arguments
+
+    def _long_prompt_arguments(self, model: BaseModel, prompt: SamplePrompt) -> dict[str, object]:
+        """The prompts read as the captions are trained, 150 or 225 tokens in chunks (the pipeline's own
+        encoding reads 77), as sd-scripts' sampling does; clip skip is applied by encode_text."""
+        device = next(model.text_encoder.parameters()).device
+
+        def embed(text: str) -> torch.Tensor:
+            rows = self.encode_text(TEXT_ENCODER, model, [text], self.clip_skip, device, own_module)
+            return rows["encoder_hidden_states"]
+
+        return {
+            "prompt_embeds": embed(prompt.prompt),
+            "negative_prompt_embeds": embed(prompt.negative_prompt),  # "" is the pipeline's own unconditional text
+            "guidance_scale": prompt.cfg_scale,
+        }
 
     def metadata(self, cfg: RunConfig) -> dict[str, object]:
         return {

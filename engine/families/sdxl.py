@@ -47,6 +47,8 @@ from loratui.dataset import ImageEntry
 if TYPE_CHECKING:
     from diffusers import StableDiffusionXLPipeline
 
+    from loratui.sample_prompts import SamplePrompt
+
 TEXT_ENCODER_1 = PartSpec(
     families.TEXT_ENCODER_1,
     attribute="text_encoder",
@@ -93,11 +95,15 @@ class StableDiffusionXL(UNetFamily):
 
     name = "sdxl"
     parts = (UNET, TEXT_ENCODER_1, TEXT_ENCODER_2)
+    max_token_length = 75  # set by load(): dataset.max_token_length, the tokens read of a caption
+    _model: BaseModel | None = None  # set by load(): the samples' prompts are encoded with it
 
     def load(self, cfg: RunConfig) -> BaseModel:
         settings = cfg.model
+        self.max_token_length = cfg.dataset.max_token_length
         resolved, tokenizer = model_folder(cfg)
-        return load_base_model(settings.path, resolved, self.name, settings.v_prediction, tokenizer)
+        self._model = load_base_model(settings.path, resolved, self.name, settings.v_prediction, tokenizer)
+        return self._model
 
     def encode_text(
         self,
@@ -108,15 +114,20 @@ class StableDiffusionXL(UNetFamily):
         device: torch.device,
         unwrap: Callable,
     ) -> TextRows:
+        # 150 or 225 tokens: 75-token chunks encoded one by one and joined, as sd-scripts does
+        batch, length = len(captions), self.max_token_length
         if part == TEXT_ENCODER_1:
-            ids = data_mod.tokenize(model.tokenizer, captions).to(device)
+            ids = data_mod.tokenize(model.tokenizer, captions, length).to(device)
             # hidden_states[0] is the embeddings: [-2] is the output of layer 11 of 12, sd-scripts' [11].
-            return {HIDDEN_1: model.text_encoder(ids, output_hidden_states=True).hidden_states[-2]}
+            hidden = model.text_encoder(ids, output_hidden_states=True).hidden_states[-2]
+            return {HIDDEN_1: data_mod.join_chunks(hidden, batch)}
         tokenizer = model.tokenizer_2
-        ids = data_mod.tokenize(tokenizer, captions).to(device)
+        ids = data_mod.tokenize(tokenizer, captions, length).to(device)
         output = model.text_encoder_2(ids, output_hidden_states=True)
         pooled = _pooled(unwrap(model.text_encoder_2), output.last_hidden_state, ids, tokenizer.eos_token_id)
-        return {HIDDEN_2: output.hidden_states[-2], POOLED: pooled}
+        chunks = ids.shape[0] // batch
+        # the pooled vector of each caption's first chunk, as sd-scripts takes it
+        return {HIDDEN_2: data_mod.join_chunks(output.hidden_states[-2], batch), POOLED: pooled[::chunks]}
 
     def conditioning(self, text: TextRows, batch: list[ImageEntry], dtype: torch.dtype) -> dict[str, object]:
         hidden_1 = text[HIDDEN_1]
@@ -144,6 +155,26 @@ class StableDiffusionXL(UNetFamily):
             scheduler=scheduler,
             add_watermarker=False,  # the invisible watermark is for published images, not training previews
         )
+
+    def sample_arguments(self, prompt: SamplePrompt) -> dict[str, object]:
+        arguments = super().sample_arguments(prompt)
+        if self.max_token_length <= 75 or self._model is None:
+            return arguments
+        # The prompts read as the captions are trained, 150 or 225 tokens in chunks (the pipeline's own
+        # encoding reads 77), as sd-scripts' sampling does. No negative prompt: the pipeline's zeros, as without.
+        arguments = {"guidance_scale": prompt.cfg_scale}
+        arguments["prompt_embeds"], arguments["pooled_prompt_embeds"] = self._prompt_embeds(self._model, prompt.prompt)
+        if prompt.negative_prompt:
+            negative = self._prompt_embeds(self._model, prompt.negative_prompt)
+            arguments["negative_prompt_embeds"], arguments["negative_pooled_prompt_embeds"] = negative
+        return arguments
+
+    def _prompt_embeds(self, model: BaseModel, text: str) -> tuple[torch.Tensor, torch.Tensor]:
+        device = next(model.text_encoder.parameters()).device
+        rows = {}
+        for part in (TEXT_ENCODER_1, TEXT_ENCODER_2):
+            rows.update(self.encode_text(part, model, [text], 1, device, own_module))
+        return torch.cat([rows[HIDDEN_1], rows[HIDDEN_2]], dim=2), rows[POOLED]
 
     def kohya_module_name(self, part: PartSpec, module_path: str) -> str:
         # sd-scripts trains sgm's UNet and transformers' text encoders: their module paths are the names.

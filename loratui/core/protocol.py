@@ -130,7 +130,12 @@ EVENTS: dict[str, dict[str, Field]] = {
         "bytes": Field(Int, "its size"),
         "epoch": Field(Int, "epochs completed when it was written"),
         "step": Field(Int, "steps done when it was written"),
-        "kind": Field(Str, "epoch | final | stop | manual (a save command) | state"),
+        "kind": Field(Str, "epoch | step | final | stop | manual (a save command) | state"),
+    },
+    "checkpoint_removed": {
+        "path": Field(Str, "absolute path of a file (or state folder) this run saved and has now deleted"),
+        "step": Field(Int, "steps done when it was removed"),
+        "reason": Field(Str, "why: the setting that keeps only the newest files (output.save_last_n_epochs, ...)"),
     },
     "memory": {
         "device": Field(Str, "torch device"),

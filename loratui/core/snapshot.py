@@ -31,7 +31,15 @@ SNAPSHOT_FILE = "summary.json"
 SNAPSHOT_FORMAT = 1
 SNAPSHOT_BYTES = 64 * 1024 * 1024  # a snapshot is a few hundred KB (its history is bounded); never read more
 EVERY_S = 10.0
-WRITE_AT = FINAL_EVENTS | {"run_started", "checkpoint", "epoch_end", "paused", "resumed", "warning"}
+WRITE_AT = FINAL_EVENTS | {
+    "run_started",
+    "checkpoint",
+    "checkpoint_removed",
+    "epoch_end",
+    "paused",
+    "resumed",
+    "warning",
+}
 _SPECIAL = (
     "history",
     "eta",

@@ -163,6 +163,10 @@ class RunSummary:
     def _on_checkpoint(self, e: dict) -> None:
         self.checkpoints.append(Checkpoint(e["path"], e["bytes"], e["epoch"], e["step"], e["kind"], e["t"]))
 
+    def _on_checkpoint_removed(self, e: dict) -> None:
+        # Gone from the disk (output.save_last_n_*): no panel, pick or grid may offer it any more.
+        self.checkpoints = [checkpoint for checkpoint in self.checkpoints if checkpoint.path != e["path"]]
+
     def _on_memory(self, e: dict) -> None:
         self.memory = e
 

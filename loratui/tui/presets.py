@@ -24,6 +24,7 @@ the first behind.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 from loratui.config import RunConfig, config_from_dict, config_to_dict
@@ -390,4 +391,6 @@ def apply_preset(cfg: RunConfig, preset: Preset) -> RunConfig:
     for values in (FAMILY_BASE[preset.family], preset.values):
         for section, settings in values.items():
             data[section].update(settings)
-    return config_from_dict(data, cfg.base_dir)
+    chosen = config_from_dict(data, cfg.base_dir)
+    chosen.subsets = copy.deepcopy(cfg.subsets)  # the [[subsets]] tables are not sections: kept as they are
+    return chosen

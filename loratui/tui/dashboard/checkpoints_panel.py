@@ -18,7 +18,7 @@ from loratui.tui.dashboard import format as fmt
 from loratui.tui.dashboard.view import Panel, View
 
 SHOWN = 6  # the newest ones; the count says how many more there are
-KINDS = {"epoch": "epoch", "final": "final", "stop": "stop", "manual": "saved", "state": "state"}
+KINDS = {"epoch": "epoch", "step": "step", "final": "final", "stop": "stop", "manual": "saved", "state": "state"}
 
 
 class CheckpointsPanel(Panel):

@@ -39,8 +39,9 @@ class KohyaImportScreen(ModalScreen[ImportChoice | None]):
         with Vertical(classes="dialog", id="kohya-dialog"):
             yield Static("Import a kohya_ss GUI config", classes="dialog-title")
             yield Static(
-                "The .json file the kohya_ss GUI saves. Its settings replace the wizard's; a report then "
-                "lists every key: imported, not supported, unknown or ignored.",
+                "The .json file the kohya_ss GUI saves. Its settings replace the wizard's (what it leaves out "
+                "goes back to loratui's defaults; this project's folders and model stay); a report then lists "
+                "every key: imported, changed on the way, not supported, unknown or ignored.",
                 classes="dialog-text",
             )
             yield SteadyInput(
@@ -116,6 +117,7 @@ def report_text(report: ImportReport) -> Content:
         "NOT SUPPORTED YET": "$error bold",
         "Not supported": "$warning bold",
         "Unknown": "$warning bold",
+        "Changed on the way": "$warning bold",
         "Imported": "$success bold",
         "Ignored": "bold",
     }

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 from textual import on
@@ -45,6 +46,7 @@ SCAN_FIELDS = frozenset(
         "dataset.min_bucket_reso",
         "dataset.max_bucket_reso",
         "dataset.bucket_reso_steps",
+        "dataset.bucket_no_upscale",  # each image's bucket follows its size
         # which images are held out for the validation loss (loratui/held_out.py)
         "dataset.validation_split",
         "dataset.validation_dir",
@@ -130,19 +132,21 @@ class DatasetPanel(Vertical):
         self.cfg = cfg
         data = cfg.dataset
         summary = self.query_one("#scan-summary", Static)
-        if not data.image_dir.strip():
+        if not data.image_dir.strip() and not cfg.subsets:
             self.report = None
             self._roots = None
             summary.update("Set the image folder above to scan it.")
             self.query_one("#scan-problems", Static).update("")
             self.update_calculator(cfg)
             return
-        image_dir = cfg.resolve(data.image_dir)
+        image_dir = cfg.resolve(data.image_dir) if data.image_dir.strip() else None
         reg_dir = cfg.resolve(data.reg_dir) if data.reg_dir.strip() else None
         self.scanning = True
         validation_dir = cfg.resolve(data.validation_dir) if data.validation_dir.strip() else None
-        self._roots = (image_dir, reg_dir, validation_dir)
-        summary.update(Content(escape_controls(f"Scanning {shown_path(image_dir, cfg.base_dir)} ...")))
+        subset_dirs = [cfg.resolve(subset.image_dir) for subset in cfg.subsets if subset.image_dir.strip()]
+        self._roots = (image_dir, reg_dir, validation_dir, *subset_dirs)
+        scanned = shown_path(image_dir, cfg.base_dir) if image_dir is not None else "the [[subsets]] folders"
+        summary.update(Content(escape_controls(f"Scanning {scanned} ...")))
         scanned_cfg, roots = copy.deepcopy(cfg), self._roots  # the worker's own: the fields may change meanwhile
         self.run_worker(
             lambda: self._scan(scanned_cfg, roots),
@@ -230,9 +234,14 @@ class DatasetPanel(Vertical):
                     f"{captions}/{images}",
                     str(len(concept.small_images)),
                 )
-            self.query_one("#scan-summary", Static).update(table)
+            if self.cfg.subsets:  # not editable here: say where they come from
+                tables = count(len(self.cfg.subsets), "[[subsets]] table")
+                note = Text(f"With {tables} from the TOML file (edit them there; each is one row below).")
+                self.query_one("#scan-summary", Static).update(Group(note, table))
+            else:
+                self.query_one("#scan-summary", Static).update(table)
         else:
-            folder = escape_controls(shown_path(report.image_dir, base))
+            folder = escape_controls(shown_path(report.image_dir or base, base))
             self.query_one("#scan-summary", Static).update(
                 Content(
                     f"No concept folders in {folder}: put your images in "
@@ -329,9 +338,9 @@ class DatasetPanel(Vertical):
         repeats = repeats_for_target(target, report.num_images * factor, epochs, batch)
         reached = -(-report.num_images * repeats * factor // batch) * epochs
         renames = [
-            f"{concept.folder.name} -> {target.name}"
-            for concept in report.concepts
-            if (target := renamed_for_repeats(concept.folder, repeats)) is not None
+            f"{folder.name} -> {target.name}"
+            for folder in self._renamable(report)
+            if (target := renamed_for_repeats(folder, repeats)) is not None
         ]
         reg_factor = " x 2 (reg)" if factor == 2 else ""
         reach = "reaches" if repeats == 1 else "reach"
@@ -346,10 +355,15 @@ class DatasetPanel(Vertical):
             text += " The guides keep repeats between 10 and 30: adjust the epochs or the target."
         return text, repeats if renames else None
 
+    def _renamable(self, report: DatasetReport) -> list[Path]:
+        """The kohya concept folders: a [[subsets]] folder's repeats are in the TOML, not in its name."""
+        subsets = {self.cfg.resolve(subset.image_dir) for subset in self.cfg.subsets if subset.image_dir.strip()}
+        return [concept.folder for concept in report.concepts if concept.folder not in subsets]
+
     def _show_rename(self, repeats: int | None) -> None:
         self.suggested_repeats = repeats
         button = self.query_one("#calc-rename", Button)
-        folders = [concept.folder for concept in self.report.concepts] if self.report and repeats else []
+        folders = self._renamable(self.report) if self.report and repeats else []
         moves = [(folder, target) for folder in folders if (target := renamed_for_repeats(folder, repeats)) is not None]
         button.display = bool(moves)
         if len(moves) == 1:
@@ -365,7 +379,7 @@ class DatasetPanel(Vertical):
             return
         base = self.cfg.base_dir
         try:
-            done = rename_repeats([concept.folder for concept in self.report.concepts], self.suggested_repeats)
+            done = rename_repeats(self._renamable(self.report), self.suggested_repeats)
         except UserError as err:
             self.notify(
                 str(err).replace(str(base) + "/", ""), title="Not renamed", severity="error", timeout=10, markup=False

@@ -18,6 +18,7 @@ from loratui.errors import Problem
 from loratui.families import lora_parts
 from loratui.memory_check import add_memory_check
 from loratui.quantities import count
+from loratui.save_plan import output_summary
 from loratui.tui.wizard.dataset_panel import shown_path, shown_problem
 from loratui.tui.wizard.field_row import SEVERITY_ORDER, problem_text
 
@@ -117,7 +118,7 @@ class ReviewPanel(Vertical):
         if dataset is not None:
             reg = f", {dataset.num_reg_images} regularisation" if dataset.num_reg_images else ""
             lines.append(
-                f"Images   {dataset.num_images} in {shown_path(dataset.image_dir, base)}{reg}, "
+                f"Images   {dataset.num_images} in {_image_folders(dataset, cfg, base)}{reg}, "
                 f"{dataset.num_items_per_epoch} per epoch with repeats"
             )
         if result.schedule is not None:
@@ -135,7 +136,8 @@ class ReviewPanel(Vertical):
         )
         if cfg.output.output_dir.strip() and cfg.output.name.strip():
             out = shown_path(cfg.resolve(cfg.output.output_dir), base)
-            lines.append(f"Writes   {out}/{cfg.output.name}.safetensors")
+            # and how many epoch and step files the run writes and keeps (output.save_every_n_*, save_last_n_*)
+            lines.append(f"Writes   {out}/{cfg.output.name}.safetensors{output_summary(cfg, result.schedule)}")
         lines += [line.rstrip() for line in result.memory]
         return "\n".join(lines)
 
@@ -143,6 +145,14 @@ class ReviewPanel(Vertical):
         event.stop()
         if 0 <= event.option_index < len(self._problems):
             self.post_message(self.ProblemChosen(self._problems[event.option_index]))
+
+
+def _image_folders(dataset, cfg: RunConfig, base) -> str:
+    """Where the images are: image_dir, and the [[subsets]] tables (which may hold them all)."""
+    folders = shown_path(dataset.image_dir, base) if dataset.image_dir is not None else ""
+    if cfg.subsets:
+        folders += (" + " if folders else "") + count(len(cfg.subsets), "[[subsets]] table")
+    return folders
 
 
 def toml_content(toml: str) -> Content:

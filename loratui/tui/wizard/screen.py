@@ -33,7 +33,7 @@ from loratui.core.terminal_text import escape_controls
 from loratui.errors import Problem, UserError
 from loratui.families import setting_applies
 from loratui.jobs.record import JobRecord
-from loratui.kohya_import import load_kohya_json
+from loratui.kohya_import import apply_import, load_kohya_json
 from loratui.optimizer_args import canonical_optimizer
 from loratui.schedule import resolve_schedule
 from loratui.tui.dialogs import ConfirmQuitScreen
@@ -484,7 +484,9 @@ class WizardScreen(Screen[None]):
         data = config_to_dict(self.cfg)
         rates = {"unet_lr": unet_lr, "text_encoder_lr": te_lr, "text_encoder_2_lr": te_lr}
         data["optimizer"].update({"args": list(args), **rates})
-        self.replace_config(config_from_dict(data, self.cfg.base_dir), f"optimizer advice for {name}")
+        advised = config_from_dict(data, self.cfg.base_dir)
+        advised.subsets = copy.deepcopy(self.cfg.subsets)  # the [[subsets]] tables are not sections
+        self.replace_config(advised, f"optimizer advice for {name}")
         self.query_one("#f-optimizer-name").focus()
 
     # -- saving ------------------------------------------------------------------------------
@@ -637,11 +639,10 @@ class WizardScreen(Screen[None]):
         if total is not None:
             # lr_warmup is a percentage of the run; the dataset scan tells how long the run is.
             result = load_kohya_json(choice.path, total_steps=total)
-        data = config_to_dict(self.cfg)
-        for section, values in result.sections.items():
-            data[section].update(values)
         try:
-            cfg = config_from_dict(data, self.cfg.base_dir)
+            # From loratui's defaults (a second import does not inherit the first one's settings),
+            # with this project's folders, model and name where the file leaves them empty.
+            cfg = apply_import(result, self.cfg)
         except UserError as err:
             self.notify(str(err), title="Import failed", severity="error", timeout=10, markup=False)
             return
