@@ -53,6 +53,13 @@ def _concept_lines(dataset: DatasetReport, batch_size: int) -> list[str]:
     return lines
 
 
+def network_kind(net) -> str:
+    """A LyCORIS network in words, ``LyCORIS LoKr (full) + DoRA``; "" for kohya's plain LoRA (LoCon included)."""
+    if net.type == "lora":
+        return ""
+    return f"LyCORIS {LYCORIS_NAMES.get(net.type, net.type)} ({net.preset})" + (" + DoRA" if net.dora else "")
+
+
 def print_check_report(config_path: Path, result: CheckResult, out: TextIO) -> None:
     out = _EscapedLines(out)
     cfg = result.config
@@ -60,8 +67,7 @@ def print_check_report(config_path: Path, result: CheckResult, out: TextIO) -> N
     out.write(f"Model    {cfg.model.path} ({cfg.model.family})\n")
     net = cfg.network
     conv = f", conv rank {net.conv_rank} alpha {net.conv_alpha:g}" if net.conv_rank else ""
-    kind = "LoRA" if net.type == "lora" else f"LyCORIS {LYCORIS_NAMES.get(net.type, net.type)} ({net.preset})"
-    kind += " + DoRA" if net.dora and net.type != "lora" else ""
+    kind = network_kind(net) or "LoRA"
     out.write(
         f"Network  {kind} rank {net.rank}, alpha {net.alpha:g} (scale {net.alpha / max(net.rank, 1):.3g}){conv}\n"
     )

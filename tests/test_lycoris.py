@@ -598,3 +598,14 @@ def test_sdxl_trains_a_lycoris_network_end_to_end(project):
         except (KeyError, ValueError):
             continue
     apply_file_with_lycoris(path, named_view(sgm), [clip_view(fresh.text_encoder), clip_view(fresh.text_encoder_2)])
+
+
+def test_the_check_and_the_review_name_the_network_type():
+    """`loratui check` and the wizard's Review say which network trains, not just its rank."""
+    from loratui.report import network_kind
+
+    assert network_kind(NetworkSettings()) == ""  # kohya's LoRA: the lines stay as they were
+    assert network_kind(NetworkSettings(type="lokr")) == "LyCORIS LoKr (full)"
+    assert (
+        network_kind(NetworkSettings(type="locon", preset="attn-mlp", dora=True)) == "LyCORIS LoCon (attn-mlp) + DoRA"
+    )

@@ -18,6 +18,7 @@ from loratui.errors import Problem
 from loratui.families import lora_parts
 from loratui.memory_check import add_memory_check
 from loratui.quantities import count
+from loratui.report import network_kind
 from loratui.save_plan import output_summary
 from loratui.tui.wizard.dataset_panel import shown_path, shown_problem
 from loratui.tui.wizard.field_row import SEVERITY_ORDER, problem_text
@@ -131,7 +132,8 @@ class ReviewPanel(Vertical):
         net = cfg.network
         denoiser = lora_parts(cfg.model.family)[0]
         lines.append(
-            f"LoRA     rank {net.rank}, alpha {net.alpha:g}; {cfg.optimizer.name}, "
+            f"LoRA     {network_kind(net) + ' ' if network_kind(net) else ''}rank {net.rank}, alpha {net.alpha:g}; "
+            f"{cfg.optimizer.name}, "
             f"{denoiser.label} LR {cfg.optimizer.unet_lr:g}"
         )
         if cfg.output.output_dir.strip() and cfg.output.name.strip():

@@ -57,7 +57,7 @@ STEPS: tuple[Step, ...] = (
     Step(
         "network",
         "Network",
-        "The shape of the LoRA: its rank and alpha.",
+        "The shape of the LoRA: its type (LoRA or a LyCORIS algorithm), rank and alpha.",
         _settings_of("network"),
         short="Net",
     ),
